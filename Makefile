@@ -1,0 +1,53 @@
+# ExpressGateway — the two commands: `make run` and `make test`.
+# Both install everything first (apt packages, venv, Python deps, BPF build) and are
+# fast to re-run: each step is skipped while its inputs are unchanged.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := .stamps
+APT_PACKAGES := clang llvm libbpf-dev bpftool ethtool iproute2 curl openssl nginx libnginx-mod-stream haproxy wrk python3-venv
+CONFIG ?= conf/default.toml
+PYTEST_ARGS ?=
+
+.PHONY: run test install apt venv bpf lint check clean
+
+install: $(STAMPS)/apt $(STAMPS)/venv bpf
+
+$(STAMPS)/apt: Makefile
+	@mkdir -p $(STAMPS)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "apt: installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@touch $@
+
+$(STAMPS)/venv: pyproject.toml | $(STAMPS)/apt
+	@mkdir -p $(STAMPS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+bpf: $(STAMPS)/venv
+	@$(PY) -m kernel.build --out build/bpf
+
+run: install
+	@$(PY) -m tools.run_demo --config $(CONFIG)
+
+lint: $(STAMPS)/venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: install lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+check: $(STAMPS)/venv
+	@$(PY) -m supervisor.cli --check $(CONFIG)
+
+clean:
+	rm -rf $(STAMPS) build .pytest_cache .mypy_cache .ruff_cache

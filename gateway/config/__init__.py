@@ -1,0 +1,1 @@
+"""Configuration: schema, then four pure steps — load, validate, plan, diff."""

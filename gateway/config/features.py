@@ -1,0 +1,18 @@
+"""Which configurable features this build actually serves.
+
+A key whose feature is not built is rejected by validation with a message that
+says so: the gateway never silently accepts a setting it would ignore. Grow these
+sets as data paths land; never add a key to the schema without either serving it
+or listing it here.
+"""
+
+from __future__ import annotations
+
+BUILT_LISTENER_PROTOCOLS: frozenset[str] = frozenset({"tcp", "h1"})
+BUILT_BACKEND_PROTOCOLS: frozenset[str] = frozenset({"tcp", "h1"})
+BUILT_PROXY_PROTOCOLS: frozenset[str] = frozenset({"none"})
+BACKEND_TLS_BUILT = False
+LISTENER_TLS_BUILT = False
+WEBSOCKET_BUILT = True
+
+NOT_BUILT_HINT = "is not built in this version of ExpressGateway"

@@ -1,0 +1,146 @@
+"""Step 3 of 4: a validated `Config` -> the `GatewayPlan` that runs.
+
+The plan is what the supervisor acts on and what workers receive (msgspec-encoded
+over the control channel): addresses parsed, defaults and inheritance applied,
+CPUs resolved. Workers never read the config file. Pure: CPU facts are passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import msgspec
+
+from gateway.config.address import parse_host_port
+from gateway.config.load import load_config
+from gateway.config.locate import locate_lines
+from gateway.config.schema import (
+    NATURAL_BACKEND_PROTOCOL,
+    BalancerConfig,
+    Config,
+    HealthConfig,
+    HttpConfig,
+    OutlierConfig,
+    UdpConfig,
+    WebSocketConfig,
+)
+from gateway.config.validate import HASH_POLICIES, HTTP_PROTOCOLS, UDP_TRANSPORT, validate_config
+
+
+class SocketKey(msgspec.Struct, frozen=True, array_like=True):
+    """Identity of a listening socket: sockets with the same key survive a reload."""
+
+    transport: str  # "tcp" | "udp"
+    host: str
+    port: int
+    family: int  # 4 | 6
+
+
+class BackendPlan(msgspec.Struct, frozen=True):
+    id: str  # canonical "host:port", stable across reloads (hash policies key on it)
+    host: str
+    port: int
+    protocol: str
+    weight: int
+    proxy_protocol: str
+
+
+class ListenerPlan(msgspec.Struct, frozen=True):
+    name: str
+    protocol: str
+    socket: SocketKey
+    drain_timeout_ms: int
+    connect_timeout_ms: int
+    balancer: BalancerConfig
+    hash_key: str | None
+    outlier: OutlierConfig
+    health: HealthConfig | None
+    http: HttpConfig | None
+    websocket: WebSocketConfig | None
+    udp: UdpConfig | None
+    backends: list[BackendPlan]
+
+
+class GatewayPlan(msgspec.Struct, frozen=True):
+    config_hash: str
+    cpus: list[int]
+    config: Config
+    listeners: list[ListenerPlan]
+
+    def sockets(self) -> list[SocketKey]:
+        return [listener.socket for listener in self.listeners]
+
+
+def config_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def resolve_cpus(workers: int | str | list[int], online_cpus: Sequence[int]) -> list[int]:
+    cpus = sorted(online_cpus)
+    if isinstance(workers, str):
+        return cpus
+    if isinstance(workers, int):
+        return cpus[:workers]
+    return list(workers)
+
+
+def plan_config(config: Config, *, online_cpus: Sequence[int], digest: str) -> GatewayPlan:
+    """Derive the runtime plan from a config that `validate_config` accepted."""
+    rt = config.runtime
+    listeners: list[ListenerPlan] = []
+    for lst in config.listeners:
+        addr = parse_host_port(lst.address, allow_hostname=False)
+        transport = "udp" if lst.protocol in UDP_TRANSPORT else "tcp"
+        backends = []
+        for b in lst.backends:
+            baddr = parse_host_port(b.address, allow_hostname=True)
+            backends.append(
+                BackendPlan(
+                    id=str(baddr),
+                    host=baddr.host,
+                    port=baddr.port,
+                    protocol=b.protocol or NATURAL_BACKEND_PROTOCOL[lst.protocol],
+                    weight=b.weight,
+                    proxy_protocol=b.proxy_protocol,
+                )
+            )
+        is_http = lst.protocol in HTTP_PROTOCOLS
+        hash_key = None
+        if lst.balancer.policy in HASH_POLICIES:
+            hash_key = lst.balancer.hash_key or "client_ip"
+        listeners.append(
+            ListenerPlan(
+                name=lst.name,
+                protocol=lst.protocol,
+                socket=SocketKey(transport, addr.host, addr.port, addr.family),
+                drain_timeout_ms=lst.drain_timeout_ms or rt.drain_timeout_ms,
+                connect_timeout_ms=rt.connect_timeout_ms,
+                balancer=lst.balancer,
+                hash_key=hash_key,
+                outlier=lst.outlier,
+                health=lst.health,
+                http=(lst.http or HttpConfig()) if is_http else None,
+                websocket=lst.websocket,
+                udp=(lst.udp or UdpConfig()) if lst.protocol == "udp" else None,
+                backends=backends,
+            )
+        )
+    return GatewayPlan(
+        config_hash=digest,
+        cpus=resolve_cpus(rt.workers, online_cpus),
+        config=config,
+        listeners=listeners,
+    )
+
+
+def compile_config(data: bytes, *, online_cpus: Sequence[int], source: str = "") -> GatewayPlan:
+    """load -> validate -> plan in one call; raises ConfigError with every problem."""
+    config = load_config(data, source)
+    validate_config(
+        config,
+        online_cpus=online_cpus,
+        source=source,
+        lines=locate_lines(data.decode("utf-8")),
+    )
+    return plan_config(config, online_cpus=online_cpus, digest=config_hash(data))

@@ -1,0 +1,189 @@
+"""The configuration schema: frozen msgspec Structs that forbid unknown keys.
+
+This is the single source of truth for every key, its type and its default. Key
+names and defaults follow the original ExpressGateway where it has them, so its
+operators feel at home. Range and cross-field rules live in `validate.py`; nothing
+here opens a file or a socket.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+ListenerProtocol = Literal["tcp", "udp", "tls", "h1", "h1s", "quic"]
+BackendProtocol = Literal["tcp", "udp", "h1", "h2", "h3"]
+PolicyName = Literal[
+    "round_robin",
+    "weighted_round_robin",
+    "random",
+    "weighted_random",
+    "least_connections",
+    "least_request",
+    "p2c",
+    "ewma",
+    "maglev",
+    "ring_hash",
+    "session_affinity",
+]
+HealthKind = Literal["tcp", "http"]
+LogFormat = Literal["auto", "json", "console"]
+KernelMode = Literal["auto", "native", "generic"]
+UnderscorePolicy = Literal["reject", "drop", "allow"]
+ProxyProtocol = Literal["none", "v1", "v2"]
+
+_STRUCT = {"frozen": True, "forbid_unknown_fields": True, "kw_only": True}
+
+
+class RuntimeConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    workers: int | str | list[int] = "auto"
+    drain_timeout_ms: int = 10_000
+    connect_timeout_ms: int = 5_000
+    handshake_timeout_ms: int = 5_000
+    worker_boot_timeout_ms: int = 10_000
+    control_socket: str = "/run/expressgateway/control.sock"
+    per_ip_connection_cap: int = 1_024
+    max_inflight_connections: int = 65_536
+    max_keepalive_requests: int = 100
+    header_underscore_policy: UnderscorePolicy = "reject"
+
+
+class ObservabilityConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    metrics_bind: str | None = None
+    log_format: LogFormat = "auto"
+    access_log: bool = True
+    max_series_per_family: int = 10_000
+
+
+class AdminConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    api_token_hash: str | None = None
+    allow_non_loopback: bool = False
+
+
+class SecurityConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    strict_te: bool = False
+
+
+class KernelConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    enabled: bool = False
+    interfaces: list[str] = msgspec.field(default_factory=list)
+    mode: KernelMode = "auto"
+    required: bool = False
+    instance: str = "default"
+    new_flow_cap_per_sec: int = 0
+    deny: list[str] = msgspec.field(default_factory=list)
+
+
+class TlsConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    cert_path: str
+    key_path: str
+    tls13_only: bool = False
+
+
+class BackendTlsConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    ca_path: str | None = None
+    server_name: str | None = None
+    verify: bool = True
+
+
+class BalancerConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    policy: PolicyName = "round_robin"
+    hash_key: str | None = None  # the plan applies "client_ip" for hash policies
+    max_connect_attempts: int = 3
+    panic_threshold: int = 50
+    ewma_decay_ms: int = 10_000
+
+
+class HealthConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    kind: HealthKind = "tcp"
+    interval_ms: int = 2_000
+    timeout_ms: int = 1_000
+    rise: int = 2
+    fall: int = 3
+    path: str = "/"
+    expected_status: str = "200-399"
+    host: str | None = None
+
+
+class OutlierConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    consecutive_failures: int = 5
+    base_ejection_ms: int = 30_000
+    max_ejection_ms: int = 300_000
+    max_ejection_percent: int = 50
+
+
+class HttpConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    header_timeout_ms: int = 10_000
+    body_timeout_ms: int = 30_000
+    total_timeout_ms: int = 60_000
+    head_timeout_ms: int = 60_000
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_headers: int = 256
+    max_header_bytes: int = 65_536
+    pool_max_idle_per_backend: int = 8
+    pool_max_per_backend: int = 256
+    pool_idle_timeout_ms: int = 60_000
+
+
+class WebSocketConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    enabled: bool = True
+    idle_timeout_seconds: int = 60
+
+
+class UdpConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    session_idle_timeout_ms: int = 30_000
+    max_sessions: int = 65_536
+
+
+class BackendConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    address: str
+    protocol: BackendProtocol | None = None
+    weight: int = 1
+    tls: BackendTlsConfig | None = None
+    proxy_protocol: ProxyProtocol = "none"
+
+
+class ListenerConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    name: str
+    address: str
+    protocol: ListenerProtocol
+    drain_timeout_ms: int | None = None
+    tls: TlsConfig | None = None
+    balancer: BalancerConfig = msgspec.field(default_factory=BalancerConfig)
+    health: HealthConfig | None = None
+    outlier: OutlierConfig = msgspec.field(default_factory=OutlierConfig)
+    http: HttpConfig | None = None
+    websocket: WebSocketConfig | None = None
+    udp: UdpConfig | None = None
+    backends: list[BackendConfig] = msgspec.field(default_factory=list)
+
+
+class Config(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
+    observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
+    kernel: KernelConfig = msgspec.field(default_factory=KernelConfig)
+    listeners: list[ListenerConfig] = msgspec.field(default_factory=list)
+
+
+# The protocol a backend speaks when the config does not say (the listener's natural peer).
+NATURAL_BACKEND_PROTOCOL: dict[str, str] = {
+    "tcp": "tcp",
+    "udp": "udp",
+    "tls": "tcp",
+    "h1": "h1",
+    "h1s": "h1",
+    "quic": "h3",
+}
+
+# Which backend protocols each listener protocol can reach.
+ALLOWED_BACKEND_PROTOCOLS: dict[str, tuple[str, ...]] = {
+    "tcp": ("tcp",),
+    "udp": ("udp",),
+    "tls": ("tcp",),
+    "h1": ("h1", "h2", "h3"),
+    "h1s": ("h1", "h2", "h3"),
+    "quic": ("h1", "h2", "h3"),
+}

@@ -1,0 +1,122 @@
+"""The worker's in-process metric recorder: plain integers in dicts keyed by label tuples.
+
+Owns the cheap per-event updates a worker's hot path makes and the `snapshot()` it sends
+to the supervisor. It must never lock, allocate per call beyond a label tuple, log, read a
+clock (durations are measured by the caller), or know about prometheus_client.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from gateway.metrics import families as fam
+from gateway.metrics.snapshot import HistogramValue, Labels, MetricsSnapshot, new_histogram, observe
+
+_STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+def status_class(status: int) -> str:
+    """HTTP status -> "1xx".."5xx"; anything outside 100..599 is reported as "5xx"
+    because the gateway could not produce a valid answer for it."""
+    if 100 <= status <= 599:
+        return _STATUS_CLASSES[status // 100 - 1]
+    return "5xx"
+
+
+class WorkerMetrics:
+    """Cumulative counters/gauges/histograms for one worker process.
+
+    The public dicts may be bumped directly where a method call is too much:
+    `m.requests[(listener, backend, "2xx")] += 1`.
+    """
+
+    __slots__ = (
+        "backend_active",
+        "bytes",
+        "connections",
+        "connections_active",
+        "request_duration",
+        "requests",
+        "security_rejections",
+        "upstream_errors",
+    )
+
+    def __init__(self) -> None:
+        self.requests: defaultdict[Labels, int] = defaultdict(int)
+        self.request_duration: dict[Labels, HistogramValue] = {}
+        self.connections: defaultdict[Labels, int] = defaultdict(int)
+        self.connections_active: defaultdict[Labels, int] = defaultdict(int)
+        self.bytes: defaultdict[Labels, int] = defaultdict(int)
+        self.upstream_errors: defaultdict[Labels, int] = defaultdict(int)
+        self.backend_active: defaultdict[Labels, int] = defaultdict(int)
+        self.security_rejections: defaultdict[Labels, int] = defaultdict(int)
+
+    def request_done(
+        self,
+        listener: str,
+        backend: str,
+        status: int,
+        duration_s: float,
+        bytes_in: int,
+        bytes_out: int,
+    ) -> None:
+        """One HTTP request finished with `status` after `duration_s`.
+
+        `bytes_in`/`bytes_out` are the bytes of this exchange on the client side; L4 relays
+        that have no requests report through `bytes_transferred` instead.
+        """
+        self.requests[(listener, backend, status_class(status))] += 1
+        key = (listener,)
+        hist = self.request_duration.get(key)
+        if hist is None:
+            hist = self.request_duration[key] = new_histogram(fam.REQUEST_DURATION.buckets)
+        observe(hist, fam.REQUEST_DURATION.buckets, duration_s)
+        if bytes_in:
+            self.bytes[(listener, "in")] += bytes_in
+        if bytes_out:
+            self.bytes[(listener, "out")] += bytes_out
+
+    def bytes_transferred(self, listener: str, bytes_in: int, bytes_out: int) -> None:
+        if bytes_in:
+            self.bytes[(listener, "in")] += bytes_in
+        if bytes_out:
+            self.bytes[(listener, "out")] += bytes_out
+
+    def connection_opened(self, listener: str) -> None:
+        key = (listener,)
+        self.connections[key] += 1
+        self.connections_active[key] += 1
+
+    def connection_closed(self, listener: str) -> None:
+        self.connections_active[(listener,)] -= 1
+
+    def upstream_error(self, listener: str, backend: str, kind: str) -> None:
+        self.upstream_errors[(listener, backend, kind)] += 1
+
+    def security_rejection(self, reason: str) -> None:
+        self.security_rejections[(reason,)] += 1
+
+    def backend_active_requests(self, listener: str, backend: str, delta: int) -> None:
+        self.backend_active[(listener, backend)] += delta
+
+    def snapshot(self) -> MetricsSnapshot:
+        """A copy of every value; safe to encode while the worker keeps counting."""
+        return MetricsSnapshot(
+            counters={
+                fam.REQUESTS.name: dict(self.requests),
+                fam.CONNECTIONS.name: dict(self.connections),
+                fam.BYTES.name: dict(self.bytes),
+                fam.UPSTREAM_ERRORS.name: dict(self.upstream_errors),
+                fam.SECURITY_REJECTIONS.name: dict(self.security_rejections),
+            },
+            gauges={
+                fam.CONNECTIONS_ACTIVE.name: dict(self.connections_active),
+                fam.BACKEND_ACTIVE_REQUESTS.name: dict(self.backend_active),
+            },
+            histograms={
+                fam.REQUEST_DURATION.name: {
+                    k: HistogramValue(list(h.bucket_counts), h.sum)
+                    for k, h in self.request_duration.items()
+                }
+            },
+        )

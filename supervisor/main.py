@@ -1,0 +1,551 @@
+"""The supervisor: owns sockets, worker generations, reload, drain and stop.
+
+Signals and control commands become queued operations carried out one at a time
+(`_op_lock`), so a reload never races a drain. A generation is a set of workers,
+one per CPU; reload starts generation N+1 on every CPU, waits until all are Ready,
+then drains N — if N+1 fails to boot it is stopped and N keeps serving.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from typing import Any
+
+import structlog
+import trio
+
+from gateway.config.diff import diff_plans
+from gateway.config.plan import GatewayPlan
+from gateway.control import Response
+from gateway.errors import EXIT_CONFIG, EXIT_WORKER_BOOT, ConfigError
+from gateway.lifecycle import RestartBackoff, WorkerState
+from gateway.logs import configure_logging
+from gateway.version import VERSION
+from supervisor.sdnotify import Notifier
+from supervisor.sockets import SocketTable
+from supervisor.worker_handle import WorkerHandle
+
+log = structlog.get_logger("expressgateway.supervisor")
+
+STOP_GRACE_S = 2.0  # after a drain deadline, SIGTERM; this much later, SIGKILL
+
+
+class Supervisor:
+    def __init__(
+        self, plan: GatewayPlan, config_path: str, *, notifier: Notifier | None = None
+    ) -> None:
+        self.plan = plan
+        self.config_path = config_path
+        self.notifier = notifier or Notifier()
+        self.sockets = SocketTable()
+        self.generation = 0
+        self.workers: list[WorkerHandle] = []  # every live (not yet reaped) worker
+        self.vacant_slots: set[int] = set()
+        self.backoff: dict[int, RestartBackoff] = {}
+        self.started_at = time.monotonic()
+        self.state = "starting"
+        self.last_reload: dict[str, Any] = {}
+        self.reloads = {"ok": 0, "failed": 0}
+        self.worker_restarts = 0
+        self.ready_once = False
+        self._op_lock = trio.Lock()
+        self._stopped = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.exit_code = 0
+        self.health_verdicts: dict[tuple[str, str], Any] = {}
+        self.datapath: Any = None
+
+    # ---- workers ---------------------------------------------------------------
+
+    def current(self) -> list[WorkerHandle]:
+        return [
+            w
+            for w in self.workers
+            if w.generation == self.generation and w.state is not WorkerState.EXITED
+        ]
+
+    def _listener_keys(self, plan: GatewayPlan) -> dict[str, Any]:
+        return {lst.name: lst.socket for lst in plan.listeners}
+
+    async def _spawn(self, slot: int, cpu: int, generation: int, plan: GatewayPlan) -> WorkerHandle:
+        handle = WorkerHandle(
+            slot=slot,
+            cpu=cpu,
+            generation=generation,
+            plan=plan,
+            listener_fds=self.sockets.fds_for(self._listener_keys(plan), cpu),
+            log_format=plan.config.observability.log_format,
+        )
+        self.workers.append(handle)
+        assert self._nursery is not None
+        await self._nursery.start(self._supervise, handle)
+        return handle
+
+    async def _supervise(
+        self, handle: WorkerHandle, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await handle.run(task_status=task_status)
+        self.workers.remove(handle)
+        level = "info" if not handle.respawn else "warning"
+        getattr(log, level)(
+            "worker_exited",
+            slot=handle.slot,
+            pid=handle.pid,
+            cpu=handle.cpu,
+            generation=handle.generation,
+            how=handle.exit_text,
+            boot_error=handle.boot_error or None,
+        )
+        if (
+            handle.respawn
+            and handle.generation == self.generation
+            and self.state == "running"
+            and handle.ready.is_set()
+        ):
+            await self._respawn_later(handle)
+
+    async def _respawn_later(self, dead: WorkerHandle) -> None:
+        backoff = self.backoff.setdefault(dead.slot, RestartBackoff())
+        delay = backoff.on_crash(started_at=dead.started_at, now=time.monotonic())
+        if backoff.in_crash_loop(time.monotonic()):
+            log.error(
+                "worker_crash_loop", slot=dead.slot, cpu=dead.cpu, crashes=len(backoff.crashes)
+            )
+        await trio.sleep(delay)
+        if (
+            dead.generation != self.generation
+            or self.state != "running"
+            or dead.slot in self.vacant_slots
+        ):
+            return
+        if any(w.slot == dead.slot and w.generation == self.generation for w in self.workers):
+            return  # a drain already replaced it
+        self.worker_restarts += 1
+        handle = await self._spawn(dead.slot, dead.cpu, dead.generation, self.plan)
+        log.info(
+            "worker_respawned", slot=handle.slot, pid=handle.pid, cpu=handle.cpu, delay_s=delay
+        )
+
+    async def _wait_ready(self, handles: list[WorkerHandle], timeout_s: float) -> list[str]:
+        """Wait until every handle is Ready; return the failures (empty when all are)."""
+        with trio.move_on_after(timeout_s):
+            for h in handles:
+                async with trio.open_nursery() as race:
+
+                    async def ready(h: WorkerHandle = h) -> None:
+                        await h.ready.wait()
+                        race.cancel_scope.cancel()
+
+                    async def exited(h: WorkerHandle = h) -> None:
+                        await h.exited.wait()
+                        race.cancel_scope.cancel()
+
+                    race.start_soon(ready)
+                    race.start_soon(exited)
+        failures = []
+        for h in handles:
+            if not h.ready.is_set():
+                why = h.boot_error or (
+                    h.exit_text if h.exited.is_set() else f"not ready within {timeout_s:.1f}s"
+                )
+                failures.append(f"worker {h.slot} (cpu {h.cpu}, pid {h.pid}): {why}")
+        return failures
+
+    async def _start_generation(self, plan: GatewayPlan, generation: int) -> list[str]:
+        handles = []
+        for slot, cpu in enumerate(plan.cpus):
+            handles.append(await self._spawn(slot, cpu, generation, plan))
+        failures = await self._wait_ready(
+            handles, plan.config.runtime.worker_boot_timeout_ms / 1000
+        )
+        if failures:
+            for h in handles:
+                h.respawn = False
+                await h.stop()
+                h.kill()
+            for h in handles:
+                await h.exited.wait()
+        return failures
+
+    def _drain_budget_s(self, plan: GatewayPlan) -> float:
+        return (
+            max(
+                [plan.config.runtime.drain_timeout_ms]
+                + [lst.drain_timeout_ms for lst in plan.listeners]
+            )
+            / 1000
+        )
+
+    async def _drain_workers(self, handles: list[WorkerHandle], timeout_s: float) -> None:
+        """Drain `handles`; escalate to SIGTERM then SIGKILL past the deadline."""
+        for h in handles:
+            await h.drain(timeout_s)
+        assert self._nursery is not None
+        for h in handles:
+            self._nursery.start_soon(self._escalate, h, timeout_s)
+
+    async def _escalate(self, h: WorkerHandle, timeout_s: float) -> None:
+        with trio.move_on_after(timeout_s + STOP_GRACE_S):
+            await h.exited.wait()
+            return
+        log.warning("worker_drain_overran", slot=h.slot, pid=h.pid, action="SIGTERM")
+        h.kill(signal.SIGTERM)
+        with trio.move_on_after(STOP_GRACE_S):
+            await h.exited.wait()
+            return
+        log.warning("worker_drain_overran", slot=h.slot, pid=h.pid, action="SIGKILL")
+        h.kill(signal.SIGKILL)
+
+    # ---- operations (serialized) -------------------------------------------------
+
+    async def reload(self) -> Response:
+        async with self._op_lock:
+            if self.state != "running":
+                return Response(ok=False, errors=[f"cannot reload while {self.state}"])
+            self.notifier.reloading()
+            self.state = "reloading"
+            try:
+                return await self._reload_locked()
+            finally:
+                if self.state == "reloading":
+                    self.state = "running"
+                self.notifier.ready(self._status_line())
+
+    async def _reload_locked(self) -> Response:
+        from supervisor.cli import read_plan
+
+        started = time.monotonic()
+        try:
+            plan = await trio.to_thread.run_sync(read_plan, self.config_path)
+        except ConfigError as exc:
+            self.reloads["failed"] += 1
+            errors = [p.render(self.config_path) for p in exc.problems]
+            self.last_reload = {"result": "invalid_config", "errors": errors}
+            log.warning("reload_rejected", problems=len(errors))
+            return Response(ok=False, errors=errors)
+        diff = diff_plans(self.plan, plan)
+        try:
+            opened = self.sockets.ensure(plan.sockets(), plan.cpus)
+        except ConfigError as exc:
+            self.reloads["failed"] += 1
+            errors = [p.render() for p in exc.problems]
+            self.last_reload = {"result": "socket_error", "errors": errors}
+            return Response(ok=False, errors=errors)
+        old_generation, old_plan = self.generation, self.plan
+        new_generation = (
+            max(self.generation, max((w.generation for w in self.workers), default=0)) + 1
+        )
+        failures = await self._start_generation(plan, new_generation)
+        if failures:
+            self.sockets.close(opened)
+            self.reloads["failed"] += 1
+            self.last_reload = {"result": "boot_failed", "errors": failures}
+            log.error("reload_boot_failed", generation=new_generation, failures=failures)
+            return Response(
+                ok=False,
+                errors=["new generation failed to boot; old generation keeps serving", *failures],
+            )
+        self.generation, self.plan = new_generation, plan
+        self.vacant_slots.clear()
+        old = [
+            w
+            for w in self.workers
+            if w.generation <= old_generation and w.state is not WorkerState.EXITED
+        ]
+        await self._drain_workers(old, self._drain_budget_s(old_plan))
+        assert self._nursery is not None
+        self._nursery.start_soon(self._close_unused_sockets_after, old)
+        self.reloads["ok"] += 1
+        data = {
+            "generation": new_generation,
+            "previous_generation": old_generation,
+            "workers": len(plan.cpus),
+            "draining": len(old),
+            "config_hash": plan.config_hash,
+            "duration_s": round(time.monotonic() - started, 3),
+            "diff": {
+                "listeners_added": diff.listeners_added,
+                "listeners_removed": diff.listeners_removed,
+                "listeners_changed": diff.listeners_changed,
+            },
+            "restart_required": diff.restart_required,
+        }
+        self.last_reload = {"result": "ok", **data}
+        log.info("reload_succeeded", **data)
+        return Response(ok=True, data=data)
+
+    async def _close_unused_sockets_after(self, old: list[WorkerHandle]) -> None:
+        for h in old:
+            await h.exited.wait()
+        live_cpus = sorted(
+            {w.cpu for w in self.workers if w.state is not WorkerState.EXITED} | set(self.plan.cpus)
+        )
+        self.sockets.close(self.sockets.unused(self.plan.sockets(), live_cpus))
+
+    async def drain_worker(self, slot: int, *, timeout_s: float | None, replace: bool) -> Response:
+        async with self._op_lock:
+            if self.state != "running":
+                return Response(ok=False, errors=[f"cannot drain while {self.state}"])
+            targets = [w for w in self.current() if w.slot == slot and w.state is WorkerState.READY]
+            if not targets:
+                known = sorted({w.slot for w in self.current()})
+                return Response(
+                    ok=False,
+                    errors=[
+                        f"no ready worker {slot} in generation {self.generation}; workers: {known}"
+                    ],
+                )
+            old = targets[0]
+            budget = timeout_s if timeout_s is not None else self._drain_budget_s(self.plan)
+            new: WorkerHandle | None = None
+            if replace:
+                new = await self._spawn(slot, old.cpu, self.generation, self.plan)
+                failures = await self._wait_ready(
+                    [new], self.plan.config.runtime.worker_boot_timeout_ms / 1000
+                )
+                if failures:
+                    new.respawn = False
+                    new.kill()
+                    return Response(
+                        ok=False,
+                        errors=["replacement failed to boot; worker keeps serving", *failures],
+                    )
+            else:
+                self.vacant_slots.add(slot)
+            await self._drain_workers([old], budget)
+            if not replace:
+                # Nobody accepts on this CPU's sockets any more: close them so the kernel
+                # stops hashing connections there (tcp_migrate_req moves queued ones).
+                self.sockets.close([(key, old.cpu) for key in self.plan.sockets()])
+            data = {
+                "slot": slot,
+                "drained_pid": old.pid,
+                "replacement_pid": new.pid if new else None,
+                "timeout_s": budget,
+            }
+            log.info("worker_drain_started", **data)
+            return Response(ok=True, data=data)
+
+    async def stop(self, *, now: bool) -> None:
+        if self.state in ("stopping",):
+            if now:
+                for w in list(self.workers):
+                    w.kill()
+            return
+        self.state = "stopping"
+        self.notifier.stopping()
+        log.info("supervisor_stopping", graceful=not now)
+        live = [w for w in self.workers if w.state is not WorkerState.EXITED]
+        if now:
+            for w in live:
+                await w.stop()
+            with trio.move_on_after(1.0):
+                for w in live:
+                    await w.exited.wait()
+            for w in live:
+                w.kill()
+        else:
+            budget = self._drain_budget_s(self.plan)
+            await self._drain_workers(live, budget)
+            for w in live:
+                await w.exited.wait()
+        self._stopped.set()
+
+    # ---- status --------------------------------------------------------------------
+
+    def _status_line(self) -> str:
+        ready = sum(1 for w in self.current() if w.state is WorkerState.READY)
+        return f"generation {self.generation}: {ready}/{len(self.plan.cpus)} workers ready"
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        cur = self.current()
+        return {
+            "version": VERSION,
+            "state": self.state,
+            "pid": os.getpid(),
+            "generation": self.generation,
+            "config_path": self.config_path,
+            "config_hash": self.plan.config_hash,
+            "uptime_s": round(now - self.started_at, 1),
+            "workers_ready": sum(1 for w in cur if w.state is WorkerState.READY),
+            "workers_total": len(self.plan.cpus) - len(self.vacant_slots),
+            "workers_draining": sum(1 for w in self.workers if w.state is WorkerState.DRAINING),
+            "vacant_slots": sorted(self.vacant_slots),
+            "crash_loop_slots": sorted(s for s, b in self.backoff.items() if b.in_crash_loop(now)),
+            "worker_restarts": self.worker_restarts,
+            "reloads": dict(self.reloads),
+            "last_reload": self.last_reload,
+        }
+
+    def worker_rows(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        rows = []
+        for w in sorted(self.workers, key=lambda w: (w.slot, w.generation, w.pid)):
+            hb = w.last_heartbeat
+            rows.append(
+                {
+                    "id": w.slot,
+                    "pid": w.pid,
+                    "cpu": w.cpu,
+                    "generation": w.generation,
+                    "state": w.state.value,
+                    "uptime_s": round(now - w.started_at, 1),
+                    "active_connections": hb.active_connections if hb else 0,
+                    "handled_connections": hb.handled_connections if hb else 0,
+                    "handled_requests": hb.handled_requests if hb else 0,
+                }
+            )
+        return rows
+
+    def backend_rows(self) -> list[dict[str, Any]]:
+        """Per listener and backend: merged figures of the current workers."""
+        figures: dict[tuple[str, str], dict[str, Any]] = {}
+        for w in self.current():
+            hb = w.last_heartbeat
+            for f in hb.backends if hb else []:
+                row = figures.setdefault(
+                    (f.listener, f.backend_id),
+                    {"active_connections": 0, "failures": 0, "ejected_until_s": 0.0},
+                )
+                row["active_connections"] += f.active_connections
+                row["failures"] = max(row["failures"], f.failures)
+                row["ejected_until_s"] = max(row["ejected_until_s"], f.ejected_until_s)
+        rows = []
+        for lst in self.plan.listeners:
+            for b in lst.backends:
+                merged = figures.get(
+                    (lst.name, b.id),
+                    {"active_connections": 0, "failures": 0, "ejected_until_s": 0.0},
+                )
+                verdict = self.health_verdicts.get((lst.name, b.id))
+                rows.append(
+                    {
+                        "listener": lst.name,
+                        "backend": b.id,
+                        "weight": b.weight,
+                        "health": verdict.state
+                        if verdict
+                        else ("unchecked" if lst.health is None else "unknown"),
+                        "last_probe": verdict.last_result if verdict else "",
+                        **merged,
+                    }
+                )
+        return rows
+
+    async def kernel_command(self, args: list[str]) -> Response:
+        if self.datapath is None:
+            return Response(
+                ok=False, errors=["the kernel datapath is not enabled ([kernel] enabled = false)"]
+            )
+        return await self.datapath.command(args)
+
+    # ---- main ----------------------------------------------------------------------
+
+    async def serve_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                assert self._nursery is not None
+                if signum == signal.SIGHUP:
+                    log.info("signal_received", signal="SIGHUP", action="reload")
+                    self._nursery.start_soon(self._reload_from_signal)
+                elif signum == signal.SIGTERM:
+                    log.info("signal_received", signal="SIGTERM", action="graceful_stop")
+                    self._nursery.start_soon(self.stop_graceful)
+                elif signum == signal.SIGINT:
+                    log.info("signal_received", signal="SIGINT", action="immediate_stop")
+                    self._nursery.start_soon(self.stop_now)
+
+    async def stop_graceful(self) -> None:
+        await self.stop(now=False)
+
+    async def stop_now(self) -> None:
+        await self.stop(now=True)
+
+    async def _reload_from_signal(self) -> None:
+        response = await self.reload()
+        if not response.ok:
+            for line in response.errors:
+                log.warning("reload_problem", problem=line)
+
+    async def serve_watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval_s
+        if interval is None:
+            return
+        while True:
+            self.notifier.watchdog()
+            await trio.sleep(interval)
+
+    async def run(self) -> int:
+        from supervisor.control_server import serve_control
+
+        _enable_tcp_migrate_req()
+        try:
+            self.sockets.ensure(self.plan.sockets(), self.plan.cpus)
+        except ConfigError as exc:
+            for p in exc.problems:
+                log.error("listen_failed", problem=p.render())
+            return EXIT_CONFIG
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self.serve_signals)
+                await nursery.start(serve_control, self)
+                self.generation = 1
+                self.state = "starting"
+                failures = await self._start_generation(self.plan, 1)
+                if failures:
+                    for f in failures:
+                        log.error("worker_boot_failed", failure=f)
+                    self.exit_code = EXIT_WORKER_BOOT
+                    nursery.cancel_scope.cancel()
+                    return self.exit_code
+                self.state = "running"
+                self.ready_once = True
+                self.notifier.ready(self._status_line())
+                log.info(
+                    "supervisor_ready",
+                    version=VERSION,
+                    generation=1,
+                    workers=len(self.plan.cpus),
+                    cpus=self.plan.cpus,
+                    config=self.config_path,
+                )
+                nursery.start_soon(self.serve_watchdog)
+                await self._stopped.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                for w in list(self.workers):
+                    w.respawn = False
+                    w.kill()
+            self.sockets.close_all()
+        log.info("supervisor_stopped", exit_code=self.exit_code)
+        return self.exit_code
+
+
+def _enable_tcp_migrate_req() -> None:
+    """Let the kernel move queued connections to a sibling socket when one closes."""
+    path = "/proc/sys/net/ipv4/tcp_migrate_req"
+    try:
+        with open(path) as fh:
+            if fh.read().strip() == "1":
+                return
+        with open(path, "w") as fh:
+            fh.write("1")
+        log.info("sysctl_set", key="net.ipv4.tcp_migrate_req", value=1)
+    except OSError as exc:
+        log.warning(
+            "sysctl_unavailable",
+            key="net.ipv4.tcp_migrate_req",
+            error=errno.errorcode.get(exc.errno or 0, str(exc)),
+        )
+
+
+def run_supervisor(plan: GatewayPlan, config_path: str) -> int:
+    configure_logging(plan.config.observability.log_format, os.environ.get("LOG_LEVEL", "info"))
+    supervisor = Supervisor(plan, config_path)
+    return trio.run(supervisor.run)

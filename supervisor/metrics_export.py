@@ -1,0 +1,85 @@
+"""Bridge from the pure metric values to prometheus_client exposition.
+
+Owns `GatewayCollector`, a custom prometheus_client Collector that, at every scrape, folds
+the supervisor's own values into the aggregator and yields one family per definition in
+`gateway.metrics.families`. It must never hand-write the exposition format (prometheus_client
+does), never block on I/O, and never invent a family that is not in the definitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+from gateway.metrics import FAMILIES, Family, Kind, MetricsAggregator, SupervisorMetrics
+from gateway.metrics.snapshot import HistogramValue, Labels, MetricsSnapshot
+
+# The aggregator source id under which the supervisor's own values are folded in.
+SUPERVISOR_SOURCE = "supervisor"
+
+
+class GatewayCollector(Collector):
+    def __init__(self, aggregator: MetricsAggregator, supervisor: SupervisorMetrics) -> None:
+        self.aggregator = aggregator
+        self.supervisor = supervisor
+
+    def collect(self) -> Iterator[Metric]:
+        self.aggregator.update(SUPERVISOR_SOURCE, self.supervisor.snapshot())
+        yield from families_from_snapshot(self.aggregator.merged())
+
+
+def families_from_snapshot(view: MetricsSnapshot) -> Iterator[Metric]:
+    """One prometheus_client family per definition, in definition order."""
+    for family in FAMILIES:
+        if family.kind is Kind.COUNTER:
+            yield _counter(family, view.counters.get(family.name, {}))
+        elif family.kind is Kind.GAUGE:
+            yield _gauge(family, view.gauges.get(family.name, {}))
+        else:
+            yield _histogram(family, view.histograms.get(family.name, {}))
+
+
+def _counter(family: Family, series: dict[Labels, int]) -> Metric:
+    m = CounterMetricFamily(family.name, family.help, labels=family.labels)
+    for labels, value in sorted(series.items()):
+        if len(labels) == len(family.labels):
+            m.add_metric(list(labels), value)
+    return m
+
+
+def _gauge(family: Family, series: dict[Labels, int]) -> Metric:
+    m = GaugeMetricFamily(family.name, family.help, labels=family.labels)
+    for labels, value in sorted(series.items()):
+        if len(labels) == len(family.labels):
+            m.add_metric(list(labels), value)
+    return m
+
+
+def _histogram(family: Family, series: dict[Labels, HistogramValue]) -> Metric:
+    m = HistogramMetricFamily(family.name, family.help, labels=family.labels)
+    # floatToGoString is untyped upstream; it gives the canonical `le` spelling.
+    bounds = [floatToGoString(b) for b in family.buckets]  # type: ignore[no-untyped-call]
+    bounds.append("+Inf")
+    for labels, h in sorted(series.items()):
+        if len(labels) != len(family.labels) or len(h.bucket_counts) != len(bounds):
+            continue  # a malformed series from a source is dropped, never exported wrongly
+        m.add_metric(list(labels), list(zip(bounds, h.cumulative(), strict=True)), h.sum)
+    return m
+
+
+def build_registry(
+    aggregator: MetricsAggregator, supervisor: SupervisorMetrics
+) -> CollectorRegistry:
+    """A registry holding only the gateway's families (no default process collectors:
+    the soak runner samples processes with psutil, per worker)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(aggregator, supervisor))
+    return registry

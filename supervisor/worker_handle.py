@@ -1,0 +1,187 @@
+"""One worker process as the supervisor sees it: spawn, channel, state, exit.
+
+`WorkerHandle.run` is the task that owns the process from spawn to exit: it
+passes the sockets, pins the CPU, sends `Boot`, reads events (ready, heartbeat,
+drained) and records how the process ended (exit code or signal name).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+
+from gateway.config.plan import GatewayPlan
+from gateway.ipc import (
+    BecameReady,
+    Boot,
+    BootFailed,
+    Drain,
+    Drained,
+    FrameDecoder,
+    Heartbeat,
+    Stop,
+    ToWorker,
+    encode,
+)
+from gateway.lifecycle import WorkerInput, WorkerState, next_state
+
+log = structlog.get_logger("expressgateway.supervisor")
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "running"
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    slot: int
+    cpu: int
+    generation: int
+    plan: GatewayPlan
+    listener_fds: dict[str, int]
+    log_format: str = "auto"
+    state: WorkerState = WorkerState.STARTING
+    pid: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    returncode: int | None = None
+    last_heartbeat: Heartbeat | None = None
+    boot_error: str = ""
+    respawn: bool = True  # respawn on an unexpected exit (false once drained or stopping)
+    ready: trio.Event = field(default_factory=trio.Event)
+    exited: trio.Event = field(default_factory=trio.Event)
+    _stream: trio.SocketStream | None = None
+    _process: trio.Process | None = None
+
+    def transition(self, event: WorkerInput) -> None:
+        self.state = next_state(self.state, event)
+
+    @property
+    def exit_text(self) -> str:
+        return describe_exit(self.returncode)
+
+    async def send(self, message: ToWorker) -> bool:
+        if self._stream is None:
+            return False
+        try:
+            await self._stream.send_all(encode(message))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+            return False
+        return True
+
+    async def drain(self, timeout_s: float) -> None:
+        if self.state in (WorkerState.EXITED,):
+            return
+        self.respawn = False
+        self.transition(WorkerInput.DRAIN)
+        await self.send(Drain(timeout_s=timeout_s))
+
+    async def stop(self) -> None:
+        self.respawn = False
+        await self.send(Stop())
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self._process is not None and self._process.returncode is None:
+            try:
+                self._process.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        child_end.set_inheritable(True)
+        argv = [
+            sys.executable, "-m", "workers.main",
+            "--control-fd", str(child_end.fileno()),
+            "--parent-pid", str(os.getpid()),
+            "--log-format", self.log_format,
+        ]  # fmt: skip
+        try:
+            process = await trio.lowlevel.open_process(
+                argv,
+                pass_fds=[child_end.fileno(), *self.listener_fds.values()],
+                start_new_session=True,
+            )
+        except OSError as exc:
+            child_end.close()
+            parent_end.close()
+            self.boot_error = f"spawn failed: {exc}"
+            self.returncode = 127
+            self.transition(WorkerInput.EXITED)
+            self.exited.set()
+            task_status.started()
+            return
+        child_end.close()
+        self._process = process
+        self.pid = process.pid
+        self.started_at = time.monotonic()
+        try:
+            os.sched_setaffinity(process.pid, {self.cpu})
+        except OSError:
+            pass  # it exited already; the worker pins itself again on Boot
+        self._stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent_end))
+        task_status.started()
+        try:
+            await self.send(
+                Boot(
+                    worker_id=self.slot,
+                    generation=self.generation,
+                    cpu=self.cpu,
+                    plan=self.plan,
+                    listener_fds=self.listener_fds,
+                )
+            )
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_events)
+                await process.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+                self.returncode = process.returncode
+                await self._stream.aclose()
+                if self.state is not WorkerState.EXITED:
+                    self.transition(WorkerInput.EXITED)
+                self.exited.set()
+
+    async def _read_events(self) -> None:
+        assert self._stream is not None
+        decoder = FrameDecoder("to_supervisor")
+        while True:
+            try:
+                data = await self._stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                return
+            for message in decoder.feed(data):
+                if isinstance(message, BecameReady):
+                    self.transition(WorkerInput.BECAME_READY)
+                    self.ready.set()
+                elif isinstance(message, Heartbeat):
+                    self.last_heartbeat = message
+                elif isinstance(message, Drained):
+                    log.info(
+                        "worker_drained",
+                        slot=self.slot,
+                        pid=self.pid,
+                        generation=self.generation,
+                        closed_connections=message.closed_connections,
+                    )
+                elif isinstance(message, BootFailed):
+                    self.boot_error = message.reason

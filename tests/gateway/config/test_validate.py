@@ -1,0 +1,291 @@
+"""Step 2: semantic validation — every rule, every problem at once, with key paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.config.load import load_config
+from gateway.config.locate import locate_lines
+from gateway.config.validate import collect_problems, hash_key_problem, parse_status_ranges
+
+CPUS = [0, 1]
+
+
+def check(text: str, cpus: list[int] = CPUS) -> list[str]:
+    config = load_config(text.encode())
+    return [
+        p.render() for p in collect_problems(config, online_cpus=cpus, lines=locate_lines(text))
+    ]
+
+
+def test_base_is_valid(base_toml: str) -> None:
+    assert check(base_toml) == []
+
+
+def listener(
+    proto: str = "tcp",
+    extra: str = "",
+    backends: str = '[[listeners.backends]]\naddress = "127.0.0.1:9201"\n',
+    name: str = "a",
+    address: str = "127.0.0.1:7000",
+) -> str:
+    return f'[[listeners]]\nname = "{name}"\naddress = "{address}"\nprotocol = "{proto}"\n{extra}\n{backends}'
+
+
+def test_weight_zero_message_matches_the_documented_form() -> None:
+    text = listener() + "weight = 0\n"
+    assert check(text) == ["listeners[0].backends[0].weight: must be >= 1, got 0 (line 8)"]
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        (
+            "[runtime]\nworkers = 3\n",
+            "runtime.workers: must be 1..2 (CPUs available to this process), got 3",
+        ),
+        ("[runtime]\nworkers = 0\n", "runtime.workers: must be 1..2"),
+        (
+            "[runtime]\nworkers = [0, 7]\n",
+            "runtime.workers: CPU 7 is not available to this process; available: [0, 1]",
+        ),
+        ("[runtime]\nworkers = [1, 1]\n", "runtime.workers: CPU ids must be distinct"),
+        ("[runtime]\nworkers = []\n", "runtime.workers: the CPU list must not be empty"),
+        ('[runtime]\nworkers = "many"\n', 'runtime.workers: must be "auto"'),
+        (
+            "[runtime]\ndrain_timeout_ms = 0\n",
+            "runtime.drain_timeout_ms: must be 100..300000, got 0",
+        ),
+        (
+            "[runtime]\nconnect_timeout_ms = -5\n",
+            "runtime.connect_timeout_ms: must be 100..60000, got -5",
+        ),
+        (
+            "[runtime]\nper_ip_connection_cap = 0\n",
+            "runtime.per_ip_connection_cap: must be 1..2000000, got 0",
+        ),
+        (
+            "[runtime]\nmax_inflight_connections = 5\n",
+            "runtime.max_inflight_connections: must be 100..2000000, got 5",
+        ),
+        (
+            '[runtime]\ncontrol_socket = "rel.sock"\n',
+            "runtime.control_socket: must be an absolute path",
+        ),
+        (
+            '[observability]\nmetrics_bind = "10.0.0.1:9090"\n',
+            "observability.metrics_bind: '10.0.0.1:9090' is not a loopback address",
+        ),
+        (
+            '[observability]\nmetrics_bind = "nonsense"\n',
+            "observability.metrics_bind: expected host:port",
+        ),
+        (
+            '[admin]\napi_token_hash = "abc"\n',
+            "admin.api_token_hash: must be the SHA-256 hex digest",
+        ),
+        (
+            "[admin]\nallow_non_loopback = true\n",
+            "admin.allow_non_loopback: true requires admin.api_token_hash",
+        ),
+        ("[kernel]\nenabled = true\n", "kernel.interfaces: must name at least one interface"),
+        (
+            '[kernel]\ninterfaces = ["a/b"]\n',
+            "kernel.interfaces[0]: 'a/b' is not a valid interface name",
+        ),
+        ('[kernel]\ndeny = ["10.0.0.0/33"]\n', "kernel.deny[0]: must be a CIDR"),
+        (
+            "[kernel]\nnew_flow_cap_per_sec = -1\n",
+            "kernel.new_flow_cap_per_sec: must be 1..10000000 (or 0 to disable)",
+        ),
+    ],
+)
+def test_global_rules(snippet: str, expected: str) -> None:
+    found = check(snippet + listener())
+    assert any(p.startswith(expected) for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (listener(address="127.0.0.1:0"), "listeners[0].address: port must be 1..65535, got 0"),
+        (
+            listener(address="127.0.0.1:70000"),
+            "listeners[0].address: port must be 1..65535, got 70000",
+        ),
+        (listener(address="::1:80"), "listeners[0].address: IPv6 addresses must be bracketed"),
+        (
+            listener(address="example.com:80"),
+            "listeners[0].address: listener addresses must be IP literals",
+        ),
+        (
+            listener(address="[zz::1]:80"),
+            "listeners[0].address: 'zz::1' inside brackets is not an IPv6 address",
+        ),
+        (listener(name="bad name"), "listeners[0].name: must be 1..63 characters"),
+        (listener(backends=""), "listeners[0].backends: a listener needs at least one"),
+        (listener(proto="quic"), "listeners[0].protocol: 'quic' is not built in this version"),
+        (listener(proto="tls"), "listeners[0].tls: a 'tls' listener needs a [listeners.tls] table"),
+        (
+            listener(extra="drain_timeout_ms = 50"),
+            "listeners[0].drain_timeout_ms: must be 100..300000, got 50",
+        ),
+        (
+            listener(extra="[listeners.http]\nheader_timeout_ms = 1"),
+            "listeners[0].http: only allowed on HTTP listeners",
+        ),
+        (
+            listener(proto="h1", extra="[listeners.http]\nheader_timeout_ms = 0"),
+            "listeners[0].http.header_timeout_ms: must be 1..3600000, got 0",
+        ),
+        (
+            listener(proto="h1", extra="[listeners.http]\nmax_header_bytes = 10"),
+            "listeners[0].http.max_header_bytes: must be 1024..1048576",
+        ),
+        (
+            listener(extra="[listeners.udp]\nmax_sessions = 3"),
+            "listeners[0].udp: only allowed on udp listeners",
+        ),
+        (
+            listener(extra="[listeners.websocket]\nenabled = true"),
+            "listeners[0].websocket: only allowed on HTTP listeners",
+        ),
+        (
+            listener(extra='[listeners.balancer]\nhash_key = "path"'),
+            "listeners[0].balancer.hash_key: is used only by the hash policies",
+        ),
+        (
+            listener(extra='[listeners.balancer]\npolicy = "maglev"\nhash_key = "path"'),
+            "listeners[0].balancer.hash_key: 'path' needs an HTTP listener",
+        ),
+        (
+            listener(extra='[listeners.balancer]\npolicy = "maglev"\nhash_key = "cookie:"'),
+            "listeners[0].balancer.hash_key: cookie:NAME needs a valid name",
+        ),
+        (
+            listener(extra='[listeners.balancer]\npolicy = "maglev"\nhash_key = "geo"'),
+            "listeners[0].balancer.hash_key: must be one of client_ip",
+        ),
+        (
+            listener(extra="[listeners.balancer]\nmax_connect_attempts = 0"),
+            "listeners[0].balancer.max_connect_attempts: must be 1..10, got 0",
+        ),
+        (
+            listener(extra="[listeners.balancer]\npanic_threshold = 101"),
+            "listeners[0].balancer.panic_threshold: must be 0..100, got 101",
+        ),
+        (
+            listener(extra="[listeners.health]\ninterval_ms = 1000\ntimeout_ms = 2000"),
+            "listeners[0].health.timeout_ms: must be <= interval_ms (1000), got 2000",
+        ),
+        (
+            listener(extra="[listeners.health]\nrise = 0"),
+            "listeners[0].health.rise: must be 1..100, got 0",
+        ),
+        (
+            listener(extra="[listeners.health]\nfall = 0"),
+            "listeners[0].health.fall: must be 1..100, got 0",
+        ),
+        (
+            listener(extra='[listeners.health]\nkind = "http"\npath = "nope"'),
+            "listeners[0].health.path: must be an origin-form path",
+        ),
+        (
+            listener(extra='[listeners.health]\nkind = "http"\nexpected_status = "2xx"'),
+            "listeners[0].health.expected_status: must be a status or range list",
+        ),
+        (
+            listener(extra='[listeners.health]\nkind = "tcp"\npath = "/x"'),
+            'listeners[0].health: path, expected_status and host apply only to kind = "http"',
+        ),
+        (
+            listener(extra="[listeners.outlier]\nbase_ejection_ms = 5000\nmax_ejection_ms = 1000"),
+            "listeners[0].outlier.max_ejection_ms: must be >= base_ejection_ms (5000), got 1000",
+        ),
+        (
+            listener(extra="[listeners.outlier]\nconsecutive_failures = 0"),
+            "listeners[0].outlier.consecutive_failures: must be 1..1000, got 0",
+        ),
+        (
+            listener() + 'protocol = "h1"\n',
+            "listeners[0].backends[0].protocol: a 'tcp' listener can reach tcp backends, not 'h1'",
+        ),
+        (
+            listener(proto="h1") + 'protocol = "h2"\n',
+            "listeners[0].backends[0].protocol: 'h2' backends is not built",
+        ),
+        (
+            listener() + "weight = 20000\n",
+            "listeners[0].backends[0].weight: must be <= 10000, got 20000",
+        ),
+        (
+            listener() + 'proxy_protocol = "v2"\n',
+            "listeners[0].backends[0].proxy_protocol: PROXY protocol 'v2' is not built",
+        ),
+        (
+            listener() + "[listeners.backends.tls]\nverify = true\n",
+            "listeners[0].backends[0].tls: TLS towards backends is not built",
+        ),
+        (
+            listener(backends='[[listeners.backends]]\naddress = "x"\n'),
+            "listeners[0].backends[0].address: expected host:port",
+        ),
+        (
+            listener(backends='[[listeners.backends]]\naddress = "-bad-.example:80"\n'),
+            "listeners[0].backends[0].address: '-bad-.example' is neither an IP address nor a valid host name",
+        ),
+    ],
+)
+def test_listener_rules(text: str, expected: str) -> None:
+    found = check(text)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_duplicate_backends_names_and_addresses() -> None:
+    b = '[[listeners.backends]]\naddress = "127.0.0.1:9201"\n'
+    text = listener(backends=b + b) + listener(name="a", address="127.0.0.1:7000")
+    found = check(text)
+    assert any(
+        p.startswith("listeners[0].backends[1].address: duplicate backend '127.0.0.1:9201'")
+        for p in found
+    ), found
+    assert any(p.startswith("listeners[1].name: duplicate listener name 'a'") for p in found), found
+    assert any(
+        p.startswith("listeners[1].address: '127.0.0.1:7000' (tcp) overlaps listeners[0].address")
+        for p in found
+    ), found
+
+
+def test_wildcard_overlaps_specific_address_of_same_family_only() -> None:
+    text = (
+        listener(address="0.0.0.0:7000")
+        + listener(name="b", address="127.0.0.1:7000")
+        + listener(name="c", address="[::1]:7000")
+    )
+    found = check(text)
+    assert [p.split(":")[0] for p in found] == ["listeners[1].address"], found
+
+
+def test_all_problems_reported_together() -> None:
+    text = "[runtime]\ndrain_timeout_ms = 1\n" + listener(address="127.0.0.1:0") + "weight = 0\n"
+    assert len(check(text)) == 3
+
+
+def test_no_listeners() -> None:
+    assert check("") == ["listeners: at least one [[listeners]] entry is required"]
+
+
+def test_hash_key_grammar() -> None:
+    assert hash_key_problem("client_ip", "tcp") is None
+    assert hash_key_problem("header:x-user", "h1") is None
+    assert hash_key_problem("cookie:sid", "h1") is None
+    assert hash_key_problem("quic_cid", "tcp") is not None
+    assert hash_key_problem("client_ip:x", "tcp") is not None
+    assert hash_key_problem("header:bad name", "h1") is not None
+
+
+def test_status_ranges() -> None:
+    assert parse_status_ranges("200-399,404") == [(200, 399), (404, 404)]
+    assert parse_status_ranges("399-200") is None
+    assert parse_status_ranges("600") is None
+    assert parse_status_ranges("") is None

@@ -1,0 +1,203 @@
+"""One worker process: serves every listener on its CPU's inherited sockets.
+
+Lifecycle: receive `Boot` (plan + fds) -> start accept loops -> report BecameReady
+-> heartbeat every second -> on `Drain`, stop accepting, let connections finish
+until the deadline, close the rest cleanly, report Drained, exit. On `Stop` (or
+when the supervisor's channel closes) exit at once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket as stdsocket
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+import trio
+
+from gateway.config.plan import ListenerPlan
+from gateway.ipc import (
+    BackendFigures,
+    BecameReady,
+    Boot,
+    Drain,
+    Drained,
+    Heartbeat,
+    SetBackendHealth,
+    Stop,
+)
+from gateway.limits import ConnectionGate
+from workers.accept import serve_accept_loop
+from workers.channel import SupervisorChannel
+from workers.stats import ListenerStats
+from workers.tcp_proxy import handle_tcp_connection
+from workers.upstreams import UpstreamSet
+
+log = structlog.get_logger("expressgateway.worker")
+
+Handler = Callable[[trio.socket.SocketType, tuple[str, int]], Awaitable[None]]
+HEARTBEAT_S = 1.0
+
+
+class ListenerRuntime:
+    def __init__(self, plan: ListenerPlan, sock: trio.socket.SocketType, worker: Worker) -> None:
+        self.plan = plan
+        self.sock = sock
+        self.stats = ListenerStats(plan.name)
+        self.upstreams = UpstreamSet(plan)
+        self.handler = self._make_handler(worker)
+
+    def _make_handler(self, worker: Worker) -> Handler:
+        if self.plan.protocol == "tcp":
+
+            async def tcp(sock: trio.socket.SocketType, addr: tuple[str, int]) -> None:
+                await handle_tcp_connection(sock, addr, self.upstreams, self.stats)
+
+            return tcp
+        if self.plan.protocol == "h1":
+            from workers.http1_listener import make_h1_handler
+
+            return make_h1_handler(self, worker)
+        raise RuntimeError(f"listener protocol {self.plan.protocol!r} has no handler in this build")
+
+
+class Worker:
+    def __init__(self, boot: Boot, channel: SupervisorChannel) -> None:
+        self.boot = boot
+        self.channel = channel
+        rt = boot.plan.config.runtime
+        self.gate = ConnectionGate(
+            per_ip_cap=rt.per_ip_connection_cap, inflight_cap=rt.max_inflight_connections
+        )
+        self.listeners: dict[str, ListenerRuntime] = {}
+        for lp in boot.plan.listeners:
+            fd = boot.listener_fds[lp.name]
+            std = stdsocket.socket(fileno=fd)
+            self.listeners[lp.name] = ListenerRuntime(lp, trio.socket.from_stdlib_socket(std), self)
+        self.handled_connections = 0
+        self.active_connections = 0
+        self.draining = trio.Event()
+        self.drain_deadline = float("inf")
+        self._accept_scope = trio.CancelScope()
+        self._connections: trio.Nursery | None = None
+        self._idle = trio.Event()
+        self._idle.set()
+
+    def _on_connection(
+        self, runtime: ListenerRuntime
+    ) -> Callable[[trio.socket.SocketType, tuple[str, int]], None]:
+        def spawn(sock: trio.socket.SocketType, addr: tuple[str, int]) -> None:
+            reason = self.gate.admit(addr[0])
+            if reason is not None:
+                runtime.stats.reject(reason)
+                sock.close()
+                return
+            assert self._connections is not None
+            self._connections.start_soon(self._run_connection, runtime, sock, addr)
+
+        return spawn
+
+    async def _run_connection(
+        self, runtime: ListenerRuntime, sock: trio.socket.SocketType, addr: tuple[str, int]
+    ) -> None:
+        self.active_connections += 1
+        self.handled_connections += 1
+        runtime.stats.connections_total += 1
+        runtime.stats.connections_active += 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        try:
+            await runtime.handler(sock, addr)
+        except Exception as exc:  # a bug in one connection must never take the worker down
+            log.error(
+                "connection_failed", listener=runtime.plan.name, client=addr[0], error=repr(exc)
+            )
+        finally:
+            sock.close()
+            self.gate.release(addr[0])
+            runtime.stats.connections_active -= 1
+            self.active_connections -= 1
+            if self.active_connections == 0:
+                self._idle.set()
+
+    def heartbeat(self) -> Heartbeat:
+        now = time.monotonic()
+        figures = [
+            BackendFigures(
+                listener=name,
+                backend_id=b.id,
+                active_connections=rt.upstreams.active_connections[i],
+                failures=rt.upstreams.consecutive_failures[i],
+                ejected_until_s=rt.upstreams.ejected_for_s(i, now),
+            )
+            for name, rt in self.listeners.items()
+            for i, b in enumerate(rt.upstreams.backends)
+        ]
+        return Heartbeat(
+            backends=figures,
+            active_connections=self.active_connections,
+            handled_connections=self.handled_connections,
+            handled_requests=sum(r.stats.requests_total for r in self.listeners.values()),
+        )
+
+    async def serve_heartbeats(self) -> None:
+        while True:
+            await trio.sleep(HEARTBEAT_S)
+            await self.channel.send(self.heartbeat())
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop accepting now; wait for connections up to `timeout_s`; close the rest."""
+        if self.draining.is_set():
+            return
+        self.drain_deadline = trio.current_time() + timeout_s
+        self._accept_scope.cancel()
+        self.draining.set()
+        log.info("worker_draining", active_connections=self.active_connections, timeout_s=timeout_s)
+        with trio.move_on_at(self.drain_deadline):
+            await self._idle.wait()
+        left = self.active_connections
+        assert self._connections is not None
+        self._connections.cancel_scope.cancel()
+        await self.channel.send(Drained(closed_connections=left))
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as outer:
+            async with trio.open_nursery() as connections:
+                self._connections = connections
+                with self._accept_scope:
+                    async with trio.open_nursery() as accepting:
+                        for runtime in self.listeners.values():
+                            await accepting.start(
+                                serve_accept_loop,
+                                runtime.sock,
+                                runtime.plan.name,
+                                self._on_connection(runtime),
+                            )
+                        await self.channel.send(BecameReady(pid=os.getpid()))
+                        log.info("worker_ready", listeners=list(self.listeners))
+                        outer.start_soon(self.serve_heartbeats)
+                        outer.start_soon(self._serve_commands, outer)
+                        await trio.sleep_forever()
+                # Accepting stopped (drain). Close this worker's copies of the listening
+                # sockets; the supervisor's copies keep them open for the replacement.
+                for runtime in self.listeners.values():
+                    runtime.sock.close()
+                # Connections run on until drain cancels them;
+                # drain then reports Drained and ends the outer nursery itself.
+                await trio.sleep_forever()
+
+    async def _serve_commands(self, outer: trio.Nursery) -> None:
+        async for message in self.channel.receive():
+            if isinstance(message, Drain):
+                outer.start_soon(self._drain_then_exit, message.timeout_s, outer)
+            elif isinstance(message, Stop):
+                break
+            elif isinstance(message, SetBackendHealth):
+                runtime = self.listeners.get(message.listener)
+                if runtime is not None:
+                    runtime.upstreams.set_active_health(message.backend_id, message.healthy)
+        outer.cancel_scope.cancel()  # Stop, or the supervisor went away
+
+    async def _drain_then_exit(self, timeout_s: float, outer: trio.Nursery) -> None:
+        await self.drain(timeout_s)
+        outer.cancel_scope.cancel()
