@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
-APT_PACKAGES := clang llvm libbpf-dev bpftool ethtool iproute2 curl openssl nginx libnginx-mod-stream haproxy wrk python3-venv
+APT_PACKAGES := clang llvm libbpf-dev bpftool ethtool iproute2 curl openssl netcat-openbsd nginx libnginx-mod-stream haproxy wrk systemd python3-venv
 CONFIG ?= conf/default.toml
 PYTEST_ARGS ?=
 

@@ -17,13 +17,21 @@ from typing import Any
 import structlog
 import trio
 
+from gateway.config.address import parse_host_port
 from gateway.config.diff import diff_plans
 from gateway.config.plan import GatewayPlan
 from gateway.control import Response
 from gateway.errors import EXIT_CONFIG, EXIT_WORKER_BOOT, ConfigError
+from gateway.ipc import Heartbeat, SetBackendHealth
 from gateway.lifecycle import RestartBackoff, WorkerState
 from gateway.logs import configure_logging
+from gateway.metrics.aggregator import MetricsAggregator
+from gateway.metrics.snapshot import decode_snapshot
+from gateway.metrics.supervisor_metrics import SupervisorMetrics
 from gateway.version import VERSION
+from supervisor.admin import AdminState, serve_admin
+from supervisor.metrics_export import build_registry
+from supervisor.prober import Prober
 from supervisor.sdnotify import Notifier
 from supervisor.sockets import SocketTable
 from supervisor.worker_handle import WorkerHandle
@@ -55,7 +63,15 @@ class Supervisor:
         self._stopped = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.exit_code = 0
-        self.health_verdicts: dict[tuple[str, str], Any] = {}
+        self.prober = Prober(self._broadcast_health)
+        self.aggregator = MetricsAggregator(
+            max_series_per_family=plan.config.observability.max_series_per_family
+        )
+        self.metrics = SupervisorMetrics(VERSION)
+        self.admin = AdminState(
+            build_registry(self.aggregator, self.metrics),
+            api_token_sha256=plan.config.admin.api_token_hash,
+        )
         self.datapath: Any = None
 
     # ---- workers ---------------------------------------------------------------
@@ -78,17 +94,50 @@ class Supervisor:
             plan=plan,
             listener_fds=self.sockets.fds_for(self._listener_keys(plan), cpu),
             log_format=plan.config.observability.log_format,
+            on_heartbeat=self._on_heartbeat,
         )
         self.workers.append(handle)
         assert self._nursery is not None
         await self._nursery.start(self._supervise, handle)
+        await self._send_known_health(handle)
         return handle
+
+    def _on_heartbeat(self, handle: WorkerHandle, heartbeat: Heartbeat) -> None:
+        if heartbeat.metrics:
+            try:
+                self.aggregator.update(handle.metrics_source, decode_snapshot(heartbeat.metrics))
+            except ValueError as exc:
+                log.warning(
+                    "worker_metrics_undecodable", slot=handle.slot, pid=handle.pid, error=str(exc)
+                )
+
+    async def _broadcast_health(self, listener: str, backend_id: str, healthy: bool) -> None:
+        self.metrics.set_backend_health(listener, backend_id, healthy)
+        message = SetBackendHealth(listener=listener, backend_id=backend_id, healthy=healthy)
+        for w in list(self.workers):
+            if w.state is not WorkerState.EXITED:
+                await w.send(message)
+
+    async def _send_known_health(self, handle: WorkerHandle) -> None:
+        """A new worker starts with every verdict the prober already has."""
+        for listener, backend_id, healthy in self.prober.healthy_flags():
+            if not healthy:
+                await handle.send(
+                    SetBackendHealth(listener=listener, backend_id=backend_id, healthy=False)
+                )
+
+    def _count_workers(self) -> None:
+        counts: dict[str, int] = {state.value: 0 for state in WorkerState}
+        for w in self.workers:
+            counts[w.state.value] += 1
+        self.metrics.set_workers(counts)
 
     async def _supervise(
         self, handle: WorkerHandle, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         await handle.run(task_status=task_status)
         self.workers.remove(handle)
+        self.aggregator.worker_gone(handle.metrics_source)
         level = "info" if not handle.respawn else "warning"
         getattr(log, level)(
             "worker_exited",
@@ -124,6 +173,7 @@ class Supervisor:
         if any(w.slot == dead.slot and w.generation == self.generation for w in self.workers):
             return  # a drain already replaced it
         self.worker_restarts += 1
+        self.metrics.worker_restarted()
         handle = await self._spawn(dead.slot, dead.cpu, dead.generation, self.plan)
         log.info(
             "worker_respawned", slot=handle.slot, pid=handle.pid, cpu=handle.cpu, delay_s=delay
@@ -188,6 +238,13 @@ class Supervisor:
             self._nursery.start_soon(self._escalate, h, timeout_s)
 
     async def _escalate(self, h: WorkerHandle, timeout_s: float) -> None:
+        started = trio.current_time()
+        try:
+            await self._escalate_until_exit(h, timeout_s)
+        finally:
+            self.metrics.drain_finished(trio.current_time() - started)
+
+    async def _escalate_until_exit(self, h: WorkerHandle, timeout_s: float) -> None:
         with trio.move_on_after(timeout_s + STOP_GRACE_S):
             await h.exited.wait()
             return
@@ -222,6 +279,7 @@ class Supervisor:
             plan = await trio.to_thread.run_sync(read_plan, self.config_path)
         except ConfigError as exc:
             self.reloads["failed"] += 1
+            self.metrics.reload_finished("invalid_config")
             errors = [p.render(self.config_path) for p in exc.problems]
             self.last_reload = {"result": "invalid_config", "errors": errors}
             log.warning("reload_rejected", problems=len(errors))
@@ -231,6 +289,7 @@ class Supervisor:
             opened = self.sockets.ensure(plan.sockets(), plan.cpus)
         except ConfigError as exc:
             self.reloads["failed"] += 1
+            self.metrics.reload_finished("socket_error")
             errors = [p.render() for p in exc.problems]
             self.last_reload = {"result": "socket_error", "errors": errors}
             return Response(ok=False, errors=errors)
@@ -242,6 +301,7 @@ class Supervisor:
         if failures:
             self.sockets.close(opened)
             self.reloads["failed"] += 1
+            self.metrics.reload_finished("boot_failed")
             self.last_reload = {"result": "boot_failed", "errors": failures}
             log.error("reload_boot_failed", generation=new_generation, failures=failures)
             return Response(
@@ -250,6 +310,9 @@ class Supervisor:
             )
         self.generation, self.plan = new_generation, plan
         self.vacant_slots.clear()
+        self.prober.stop()
+        assert self._nursery is not None
+        await self._nursery.start(self.prober.serve, plan)
         old = [
             w
             for w in self.workers
@@ -259,6 +322,7 @@ class Supervisor:
         assert self._nursery is not None
         self._nursery.start_soon(self._close_unused_sockets_after, old)
         self.reloads["ok"] += 1
+        self.metrics.reload_finished("success")
         data = {
             "generation": new_generation,
             "previous_generation": old_generation,
@@ -336,6 +400,8 @@ class Supervisor:
                     w.kill()
             return
         self.state = "stopping"
+        self.admin.ready = False
+        self.admin.draining = True
         self.notifier.stopping()
         log.info("supervisor_stopping", graceful=not now)
         live = [w for w in self.workers if w.state is not WorkerState.EXITED]
@@ -421,7 +487,7 @@ class Supervisor:
                     (lst.name, b.id),
                     {"active_connections": 0, "failures": 0, "ejected_until_s": 0.0},
                 )
-                verdict = self.health_verdicts.get((lst.name, b.id))
+                verdict = self.prober.verdicts.get((lst.name, b.id))
                 rows.append(
                     {
                         "listener": lst.name,
@@ -471,6 +537,22 @@ class Supervisor:
             for line in response.errors:
                 log.warning("reload_problem", problem=line)
 
+    async def serve_admin(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        bind = self.plan.config.observability.metrics_bind
+        assert bind is not None
+        addr = parse_host_port(bind, allow_hostname=False)
+        listeners = await trio.open_tcp_listeners(addr.port, host=addr.host)
+        log.info("admin_listening", address=bind)
+        async with listeners[0]:
+            await serve_admin(listeners[0], self.admin, task_status=task_status)
+
+    async def serve_worker_gauge(self) -> None:
+        while True:
+            self._count_workers()
+            await trio.sleep(0.5)
+
     async def serve_watchdog(self) -> None:
         interval = self.notifier.watchdog_interval_s
         if interval is None:
@@ -494,8 +576,12 @@ class Supervisor:
                 self._nursery = nursery
                 nursery.start_soon(self.serve_signals)
                 await nursery.start(serve_control, self)
+                if self.plan.config.observability.metrics_bind:
+                    await nursery.start(self.serve_admin)
+                nursery.start_soon(self.serve_worker_gauge)
                 self.generation = 1
                 self.state = "starting"
+                await nursery.start(self.prober.serve, self.plan)
                 failures = await self._start_generation(self.plan, 1)
                 if failures:
                     for f in failures:
@@ -505,6 +591,8 @@ class Supervisor:
                     return self.exit_code
                 self.state = "running"
                 self.ready_once = True
+                self.admin.boot_completed = True
+                self.admin.ready = True
                 self.notifier.ready(self._status_line())
                 log.info(
                     "supervisor_ready",

@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -61,6 +62,7 @@ class WorkerHandle:
     last_heartbeat: Heartbeat | None = None
     boot_error: str = ""
     respawn: bool = True  # respawn on an unexpected exit (false once drained or stopping)
+    on_heartbeat: Callable[[WorkerHandle, Heartbeat], None] | None = None
     ready: trio.Event = field(default_factory=trio.Event)
     exited: trio.Event = field(default_factory=trio.Event)
     _stream: trio.SocketStream | None = None
@@ -68,6 +70,11 @@ class WorkerHandle:
 
     def transition(self, event: WorkerInput) -> None:
         self.state = next_state(self.state, event)
+
+    @property
+    def metrics_source(self) -> tuple[int, int, int]:
+        """The aggregator's identity for this process's counters."""
+        return (self.generation, self.slot, self.pid)
 
     @property
     def exit_text(self) -> str:
@@ -175,6 +182,8 @@ class WorkerHandle:
                     self.ready.set()
                 elif isinstance(message, Heartbeat):
                     self.last_heartbeat = message
+                    if self.on_heartbeat is not None:
+                        self.on_heartbeat(self, message)
                 elif isinstance(message, Drained):
                     log.info(
                         "worker_drained",

@@ -1,41 +1,63 @@
-"""Plain integer counters a worker keeps per listener (no locks, no objects per event).
+"""The per-listener face of the worker's metrics (gateway/metrics.WorkerMetrics).
 
-The heartbeat reads them; the metrics snapshot (gateway/metrics) is built from them.
+Data paths call short methods with the listener name bound once; every value lands
+in the one WorkerMetrics the heartbeat snapshots for the supervisor. Plain integers,
+no locks, nothing allocated per event beyond the label tuple.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from gateway.metrics.worker import WorkerMetrics
 
 
-@dataclass(slots=True)
 class ListenerStats:
-    name: str
-    connections_total: int = 0
-    connections_active: int = 0
-    requests_total: int = 0
-    bytes_in_total: int = 0
-    bytes_out_total: int = 0
-    resets_total: int = 0
-    no_backend_total: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-    upstream_errors: dict[tuple[str, str], int] = field(default_factory=dict)
+    __slots__ = (
+        "connect_latency_sum_s",
+        "connects_total",
+        "metrics",
+        "name",
+        "requests_total",
+        "resets_total",
+    )
+
+    def __init__(self, name: str, metrics: WorkerMetrics) -> None:
+        self.name = name
+        self.metrics = metrics
+        self.requests_total = 0
+        self.resets_total = 0
+        self.connects_total = 0
+        self.connect_latency_sum_s = 0.0
 
     def bytes_in(self, n: int) -> None:
-        self.bytes_in_total += n
+        self.metrics.bytes[(self.name, "in")] += n
 
     def bytes_out(self, n: int) -> None:
-        self.bytes_out_total += n
+        self.metrics.bytes[(self.name, "out")] += n
+
+    def connection_opened(self) -> None:
+        self.metrics.connection_opened(self.name)
+
+    def connection_closed(self) -> None:
+        self.metrics.connection_closed(self.name)
+
+    def request_done(
+        self, backend: str, status: int, duration_s: float, bytes_in: int, bytes_out: int
+    ) -> None:
+        self.requests_total += 1
+        self.metrics.request_done(self.name, backend, status, duration_s, bytes_in, bytes_out)
+
+    def connect_latency(self, seconds: float) -> None:
+        self.connect_latency_sum_s += seconds
+        self.connects_total += 1
 
     def reset(self) -> None:
         self.resets_total += 1
 
     def no_backend(self) -> None:
-        self.no_backend_total += 1
+        self.metrics.upstream_error(self.name, "", "no_backend")
 
     def reject(self, reason: str) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        self.metrics.security_rejection(reason)
 
     def upstream_error(self, backend_id: str, kind: str) -> None:
-        key = (backend_id, kind)
-        self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
+        self.metrics.upstream_error(self.name, backend_id, kind)

@@ -27,9 +27,10 @@ async def connect_with_retries(
     upstreams: UpstreamSet, *, client_ip: str, stats: ListenerStats
 ) -> tuple[int, trio.socket.SocketType] | None:
     plan = upstreams.plan
+    key = upstreams.key_for(client_ip=client_ip)
     tried: list[int] = []
     for _attempt in range(plan.balancer.max_connect_attempts):
-        i = upstreams.choose(exclude=tried, client_ip=client_ip)
+        i = upstreams.choose(exclude=tried, key=key)
         if i is None:
             break
         tried.append(i)
@@ -41,7 +42,8 @@ async def connect_with_retries(
             upstreams.record(i, ok=False, kind=exc.kind)
             stats.upstream_error(backend.id, exc.kind)
             continue
-        upstreams.record(i, ok=True, kind="connect", latency_s=time.monotonic() - started)
+        upstreams.record(i, ok=True)
+        stats.connect_latency(time.monotonic() - started)
         return i, sock
     return None
 
@@ -59,6 +61,8 @@ async def handle_tcp_connection(
             return
         i, backend = chosen
         upstreams.connection_opened(i)
+        upstreams.request_started(i)
+        started = time.monotonic()
         try:
             with backend:
                 try:
@@ -77,4 +81,7 @@ async def handle_tcp_connection(
                         except OSError:
                             pass
         finally:
+            # An L4 connection counts as one request: least_request/ewma see its load,
+            # and its lifetime is the latency the EWMA policy learns from.
+            upstreams.request_finished(i, time.monotonic() - started)
             upstreams.connection_closed(i)

@@ -1,8 +1,9 @@
 """Backend choice for one listener in one worker: policy + active + passive health.
 
 Wraps the pure balancer (gateway/balancer) and health pieces (gateway/health) with
-the worker's live figures: active connections and requests, latencies, verdicts
-broadcast by the supervisor's prober, and this worker's own outlier detection.
+the worker's live figures: active connections and requests and latencies fed by
+the real request path, verdicts broadcast by the supervisor's prober, and this
+worker's own outlier detection (consecutive connect errors / timeouts / 5xx).
 """
 
 from __future__ import annotations
@@ -11,7 +12,27 @@ import random
 import time
 from collections.abc import Sequence
 
+import structlog
+
+from gateway.balancer import Balancer, extract_key, parse_hash_key
 from gateway.config.plan import BackendPlan, ListenerPlan
+from gateway.health import FailureKind, OutlierDetector, OutlierSettings, eligible
+from gateway.health.outlier import Ejected
+
+log = structlog.get_logger("expressgateway.worker")
+
+_FAILURE_KINDS = {
+    "timeout": FailureKind.TIMEOUT,
+    "connect_timeout": FailureKind.TIMEOUT,
+    "http_5xx": FailureKind.HTTP_5XX,
+    "status_5xx": FailureKind.HTTP_5XX,
+}
+
+
+def failure_kind(kind: str) -> FailureKind:
+    if kind in _FAILURE_KINDS:
+        return _FAILURE_KINDS[kind]
+    return FailureKind.TIMEOUT if "timeout" in kind else FailureKind.CONNECT_ERROR
 
 
 class UpstreamSet:
@@ -19,11 +40,35 @@ class UpstreamSet:
         self.plan = plan
         self.backends: list[BackendPlan] = list(plan.backends)
         self.index = {b.id: i for i, b in enumerate(self.backends)}
+        b = plan.balancer
+        options: dict[str, int] = {}
+        if b.policy == "maglev" and len(self.backends) <= 64:
+            options["table_size"] = 4099  # small pools: a 65537-slot fill costs ~35 ms per rebuild
+        self.balancer = Balancer(
+            b.policy,
+            [(x.id, x.weight) for x in self.backends],
+            rng or random.Random(),
+            ewma_decay_s=b.ewma_decay_ms / 1000,
+            **options,
+        )
+        o = plan.outlier
+        self.outlier = OutlierDetector(
+            len(self.backends),
+            OutlierSettings(
+                consecutive_failures=o.consecutive_failures,
+                base_ejection_s=o.base_ejection_ms / 1000,
+                max_ejection_s=o.max_ejection_ms / 1000,
+                max_ejection_percent=o.max_ejection_percent,
+            ),
+        )
+        self.hash_key = parse_hash_key(plan.hash_key) if plan.hash_key else None
         self.active_up = [True] * len(self.backends)  # verdicts from the supervisor's prober
-        self.active_connections = [0] * len(self.backends)
         self.consecutive_failures = [0] * len(self.backends)
-        self._rng = rng or random.Random()
-        self._rr = 0
+        self.panic = False
+
+    @property
+    def active_connections(self) -> list[int]:
+        return [s.active_connections for s in self.balancer.stats]
 
     def set_active_health(self, backend_id: str, healthy: bool) -> None:
         i = self.index.get(backend_id)
@@ -31,29 +76,70 @@ class UpstreamSet:
             self.active_up[i] = healthy
 
     def eligible(self, now: float) -> list[int]:
-        up = [i for i, ok in enumerate(self.active_up) if ok]
-        return up or list(range(len(self.backends)))  # panic: all down -> try all
+        indices, panic = eligible(
+            len(self.backends),
+            self.active_up,
+            self.outlier.ejected_flags(now),
+            self.plan.balancer.panic_threshold,
+        )
+        if panic != self.panic:
+            self.panic = panic
+            log.warning(
+                "balancer_panic" if panic else "balancer_panic_over", listener=self.plan.name
+            )
+        return indices
+
+    def key_for(
+        self,
+        *,
+        client_ip: str,
+        headers: Sequence[tuple[bytes, bytes]] | None = None,
+        path: bytes | None = None,
+        quic_cid: bytes | None = None,
+    ) -> bytes | None:
+        if self.hash_key is None:
+            return None
+        return extract_key(
+            self.hash_key, client_ip=client_ip, headers=headers, path=path, quic_cid=quic_cid
+        )
 
     def choose(
-        self, *, exclude: Sequence[int] = (), client_ip: str = "", now: float | None = None
+        self, *, exclude: Sequence[int] = (), key: bytes | None = None, now: float | None = None
     ) -> int | None:
         now = time.monotonic() if now is None else now
         candidates = [i for i in self.eligible(now) if i not in exclude]
-        if not candidates:
-            return None
-        self._rr += 1
-        return candidates[self._rr % len(candidates)]
+        if not candidates and exclude:
+            # Every eligible backend already failed this request: try the others too.
+            candidates = [i for i in range(len(self.backends)) if i not in exclude]
+        return self.balancer.pick(candidates, key, now)
 
     def connection_opened(self, i: int) -> None:
-        self.active_connections[i] += 1
+        self.balancer.connection_opened(i)
 
     def connection_closed(self, i: int) -> None:
-        self.active_connections[i] -= 1
+        self.balancer.connection_closed(i)
 
-    def record(
-        self, i: int, *, ok: bool, kind: str, latency_s: float = 0.0, now: float | None = None
-    ) -> None:
+    def request_started(self, i: int) -> None:
+        self.balancer.request_started(i)
+
+    def request_finished(self, i: int, latency_s: float | None) -> None:
+        self.balancer.request_finished(i, latency_s, time.monotonic())
+
+    def record(self, i: int, *, ok: bool, kind: str = "", now: float | None = None) -> None:
+        """Feed passive health with one attempt's outcome."""
+        now = time.monotonic() if now is None else now
         self.consecutive_failures[i] = 0 if ok else self.consecutive_failures[i] + 1
+        verdict = self.outlier.record(i, ok, None if ok else failure_kind(kind), now)
+        if isinstance(verdict, Ejected):
+            log.warning(
+                "backend_ejected",
+                listener=self.plan.name,
+                backend=self.backends[i].id,
+                kind=verdict.kind.value,
+                for_s=round(verdict.until - now, 3),
+                ejections=verdict.ejection_count,
+            )
 
     def ejected_for_s(self, i: int, now: float) -> float:
-        return 0.0
+        until = self.outlier.ejected_until(i)
+        return max(0.0, until - now) if until is not None else 0.0

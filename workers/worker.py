@@ -28,7 +28,10 @@ from gateway.ipc import (
     Stop,
 )
 from gateway.limits import ConnectionGate
+from gateway.metrics.snapshot import encode_snapshot
+from gateway.metrics.worker import WorkerMetrics
 from workers.accept import serve_accept_loop
+from workers.access_log import AccessLog
 from workers.channel import SupervisorChannel
 from workers.stats import ListenerStats
 from workers.tcp_proxy import handle_tcp_connection
@@ -38,13 +41,16 @@ log = structlog.get_logger("expressgateway.worker")
 
 Handler = Callable[[trio.socket.SocketType, tuple[str, int]], Awaitable[None]]
 HEARTBEAT_S = 1.0
+DRAIN_CLOSE_GRACE_S = 0.5
 
 
 class ListenerRuntime:
     def __init__(self, plan: ListenerPlan, sock: trio.socket.SocketType, worker: Worker) -> None:
         self.plan = plan
+        self.config = worker.boot.plan.config
         self.sock = sock
-        self.stats = ListenerStats(plan.name)
+        self.on_drain: Callable[[float], None] | None = None
+        self.stats = ListenerStats(plan.name, worker.metrics)
         self.upstreams = UpstreamSet(plan)
         self.handler = self._make_handler(worker)
 
@@ -70,6 +76,8 @@ class Worker:
         self.gate = ConnectionGate(
             per_ip_cap=rt.per_ip_connection_cap, inflight_cap=rt.max_inflight_connections
         )
+        self.metrics = WorkerMetrics()
+        self.access_log = AccessLog(enabled=boot.plan.config.observability.access_log)
         self.listeners: dict[str, ListenerRuntime] = {}
         for lp in boot.plan.listeners:
             fd = boot.listener_fds[lp.name]
@@ -83,6 +91,7 @@ class Worker:
         self._connections: trio.Nursery | None = None
         self._idle = trio.Event()
         self._idle.set()
+        self._accepting_done = trio.Event()
 
     def _on_connection(
         self, runtime: ListenerRuntime
@@ -94,6 +103,11 @@ class Worker:
                 sock.close()
                 return
             assert self._connections is not None
+            # Count it now, not when its task first runs: a drain that starts in
+            # between must see this connection as in flight.
+            self.active_connections += 1
+            if self._idle.is_set():
+                self._idle = trio.Event()
             self._connections.start_soon(self._run_connection, runtime, sock, addr)
 
         return spawn
@@ -101,11 +115,8 @@ class Worker:
     async def _run_connection(
         self, runtime: ListenerRuntime, sock: trio.socket.SocketType, addr: tuple[str, int]
     ) -> None:
-        self.active_connections += 1
         self.handled_connections += 1
-        runtime.stats.connections_total += 1
-        runtime.stats.connections_active += 1
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        runtime.stats.connection_opened()
         try:
             await runtime.handler(sock, addr)
         except Exception as exc:  # a bug in one connection must never take the worker down
@@ -115,7 +126,7 @@ class Worker:
         finally:
             sock.close()
             self.gate.release(addr[0])
-            runtime.stats.connections_active -= 1
+            runtime.stats.connection_closed()
             self.active_connections -= 1
             if self.active_connections == 0:
                 self._idle.set()
@@ -138,6 +149,7 @@ class Worker:
             active_connections=self.active_connections,
             handled_connections=self.handled_connections,
             handled_requests=sum(r.stats.requests_total for r in self.listeners.values()),
+            metrics=encode_snapshot(self.metrics.snapshot()),
         )
 
     async def serve_heartbeats(self) -> None:
@@ -151,13 +163,23 @@ class Worker:
             return
         self.drain_deadline = trio.current_time() + timeout_s
         self._accept_scope.cancel()
+        # An accept that completed just before the cancel still hands its socket over;
+        # wait until every accept loop has really ended before judging idleness.
+        await self._accepting_done.wait()
         self.draining.set()
+        for runtime in self.listeners.values():
+            if runtime.on_drain is not None:
+                runtime.on_drain(timeout_s)
         log.info("worker_draining", active_connections=self.active_connections, timeout_s=timeout_s)
-        with trio.move_on_at(self.drain_deadline):
+        # A short grace past the deadline lets protocol handlers send their goodbyes
+        # (WebSocket close frames) before the remaining connections are cut.
+        with trio.move_on_at(self.drain_deadline + DRAIN_CLOSE_GRACE_S):
             await self._idle.wait()
         left = self.active_connections
         assert self._connections is not None
         self._connections.cancel_scope.cancel()
+        await trio.sleep(0)  # let cancelled connections unwind so the last heartbeat counts them
+        await self.channel.send(self.heartbeat())
         await self.channel.send(Drained(closed_connections=left))
 
     async def run(self) -> None:
@@ -176,12 +198,14 @@ class Worker:
                         await self.channel.send(BecameReady(pid=os.getpid()))
                         log.info("worker_ready", listeners=list(self.listeners))
                         outer.start_soon(self.serve_heartbeats)
+                        outer.start_soon(self.access_log.serve_flush)
                         outer.start_soon(self._serve_commands, outer)
                         await trio.sleep_forever()
                 # Accepting stopped (drain). Close this worker's copies of the listening
                 # sockets; the supervisor's copies keep them open for the replacement.
                 for runtime in self.listeners.values():
                     runtime.sock.close()
+                self._accepting_done.set()
                 # Connections run on until drain cancels them;
                 # drain then reports Drained and ends the outer nursery itself.
                 await trio.sleep_forever()

@@ -1,0 +1,47 @@
+"""The one authority predicate every front applies to Host / :authority.
+
+Owns: is this authority acceptable, and how it splits into host and port. Must never resolve
+names or consult config.
+"""
+
+from __future__ import annotations
+
+# C0 controls, SP, DEL and the delimiters that have no place in an http authority
+# (RFC 9110 §4.2: no userinfo; ',' would mean several Host values were folded together).
+_FORBIDDEN = frozenset(range(0x00, 0x21)) | {0x7F} | set(b',@/?#\\"<>{}|^`')
+
+
+def split_authority(value: bytes) -> tuple[bytes, bytes | None] | None:
+    """(host, port or None) for a valid authority, None when it must be rejected."""
+    if not value or any(b in _FORBIDDEN for b in value):
+        return None
+    if value.startswith(b"["):
+        close = value.find(b"]")
+        if close < 0 or value.count(b"[") != 1 or value.count(b"]") != 1:
+            return None
+        host = value[: close + 1]
+        inner = host[1:-1]
+        if not inner or any(chr(b) not in "0123456789abcdefABCDEF:." for b in inner):
+            return None
+        rest = value[close + 1 :]
+        if not rest:
+            return host, None
+        if not rest.startswith(b":"):
+            return None
+        port = rest[1:]
+    else:
+        if b"[" in value or b"]" in value:
+            return None
+        host, sep, port_raw = value.partition(b":")
+        if not host:
+            return None
+        if not sep:
+            return host, None
+        port = port_raw
+    if not port or not port.isdigit() or len(port) > 5 or int(port) > 65535:
+        return None
+    return host, port
+
+
+def is_valid_authority(value: bytes) -> bool:
+    return split_authority(value) is not None

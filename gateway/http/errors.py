@@ -1,0 +1,65 @@
+"""Typed HTTP errors that carry their wire meaning (status, whether to close, a log kind).
+
+Owns the error hierarchy of the HTTP data path. Must never perform I/O or log.
+"""
+
+from __future__ import annotations
+
+
+class HttpError(Exception):
+    """An error that ends an exchange with ``status`` (or a close if a response already began)."""
+
+    status: int = 500
+    kind: str = "internal"
+    close: bool = True
+
+    def __init__(self, detail: str = "", *, kind: str | None = None) -> None:
+        super().__init__(detail or self.kind)
+        self.detail = detail
+        if kind is not None:
+            self.kind = kind
+
+
+class BadRequest(HttpError):
+    status = 400
+    kind = "bad_request"
+
+
+class RequestTimeout(HttpError):
+    status = 408
+    kind = "client_timeout"
+
+
+class BodyTooLarge(HttpError):
+    status = 413
+    kind = "body_too_large"
+
+
+class HeadersTooLarge(HttpError):
+    status = 431
+    kind = "headers_too_large"
+
+
+class NotImplementedMethod(HttpError):
+    status = 501
+    kind = "not_implemented"
+
+
+class BadGateway(HttpError):
+    status = 502
+    kind = "bad_gateway"
+
+
+class NoBackend(HttpError):
+    status = 503
+    kind = "no_backend"
+
+
+class GatewayTimeout(HttpError):
+    status = 504
+    kind = "gateway_timeout"
+
+
+class ExpectationFailed(HttpError):
+    status = 417
+    kind = "expectation_failed"

@@ -1,0 +1,56 @@
+"""HTTP data-path limits with the original ExpressGateway defaults.
+
+Owns the numbers (timeouts, caps, pool sizes, WebSocket knobs) and nothing else. Must never
+read config files; the config compiler builds these from the TOML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+UnderscorePolicy = Literal["reject", "drop", "allow"]
+
+# The bounded in-flight window of a streamed body: chunks of at most this size, at most this
+# many chunks between reader and writer (8 x 8 KiB in the original, all HTTP versions).
+BODY_CHUNK_MAX_BYTES = 8 * 1024
+BODY_WINDOW_CHUNKS = 8
+# One read from a socket on the H1 path; also bounds what one parser feed can queue.
+READ_MAX_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    max_idle_per_backend: int = 8
+    max_per_backend: int = 256
+    idle_timeout_s: float = 60.0
+    connect_timeout_ms: int = 5000
+    # Total upstream attempts for one request (first try + retries), retries only when safe.
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketLimits:
+    enabled: bool = True  # false: upgrades are not intercepted (served as plain HTTP)
+    idle_timeout_s: float = 60.0
+    max_message_size_bytes: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    header_timeout_ms: int = 10_000
+    body_timeout_ms: int = 30_000
+    total_timeout_ms: int = 60_000
+    head_timeout_ms: int = 60_000
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_headers: int = 256
+    max_header_bytes: int = 65_536
+    underscore_policy: UnderscorePolicy = "reject"
+    max_keepalive_requests: int = 100
+    strict_te: bool = False
+    websocket: WebSocketLimits = field(default_factory=WebSocketLimits)
+    pool: PoolLimits = field(default_factory=PoolLimits)
+
+    def __post_init__(self) -> None:
+        if self.underscore_policy not in ("reject", "drop", "allow"):
+            raise ValueError(f"underscore_policy: {self.underscore_policy!r}")

@@ -1,0 +1,157 @@
+"""Active health checks, run by the supervisor, verdicts broadcast to every worker.
+
+One task per (listener, backend) with a `[listeners.health]` table: every
+`interval_ms` a TCP connect, or an HTTP/1.1 GET (h11) whose status must fall in
+`expected_status`, each bounded by `timeout_ms`. Results feed the pure rise/fall
+state machine (gateway/health/active.py); a transition is logged once and sent to
+the workers as `SetBackendHealth`. States survive reloads for backends that stay.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import h11
+import structlog
+import trio
+
+from gateway.config.plan import BackendPlan, GatewayPlan, ListenerPlan
+from gateway.config.validate import parse_status_ranges
+from gateway.health import ActiveHealth, ActiveState
+
+log = structlog.get_logger("expressgateway.supervisor")
+
+Broadcast = Callable[[str, str, bool], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Verdict:
+    health: ActiveHealth
+    last_result: str = ""
+    last_probe_at: float = 0.0
+
+    @property
+    def state(self) -> str:
+        return self.health.state.value
+
+
+async def probe_tcp(backend: BackendPlan, timeout_s: float) -> str:
+    """'' when the backend accepted a connection, else the reason."""
+    with trio.move_on_after(timeout_s):
+        try:
+            stream = await trio.open_tcp_stream(backend.host, backend.port)
+        except OSError as exc:
+            return f"connect: {exc.strerror or exc}"
+        await stream.aclose()
+        return ""
+    return f"timeout after {timeout_s:.3f}s"
+
+
+async def probe_http(backend: BackendPlan, listener: ListenerPlan, timeout_s: float) -> str:
+    health = listener.health
+    assert health is not None
+    ranges = parse_status_ranges(health.expected_status) or [(200, 399)]
+    host = health.host or backend.id
+    with trio.move_on_after(timeout_s):
+        try:
+            stream = await trio.open_tcp_stream(backend.host, backend.port)
+        except OSError as exc:
+            return f"connect: {exc.strerror or exc}"
+        async with stream:
+            conn = h11.Connection(h11.CLIENT)
+            request = h11.Request(
+                method="GET",
+                target=health.path,
+                headers=[
+                    ("host", host),
+                    ("user-agent", "expressgateway-health"),
+                    ("connection", "close"),
+                ],
+            )
+            try:
+                await stream.send_all(conn.send(request) + (conn.send(h11.EndOfMessage()) or b""))
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(await stream.receive_some(16384))
+                        continue
+                    if isinstance(event, h11.Response):
+                        status = event.status_code
+                        if any(lo <= status <= hi for lo, hi in ranges):
+                            return ""
+                        return f"status {status} not in {health.expected_status}"
+                    if isinstance(event, h11.ConnectionClosed):
+                        return "closed before a response"
+            except h11.RemoteProtocolError as exc:
+                return f"bad response: {exc}"
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                return f"io: {exc}"
+    return f"timeout after {timeout_s:.3f}s"
+
+
+class Prober:
+    def __init__(self, broadcast: Broadcast) -> None:
+        self.broadcast = broadcast
+        self.verdicts: dict[tuple[str, str], Verdict] = {}
+        self._scope: trio.CancelScope | None = None
+
+    def healthy_flags(self) -> list[tuple[str, str, bool]]:
+        return [(lst, b, v.health.is_up) for (lst, b), v in self.verdicts.items()]
+
+    async def serve(
+        self, plan: GatewayPlan, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Probe every checked backend of `plan` until cancelled (a reload restarts this)."""
+        wanted = {(lst.name, b.id) for lst in plan.listeners if lst.health for b in lst.backends}
+        for key in list(self.verdicts):
+            if key not in wanted:
+                del self.verdicts[key]
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            async with trio.open_nursery() as nursery:
+                for lst in plan.listeners:
+                    if lst.health is None:
+                        continue
+                    for b in lst.backends:
+                        key = (lst.name, b.id)
+                        if key not in self.verdicts:
+                            self.verdicts[key] = Verdict(
+                                ActiveHealth(rise=lst.health.rise, fall=lst.health.fall)
+                            )
+                        nursery.start_soon(self._probe_forever, lst, b, self.verdicts[key])
+                task_status.started()
+
+    def stop(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _probe_forever(
+        self, lst: ListenerPlan, backend: BackendPlan, verdict: Verdict
+    ) -> None:
+        health = lst.health
+        assert health is not None
+        interval_s = health.interval_ms / 1000
+        timeout_s = health.timeout_ms / 1000
+        while True:
+            started = trio.current_time()
+            if health.kind == "http":
+                problem = await probe_http(backend, lst, timeout_s)
+            else:
+                problem = await probe_tcp(backend, timeout_s)
+            verdict.last_result = problem or "ok"
+            verdict.last_probe_at = time.time()
+            transition = verdict.health.observe(not problem)
+            if transition is not None:
+                up = transition.current is ActiveState.UP
+                log.warning(
+                    "backend_health_changed",
+                    listener=lst.name,
+                    backend=backend.id,
+                    previous=transition.previous.value,
+                    current=transition.current.value,
+                    last_result=verdict.last_result,
+                )
+                await self.broadcast(lst.name, backend.id, up)
+            await trio.sleep_until(started + interval_s)

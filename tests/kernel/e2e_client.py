@@ -1,0 +1,69 @@
+"""The client side of the netns end-to-end test (run inside the client namespace).
+
+argv[1]: JSON {"tcp": [[src, sport, dst, dport]...], "udp": [...], "silent": [...],
+"stream": [src, sport, dst, dport, rounds, per_round] or null}. Prints a JSON result.
+"""
+
+import json
+import socket
+import sys
+
+
+def family(addr: str) -> int:
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
+def tcp_flow(src: str, sport: int, dst: str, dport: int) -> str:
+    with socket.socket(family(dst), socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.settimeout(3)
+        s.bind((src, sport))
+        s.connect((dst, dport))
+        data = b""
+        while chunk := s.recv(64):
+            data += chunk
+        return data.decode()
+
+
+def udp_flow(src: str, sport: int, dst: str, dport: int, timeout_s: float = 3) -> str:
+    with socket.socket(family(dst), socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout_s)
+        s.bind((src, sport))
+        for _ in range(3):
+            s.sendto(b"q", (dst, dport))
+            try:
+                return s.recv(64).decode()
+            except TimeoutError:
+                continue
+        return "timeout"
+
+
+def silent(src: str, sport: int, dst: str, dport: int) -> str:
+    try:
+        return udp_flow(src, sport, dst, dport, timeout_s=0.3)
+    except OSError as exc:
+        return f"error {exc}"
+
+
+def stream(src: str, sport: int, dst: str, dport: int, rounds: int, per_round: int) -> int:
+    with socket.socket(family(dst), socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.bind((src, sport))
+        s.connect((dst, dport))
+        for _ in range(rounds):
+            for _ in range(per_round):
+                s.send(b"s")
+            s.send(b"p")
+            s.recv(64)  # bounded in flight: the worker has read everything before this
+        s.send(b"p")
+        return int(s.recv(64))
+
+
+job = json.loads(sys.argv[1])
+result = {
+    "tcp": [tcp_flow(*f) for f in job.get("tcp", [])],
+    "udp": [udp_flow(*f) for f in job.get("udp", [])],
+    "silent": [silent(*f) for f in job.get("silent", [])],
+    "stream": stream(*job["stream"]) if job.get("stream") else None,
+}
+print(json.dumps(result))

@@ -1,0 +1,256 @@
+"""Real peers for the H1 proxy tests: an h11 backend in a trio task, the proxy on loopback,
+and h11/raw-socket clients."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import h11
+import trio
+
+from gateway.http.limits import HttpLimits
+from workers.http1 import Backend, H1Context, RequestRecord, serve_h1_connection
+
+
+class BackendPeer:
+    """One backend connection as seen by a test handler."""
+
+    def __init__(self, stream: trio.abc.Stream, conn: h11.Connection) -> None:
+        self.stream = stream
+        self.conn = conn
+        self.trailers: list[tuple[bytes, bytes]] = []
+
+    async def next_event(self) -> object:
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await self.stream.receive_some(65536)
+                self.conn.receive_data(data)
+                continue
+            return event
+
+    async def read_body(self) -> bytes:
+        parts = []
+        while True:
+            event = await self.next_event()
+            if isinstance(event, h11.Data):
+                parts.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                self.trailers = [(bytes(n), bytes(v)) for n, v in event.headers]
+                return b"".join(parts)
+            else:
+                raise AssertionError(f"unexpected {event!r}")
+
+    async def send(self, *events: object) -> None:
+        for event in events:
+            data = self.conn.send(event)
+            if data:
+                await self.stream.send_all(data)
+
+    async def respond(self, status: int, body: bytes = b"", headers: list | None = None) -> None:
+        hdrs = list(headers or [])
+        if not any(n.lower() in (b"content-length", b"transfer-encoding") for n, _ in hdrs):
+            hdrs.append((b"content-length", str(len(body)).encode()))
+        await self.send(h11.Response(status_code=status, headers=hdrs))
+        if body:
+            await self.send(h11.Data(data=body))
+        await self.send(h11.EndOfMessage())
+
+
+Handler = Callable[[BackendPeer, h11.Request], Awaitable[None]]
+
+
+async def default_handler(peer: BackendPeer, req: h11.Request) -> None:
+    body = await peer.read_body()
+    await peer.respond(200, b"echo:" + body, [(b"x-target", req.target)])
+
+
+@dataclass
+class H11Backend:
+    handler: Handler = default_handler
+    connections: int = 0
+    requests: list[h11.Request] = field(default_factory=list)
+    port: int = 0
+
+    async def serve_conn(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=256 * 1024)
+        peer = BackendPeer(stream, conn)
+        try:
+            while True:
+                event = await peer.next_event()
+                if isinstance(event, h11.ConnectionClosed):
+                    return
+                assert isinstance(event, h11.Request), event
+                self.requests.append(event)
+                await self.handler(peer, event)
+                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                    return
+                conn.start_next_cycle()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+            return
+        finally:
+            await trio.aclose_forcefully(stream)
+
+
+async def start_backend(
+    nursery: trio.Nursery, handler: Handler = default_handler, small_buffers: bool = False
+) -> H11Backend:
+    backend = H11Backend(handler)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    if small_buffers:
+        for listener in listeners:
+            shrink_buffers(listener.socket)
+    nursery.start_soon(trio.serve_listeners, backend.serve_conn, listeners)
+    backend.port = listeners[0].socket.getsockname()[1]
+    return backend
+
+
+@dataclass
+class Proxy:
+    ctx: H1Context
+    port: int
+    records: list[RequestRecord]
+    results: list[tuple[str, bool, str]]
+
+
+async def start_proxy(
+    nursery: trio.Nursery,
+    backends: list[H11Backend] | list[Backend] | None,
+    limits: HttpLimits | None = None,
+    small_buffers: bool = False,
+    **ctx_kwargs: object,
+) -> Proxy:
+    targets = [
+        b if isinstance(b, Backend) else Backend(f"b{i}", "127.0.0.1", b.port)
+        for i, b in enumerate(backends or [])
+    ]
+    counter = {"n": 0}
+
+    def pick(head: object, client: str, tried: object = ()) -> Backend | None:
+        if not targets:
+            return None
+        counter["n"] += 1
+        return targets[(counter["n"] - 1) % len(targets)]
+
+    records: list[RequestRecord] = []
+    results: list[tuple[str, bool, str]] = []
+    ctx = H1Context(
+        listener="test",
+        pick_backend=pick,
+        limits=limits or HttpLimits(),
+        on_request_done=records.append,
+        on_backend_result=lambda b, ok, kind, lat: results.append((b.id, ok, kind)),
+        **ctx_kwargs,  # type: ignore[arg-type]
+    )
+
+    async def handle(stream: trio.SocketStream) -> None:
+        await serve_h1_connection(stream, ctx)
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    if small_buffers:
+        for listener in listeners:  # accepted sockets inherit these
+            shrink_buffers(listener.socket)
+    nursery.start_soon(trio.serve_listeners, handle, listeners)
+    return Proxy(ctx, listeners[0].socket.getsockname()[1], records, results)
+
+
+SMALL_BUFFER_BYTES = 32 * 1024
+
+
+def shrink_buffers(sock: trio.socket.SocketType) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER_BYTES)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER_BYTES)
+
+
+async def open_small_buffer_stream(port: int) -> trio.SocketStream:
+    sock = trio.socket.socket()
+    shrink_buffers(sock)
+    await sock.connect(("127.0.0.1", port))
+    return trio.SocketStream(sock)
+
+
+async def small_buffer_connect(backend: Backend) -> trio.abc.Stream:
+    return await open_small_buffer_stream(backend.port)
+
+
+class H11Client:
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.conn = h11.Connection(h11.CLIENT)
+
+    @classmethod
+    async def open(cls, port: int) -> H11Client:
+        return cls(await trio.open_tcp_stream("127.0.0.1", port))
+
+    async def next_event(self) -> object:
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                self.conn.receive_data(await self.stream.receive_some(65536))
+                continue
+            return event
+
+    async def send(self, *events: object) -> None:
+        for event in events:
+            data = self.conn.send(event)
+            if data:
+                await self.stream.send_all(data)
+
+    async def read_response(self) -> tuple[h11.Response, bytes, list]:
+        response = None
+        parts = []
+        while True:
+            event = await self.next_event()
+            if isinstance(event, h11.InformationalResponse):
+                continue
+            if isinstance(event, h11.Response):
+                response = event
+            elif isinstance(event, h11.Data):
+                parts.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                assert response is not None
+                return response, b"".join(parts), list(event.headers)
+            else:
+                raise AssertionError(f"unexpected {event!r}")
+
+    async def request(
+        self, method: bytes, target: bytes, headers: list | None = None, body: bytes | None = None
+    ) -> tuple[h11.Response, bytes, list]:
+        hdrs = [(b"host", b"example.test"), *(headers or [])]
+        if body is not None and not any(n.lower() == b"transfer-encoding" for n, _ in hdrs):
+            hdrs.append((b"content-length", str(len(body)).encode()))
+        await self.send(h11.Request(method=method, target=target, headers=hdrs))
+        if body:
+            await self.send(h11.Data(data=body))
+        await self.send(h11.EndOfMessage())
+        result = await self.read_response()
+        if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+            self.conn.start_next_cycle()
+        return result
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def raw_exchange(port: int, data: bytes, timeout_s: float = 5.0) -> tuple[bytes, bool]:
+    """Send raw bytes, read until the proxy closes; (bytes read, closed by peer)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    out = bytearray()
+    closed = False
+    with trio.move_on_after(timeout_s):
+        await stream.send_all(data)
+        while True:
+            try:
+                chunk = await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                closed = True
+                break
+            if not chunk:
+                closed = True
+                break
+            out += chunk
+    await stream.aclose()
+    return bytes(out), closed

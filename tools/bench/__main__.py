@@ -1,0 +1,26 @@
+"""`python -m tools.bench <benchmark>`: the command line of the benchmark harness."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tools.bench import tcp
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench",
+        description="Benchmark ExpressGateway against HAProxy and nginx on loopback.",
+    )
+    sub = parser.add_subparsers(dest="benchmark", required=True)
+    tcp.add_arguments(sub.add_parser("tcp", help="L4 TCP relay throughput and CPU per GiB"))
+    args = parser.parse_args(argv)
+    if args.benchmark == "tcp":
+        return tcp.main(args)
+    parser.error(f"unknown benchmark {args.benchmark}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

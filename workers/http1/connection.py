@@ -1,0 +1,299 @@
+"""serve_h1_connection: one client connection of an HTTP/1.1 listener, from accept to close.
+
+Owns: the keep-alive loop (requests processed strictly one after another, so pipelined
+requests are safe), the header timeout and idle close, admission and smuggling checks via
+``gateway.http``, the per-request access record, the keep-alive cap, drain, and turning every
+error into a small response or a close. Must never log per request (only ``on_request_done``)
+and never let client or backend bytes raise out of the handler.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from gateway.http.admission import admit_request
+from gateway.http.errors import (
+    BadRequest,
+    BodyTooLarge,
+    ExpectationFailed,
+    GatewayTimeout,
+    HttpError,
+    NotImplementedMethod,
+    RequestTimeout,
+)
+from gateway.http.forwarding import add_forwarding_headers
+from gateway.http.framing import BodyKind, request_body_framing
+from gateway.http.h1_wire import client_keeps_alive, serialize_request_head
+from gateway.http.hop_by_hop import strip_hop_by_hop
+from gateway.http.model import RequestHead, comma_tokens
+from gateway.http.responses import error_response_h1
+from gateway.http.traceparent import apply_traceparent
+from workers.http1.backend import Backend
+from workers.http1.context import H1Context, RequestRecord
+from workers.http1.exchange import ClientGone, Exchange, ExchangeState
+from workers.http1.message_reader import END, EOF_EVENT, HEAD, UPGRADE, MessageReader, ParsedHead
+from workers.http1.upstream import forward
+from workers.http1.websocket import is_websocket_request, proxy_websocket
+
+
+def peer_of(stream: trio.abc.Stream) -> str:
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return "unknown"
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return "unknown"
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
+async def serve_h1_connection(
+    stream: trio.abc.Stream, ctx: H1Context, client_addr: str | None = None
+) -> None:
+    """Serve one client connection until it closes; never raises for peer behaviour."""
+    conn = _ClientConnection(stream, ctx, client_addr or peer_of(stream))
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.watch_drain)
+            await conn.serve()
+            nursery.cancel_scope.cancel()
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+class _ClientConnection:
+    def __init__(self, stream: trio.abc.Stream, ctx: H1Context, client: str) -> None:
+        self.stream = stream
+        self.ctx = ctx
+        self.client = client
+        self.limits = ctx.limits
+        self.reader = MessageReader(stream, ctx.limits, is_request=True)
+        self.idle_scope: trio.CancelScope | None = None
+        self.served = 0
+
+    async def watch_drain(self) -> None:
+        await self.ctx.draining.wait()
+        if self.idle_scope is not None:
+            self.idle_scope.cancel()
+
+    async def serve(self) -> None:
+        while True:
+            started_at = trio.current_time()
+            try:
+                head = await self._read_head()
+            except HttpError as exc:
+                await self._fail(exc, None, started_at)
+                return
+            if head is None:
+                return
+            self.served += 1
+            if not await self._handle(head, started_at):
+                return
+
+    async def _read_head(self) -> ParsedHead | None:
+        """The next request head; None when the client left or we close an idle connection."""
+        deadline = trio.current_time() + self.limits.header_timeout_ms / 1000
+        if self.reader.idle:
+            if self.ctx.draining.is_set():
+                return None
+            with trio.CancelScope(deadline=deadline) as scope:
+                self.idle_scope = scope
+                try:
+                    await self.reader.fill()
+                finally:
+                    self.idle_scope = None
+            if scope.cancelled_caught:
+                return None  # idle keep-alive timeout or drain: close without a word
+        with trio.move_on_at(deadline) as scope:
+            tag, payload = await self.reader.next_event()
+        if scope.cancelled_caught:
+            raise RequestTimeout("request head too slow", kind="header_timeout")
+        if tag == HEAD:
+            assert isinstance(payload, ParsedHead)
+            return payload
+        if tag == EOF_EVENT:
+            return None
+        raise BadRequest(f"unexpected event {tag} before head", kind="parse_error")
+
+    def _request(self, parsed: ParsedHead) -> RequestHead:
+        return RequestHead(
+            method=parsed.method,
+            scheme=self.ctx.scheme,
+            authority=b"",
+            path=parsed.target,
+            headers=parsed.headers,
+            http_version=parsed.http_version,
+        )
+
+    def _should_close(self, head: RequestHead) -> bool:
+        cap = self.limits.max_keepalive_requests
+        return (
+            not client_keeps_alive(head.http_version, head.headers)
+            or (cap > 0 and self.served >= cap)
+            or self.ctx.draining.is_set()
+        )
+
+    def _upstream_request_bytes(
+        self, head: RequestHead, state: ExchangeState, backend: Backend
+    ) -> bytes:
+        headers = strip_hop_by_hop(head.headers)
+        headers = [(n, v) for n, v in headers if n not in (b"expect", b"content-length")]
+        if not any(n == b"host" for n, _ in headers):
+            # HTTP/1.0 without Host: the next hop speaks 1.1 and needs one (RFC 9112 §3.2).
+            host = head.authority or f"{backend.host}:{backend.port}".encode()
+            headers.insert(0, (b"host", host))
+        headers = add_forwarding_headers(
+            headers, peer_ip=self.client, proto=self.ctx.scheme, host=head.authority or None
+        )
+        apply_traceparent(headers, self.ctx.rng)
+        upstream_head = RequestHead(head.method, head.scheme, head.authority, head.path, headers)
+        return serialize_request_head(upstream_head, state.request_framing)
+
+    async def _handle(self, parsed: ParsedHead, started_at: float) -> bool:
+        """Proxy one request; True when the connection may carry another."""
+        head = self._request(parsed)
+        state: ExchangeState | None = None
+        try:
+            if head.method == b"CONNECT":
+                raise NotImplementedMethod("CONNECT is not proxied")
+            admit_request(head, self.limits)
+            framing = request_body_framing(
+                head.headers, http_version=head.http_version, strict_te=self.limits.strict_te
+            )
+            if framing.kind is BodyKind.LENGTH and framing.length > self.limits.max_body_bytes:
+                raise BodyTooLarge("declared content-length over the cap")
+            expect = comma_tokens(head.headers, b"expect")
+            if expect and expect != [b"100-continue"]:
+                raise ExpectationFailed("unsupported expectation")
+            if parsed.upgrade:
+                if (
+                    self.ctx.limits.websocket.enabled
+                    and is_websocket_request(head)
+                    and framing.kind is BodyKind.NONE
+                ):
+                    leftover = await self._consume_upgrade_marker(websocket=True)
+                    return await self._websocket(head, leftover, started_at)
+                await self._decline_upgrade(framing.kind is not BodyKind.NONE)
+            elif framing.kind is BodyKind.NONE:
+                await self._consume_end()
+            state = ExchangeState(
+                method=head.method,
+                client_version=head.http_version,
+                request_framing=framing,
+                expect_continue=bool(expect) and framing.kind is not BodyKind.NONE,
+                close_after=self._should_close(head),
+            )
+            exchange = Exchange(state, self.stream, self.reader, self.limits, self.ctx.draining)
+
+            def build(backend: Backend) -> bytes:
+                return self._upstream_request_bytes(head, state, backend)
+
+            with trio.fail_after(self.limits.total_timeout_ms / 1000):
+                await forward(self.ctx, exchange, head, build, self.client)
+        except trio.TooSlowError:
+            await self._fail(
+                GatewayTimeout("total request time exceeded", kind="total_timeout"),
+                head,
+                started_at,
+                state,
+            )
+            return False
+        except HttpError as exc:
+            await self._fail(exc, head, started_at, state)
+            return False
+        self._record(head, started_at, state, state.backend_id, None)
+        return not state.close_after
+
+    async def _consume_end(self) -> None:
+        """A body-less request's END event follows its head in the same feed."""
+        tag, _ = await self.reader.next_event()
+        if tag != END:
+            raise BadRequest(f"unexpected {tag} after a body-less head", kind="parse_error")
+
+    async def _consume_upgrade_marker(self, *, websocket: bool) -> bytes:
+        """Pop END and the UPGRADE event queued after an upgrade head; returns leftover bytes."""
+        leftover = b""
+        while True:
+            tag, payload = await self.reader.next_event()
+            if tag == UPGRADE:
+                assert isinstance(payload, bytes)
+                leftover = payload
+                break
+            if tag != END:
+                raise BadRequest("unexpected event after upgrade head", kind="parse_error")
+        if not websocket:
+            self.reader.resume_after_upgrade(leftover)
+            return b""
+        return leftover
+
+    async def _decline_upgrade(self, has_body: bool) -> None:
+        """Serve an h2c or other upgrade offer as plain HTTP/1.1 (RFC 9110 §7.8 lets us ignore it)."""
+        if has_body:
+            # llhttp skipped the body of an upgrade request: forwarding it would desync us.
+            raise BadRequest("upgrade request with a body", kind="smuggling")
+        await self._consume_upgrade_marker(websocket=False)
+
+    async def _websocket(self, head: RequestHead, leftover: bytes, started_at: float) -> bool:
+        result = await proxy_websocket(self.ctx, self.stream, head, leftover, self.client)
+        self.ctx.on_request_done(
+            RequestRecord(
+                listener=self.ctx.listener,
+                method=head.method.decode("latin-1"),
+                path=head.path.decode("latin-1"),
+                status=result.status,
+                bytes_in=result.bytes_in,
+                bytes_out=result.bytes_out,
+                duration_s=trio.current_time() - started_at,
+                backend_id=result.backend_id,
+                client=self.client,
+                error_kind=result.error_kind,
+            )
+        )
+        return False
+
+    async def _fail(
+        self,
+        exc: HttpError,
+        head: RequestHead | None,
+        started_at: float,
+        state: ExchangeState | None = None,
+    ) -> None:
+        """Answer with a small error response (unless one already began) and record it."""
+        status = 0
+        if (state is None or not state.response_started) and not isinstance(exc, ClientGone):
+            status = exc.status
+            with trio.move_on_after(1.0):
+                try:
+                    await self.stream.send_all(error_response_h1(status, close=True))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    status = 0
+        elif state is not None:
+            status = state.status
+        if head is not None or status:
+            backend_id = state.backend_id if state else None
+            self._record(head, started_at, state, backend_id, exc.kind, status=status)
+
+    def _record(
+        self,
+        head: RequestHead | None,
+        started_at: float,
+        state: ExchangeState | None,
+        backend_id: str | None,
+        error_kind: str | None,
+        *,
+        status: int | None = None,
+    ) -> None:
+        self.ctx.on_request_done(
+            RequestRecord(
+                listener=self.ctx.listener,
+                method=head.method.decode("latin-1") if head else "",
+                path=head.path.decode("latin-1") if head else "",
+                status=status if status is not None else (state.status if state else 0),
+                bytes_in=state.bytes_in if state else 0,
+                bytes_out=state.bytes_out if state else 0,
+                duration_s=trio.current_time() - started_at,
+                backend_id=backend_id,
+                client=self.client,
+                error_kind=error_kind,
+            )
+        )

@@ -1,0 +1,72 @@
+"""What one HTTP/1.1 listener's connection handler needs from the worker that runs it.
+
+Owns the H1Context dataclass, the Backend identity and the per-request record handed to the
+access log / metrics hook. Must never read config files: the worker builds it from the
+compiled plan.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from gateway.http.limits import HttpLimits
+from gateway.http.model import RequestHead
+from workers.http1.backend import Backend, Connect
+from workers.http1.pool import UpstreamPool
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    listener: str
+    method: str
+    path: str
+    status: int  # 0 when the connection closed before any status was sent
+    bytes_in: int  # request body bytes read from the client
+    bytes_out: int  # response body bytes written to the client
+    duration_s: float
+    backend_id: str | None
+    client: str
+    error_kind: str | None
+
+
+# (request head, client ip, backends already tried for this request) -> the next backend
+PickBackend = Callable[[RequestHead, str, Sequence[Backend]], Backend | None]
+
+
+def _ignore_record(record: RequestRecord) -> None:
+    return None
+
+
+def _ignore_result(backend: Backend, ok: bool, kind: str, latency_s: float) -> None:
+    return None
+
+
+@dataclass(slots=True)
+class H1Context:
+    listener: str
+    pick_backend: PickBackend
+    limits: HttpLimits = field(default_factory=HttpLimits)
+    scheme: bytes = b"http"
+    connect: Connect | None = None  # default: TCP with the pool's connect timeout
+    on_request_done: Callable[[RequestRecord], None] = _ignore_record
+    on_backend_result: Callable[[Backend, bool, str, float], None] = _ignore_result
+    draining: trio.Event = field(default_factory=trio.Event)
+    # trio clock deadline by which tunnels get their close frames; set by start_drain.
+    drain_deadline_at: float = math.inf
+    rng: random.Random = field(default_factory=random.Random)
+    pool: UpstreamPool | None = None  # built lazily; shared by every connection of the worker
+
+    def start_drain(self, grace_s: float) -> None:
+        """Begin draining: idle keep-alives close now, tunnels get close frames after grace_s."""
+        self.drain_deadline_at = trio.current_time() + grace_s
+        self.draining.set()
+
+    def upstream_pool(self) -> UpstreamPool:
+        if self.pool is None:
+            self.pool = UpstreamPool(self.limits.pool, self.connect)
+        return self.pool

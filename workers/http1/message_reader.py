@@ -1,0 +1,194 @@
+"""Pull-based HTTP/1.x message reader over a trio stream, parsed by httptools (llhttp).
+
+Owns: feeding bytes to llhttp only when the consumer asks for the next event (so at most one
+read of READ_MAX_BYTES is ever queued: the bounded window), header count/size caps enforced
+while the head is still arriving, and the translation of parser errors to typed HttpErrors.
+Must never decide policy (admission, framing rules) or write to the stream.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+import httptools
+import trio
+
+from gateway.http.errors import BadGateway, BadRequest, HeadersTooLarge, HttpError
+from gateway.http.limits import READ_MAX_BYTES, HttpLimits
+from gateway.http.model import HeaderList
+
+
+@dataclass(slots=True)
+class ParsedHead:
+    method: bytes  # b"" for responses
+    target: bytes  # request target, b"" for responses
+    status: int  # 0 for requests
+    http_version: bytes
+    headers: HeaderList
+    upgrade: bool
+
+
+# Event tags; events are (tag, payload) tuples to keep the hot path allocation-light.
+HEAD = "head"
+DATA = "data"
+TRAILERS = "trailers"
+END = "end"
+UPGRADE = "upgrade"  # payload: bytes after the upgrade head
+EOF_EVENT = "eof"  # peer closed; payload: True when no message was in progress
+
+Event = tuple[str, object]
+
+
+class _Callbacks:
+    """httptools protocol object: turns callbacks into queued events and enforces head caps."""
+
+    def __init__(self, reader: MessageReader) -> None:
+        self.r = reader
+
+    def on_message_begin(self) -> None:
+        r = self.r
+        r.in_message = True
+        r.head_done = False
+        r.head_bytes = 0
+        r.target = b""
+        r.headers = []
+
+    def on_url(self, url: bytes) -> None:
+        r = self.r
+        r.target += url
+        r.head_bytes += len(url)
+        if r.head_bytes > r.max_header_bytes:
+            raise r.too_large("request target too long")
+
+    def on_status(self, status: bytes) -> None:
+        self.r.head_bytes += len(status)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        r = self.r
+        r.head_bytes += len(name) + len(value) + 4
+        r.headers.append((name.lower(), value))
+        if len(r.headers) > r.max_headers or r.head_bytes > r.max_header_bytes:
+            raise r.too_large("header section too large")
+
+    def on_headers_complete(self) -> None:
+        r = self.r
+        r.head_done = True
+        p = r.parser
+        head = ParsedHead(
+            method=p.get_method() if isinstance(p, httptools.HttpRequestParser) else b"",
+            target=r.target,
+            status=p.get_status_code() if isinstance(p, httptools.HttpResponseParser) else 0,
+            http_version=p.get_http_version().encode(),
+            headers=r.headers,
+            upgrade=p.should_upgrade(),
+        )
+        r.headers = []
+        r.events.append((HEAD, head))
+
+    def on_body(self, body: bytes) -> None:
+        self.r.events.append((DATA, body))
+
+    def on_message_complete(self) -> None:
+        r = self.r
+        if r.headers:  # fields after the last chunk are trailers (RFC 9112 §7.1.2)
+            r.events.append((TRAILERS, r.headers))
+            r.headers = []
+        r.in_message = False
+        r.events.append((END, None))
+
+
+class MessageReader:
+    """Reads requests (``is_request``) or responses from ``stream``; one per direction."""
+
+    def __init__(self, stream: trio.abc.Stream, limits: HttpLimits, *, is_request: bool) -> None:
+        self.stream = stream
+        self.max_headers = limits.max_headers
+        self.max_header_bytes = limits.max_header_bytes
+        self.error_type: type[HttpError] = BadRequest if is_request else BadGateway
+        self.events: collections.deque[Event] = collections.deque()
+        callbacks = _Callbacks(self)
+        self.parser: httptools.HttpRequestParser | httptools.HttpResponseParser = (
+            httptools.HttpRequestParser(callbacks)
+            if is_request
+            else httptools.HttpResponseParser(callbacks)
+        )
+        self.in_message = False
+        self.head_done = False
+        self.head_bytes = 0
+        self.raw_head_bytes = 0
+        self.target = b""
+        self.headers: HeaderList = []
+        self.bytes_read = 0
+        self.upgraded = False
+        self.eof = False
+        self.last_feed_clean_head_end = False
+
+    def too_large(self, detail: str) -> HttpError:
+        if self.error_type is BadRequest:
+            return HeadersTooLarge(detail)
+        return BadGateway(detail, kind="upstream_headers_too_large")
+
+    @property
+    def idle(self) -> bool:
+        """Between messages with nothing buffered: safe to close for drain."""
+        return not self.events and not self.in_message and not self.upgraded
+
+    async def next_event(self) -> Event:
+        """The next parsed event, reading from the stream only when none is queued."""
+        while not self.events:
+            await self.fill()
+        return self.events.popleft()
+
+    async def fill(self) -> None:
+        """One read, fed to the parser. EOF queues an EOF_EVENT."""
+        if self.eof:
+            raise self.error_type("read after end of stream", kind="truncated")
+        try:
+            data = await self.stream.receive_some(READ_MAX_BYTES)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        if not data:
+            self.eof = True
+            self.events.append((EOF_EVENT, not self.in_message))
+            return
+        self.bytes_read += len(data)
+        self.feed(data)
+
+    def feed(self, data: bytes | bytearray) -> None:
+        was_in_head = not self.head_done
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            offset = int(upgrade.args[0])
+            self.upgraded = True
+            self.events.append((UPGRADE, bytes(data[offset:])))
+            return
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, HttpError):
+                raise cause
+            raise self.error_type(f"malformed message: {exc}", kind="parse_error")
+        self.last_feed_clean_head_end = (
+            was_in_head
+            and self.head_done
+            and data.endswith(b"\r\n\r\n")
+            and not self._body_queued()
+        )
+        if self.in_message and not self.head_done:
+            # A single field may grow inside httptools before any callback fires; bound it
+            # by the raw bytes seen while the head is incomplete (slowloris with one header).
+            self.raw_head_bytes += len(data)
+            if self.raw_head_bytes > self.max_header_bytes:
+                raise self.too_large("header section too large")
+        else:
+            self.raw_head_bytes = 0
+
+    def _body_queued(self) -> bool:
+        return any(tag == DATA for tag, _ in self.events)
+
+    def resume_after_upgrade(self, leftover: bytes) -> None:
+        """Ignore an upgrade offer we decline (e.g. h2c): parse what followed as HTTP again."""
+        self.upgraded = False
+        if leftover:
+            self.feed(leftover)

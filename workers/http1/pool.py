@@ -1,0 +1,129 @@
+"""Bounded per-backend pool of idle upstream HTTP/1.1 connections.
+
+Owns: how many connections a backend may have open (``max_per_backend``), how many may idle
+(``max_idle_per_backend``), idle expiry, and the desync guard's last line (a connection is
+only ever returned by the caller after a complete, well-framed exchange; here we also refuse
+one that has unread bytes or EOF waiting). Must never parse HTTP.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+from dataclasses import dataclass, field
+
+import trio
+
+from gateway.http.errors import NoBackend
+from gateway.http.limits import PoolLimits
+from workers.http1.backend import Backend, Connect, connect_with_timeout, open_backend_stream
+
+
+@dataclass(slots=True)
+class UpstreamConn:
+    backend: Backend
+    stream: trio.abc.Stream
+    reused: bool = False
+    idle_since: float = 0.0
+
+
+@dataclass(slots=True)
+class _BackendSlots:
+    limiter: trio.Semaphore
+    idle: collections.deque[UpstreamConn] = field(default_factory=collections.deque)
+    open_count: int = 0
+
+
+class PoolExhausted(NoBackend):
+    kind = "pool_exhausted"
+
+
+def _has_pending_input(stream: trio.abc.Stream) -> bool:
+    """True when an idle connection has bytes or EOF waiting: it cannot be reused safely."""
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return False
+    try:
+        probe = socket.socket(fileno=sock.fileno())
+    except OSError:
+        return True
+    try:
+        probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        probe.detach()
+    return True  # stray bytes (desync) or b"" (peer closed)
+
+
+class UpstreamPool:
+    def __init__(self, limits: PoolLimits, connect: Connect | None = None) -> None:
+        self.limits = limits
+        self._connect = connect or open_backend_stream
+        self._slots: dict[Backend, _BackendSlots] = {}
+        self.connects_total = 0
+
+    def _slots_for(self, backend: Backend) -> _BackendSlots:
+        slots = self._slots.get(backend)
+        if slots is None:
+            slots = self._slots[backend] = _BackendSlots(
+                trio.Semaphore(self.limits.max_per_backend)
+            )
+        return slots
+
+    def idle_count(self, backend: Backend) -> int:
+        slots = self._slots.get(backend)
+        return len(slots.idle) if slots else 0
+
+    def open_count(self, backend: Backend) -> int:
+        slots = self._slots.get(backend)
+        return slots.open_count if slots else 0
+
+    async def acquire(self, backend: Backend, *, fresh: bool = False) -> UpstreamConn:
+        """An idle connection (unless ``fresh``) or a new one; raises typed connect errors."""
+        slots = self._slots_for(backend)
+        now = trio.current_time()
+        while slots.idle and not fresh:
+            conn = slots.idle.pop()
+            if now - conn.idle_since < self.limits.idle_timeout_s and not _has_pending_input(
+                conn.stream
+            ):
+                conn.reused = True
+                return conn
+            await self._close(slots, conn)
+        timeout_s = self.limits.connect_timeout_ms / 1000
+        if slots.limiter.value == 0 and slots.idle:
+            await self._close(slots, slots.idle.popleft())
+        with trio.move_on_after(timeout_s) as scope:
+            await slots.limiter.acquire()
+        if scope.cancelled_caught:
+            raise PoolExhausted(f"{backend.id}: {self.limits.max_per_backend} connections busy")
+        try:
+            stream = await connect_with_timeout(self._connect, backend, timeout_s)
+        except BaseException:
+            slots.limiter.release()
+            raise
+        self.connects_total += 1
+        slots.open_count += 1
+        return UpstreamConn(backend, stream)
+
+    async def release(self, conn: UpstreamConn, *, reusable: bool) -> None:
+        """Return after a clean exchange (``reusable``) or close."""
+        slots = self._slots_for(conn.backend)
+        if reusable and len(slots.idle) < self.limits.max_idle_per_backend:
+            conn.idle_since = trio.current_time()
+            slots.idle.append(conn)
+            return
+        await self._close(slots, conn)
+
+    async def _close(self, slots: _BackendSlots, conn: UpstreamConn) -> None:
+        slots.open_count -= 1
+        slots.limiter.release()
+        await trio.aclose_forcefully(conn.stream)
+
+    async def aclose(self) -> None:
+        for slots in self._slots.values():
+            while slots.idle:
+                await self._close(slots, slots.idle.pop())

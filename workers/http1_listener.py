@@ -1,0 +1,115 @@
+"""Wires an `h1` listener's plan into the HTTP/1.1 proxy (workers/http1).
+
+Builds the H1Context from the compiled plan: limits, backend choice through the
+listener's UpstreamSet (policy, hash key, health), request accounting for the
+load-aware policies, passive health from every attempt's outcome, metrics and the
+access log from every request's record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+import trio
+
+from gateway.http.limits import HttpLimits, PoolLimits, WebSocketLimits
+from gateway.http.model import RequestHead
+from workers.http1 import Backend, H1Context, RequestRecord, serve_h1_connection
+
+if TYPE_CHECKING:
+    from workers.worker import ListenerRuntime, Worker
+
+# Outcomes that say nothing about the backend's health (the request ended for other reasons).
+_NEUTRAL_KINDS = frozenset({"aborted", "retry_stale"})
+_SECURITY_STATUSES = frozenset({400, 408, 413, 431})
+
+
+def limits_from_plan(runtime: ListenerRuntime) -> HttpLimits:
+    plan = runtime.plan
+    http = plan.http
+    assert http is not None
+    config = runtime.config
+    ws = plan.websocket
+    return HttpLimits(
+        header_timeout_ms=http.header_timeout_ms,
+        body_timeout_ms=http.body_timeout_ms,
+        total_timeout_ms=http.total_timeout_ms,
+        head_timeout_ms=http.head_timeout_ms,
+        max_body_bytes=http.max_body_bytes,
+        max_headers=http.max_headers,
+        max_header_bytes=http.max_header_bytes,
+        underscore_policy=config.runtime.header_underscore_policy,
+        max_keepalive_requests=config.runtime.max_keepalive_requests,
+        strict_te=config.security.strict_te,
+        websocket=WebSocketLimits(
+            enabled=ws.enabled if ws is not None else True,
+            idle_timeout_s=float(ws.idle_timeout_seconds) if ws is not None else 60.0,
+        ),
+        pool=PoolLimits(
+            max_idle_per_backend=http.pool_max_idle_per_backend,
+            max_per_backend=http.pool_max_per_backend,
+            idle_timeout_s=http.pool_idle_timeout_ms / 1000,
+            connect_timeout_ms=plan.connect_timeout_ms,
+            max_attempts=plan.balancer.max_connect_attempts,
+        ),
+    )
+
+
+def make_h1_context(runtime: ListenerRuntime, worker: Worker) -> H1Context:
+    upstreams = runtime.upstreams
+    stats = runtime.stats
+    targets = [Backend(b.id, b.host, b.port) for b in upstreams.backends]
+
+    def pick_backend(head: RequestHead, client: str, tried: Sequence[Backend]) -> Backend | None:
+        key = upstreams.key_for(client_ip=client, headers=head.headers, path=head.path)
+        exclude = [upstreams.index[b.id] for b in tried]
+        i = upstreams.choose(exclude=exclude, key=key)
+        if i is None:
+            return None
+        upstreams.request_started(i)
+        stats.metrics.backend_active_requests(runtime.plan.name, targets[i].id, 1)
+        return targets[i]
+
+    def on_backend_result(backend: Backend, ok: bool, kind: str, latency_s: float) -> None:
+        i = upstreams.index[backend.id]
+        stats.metrics.backend_active_requests(runtime.plan.name, backend.id, -1)
+        if kind in _NEUTRAL_KINDS:
+            upstreams.request_finished(i, None)
+            return
+        upstreams.record(i, ok=ok, kind=kind)
+        upstreams.request_finished(i, latency_s if ok else None)
+        if not ok:
+            stats.upstream_error(backend.id, kind)
+
+    def on_request_done(record: RequestRecord) -> None:
+        stats.request_done(
+            record.backend_id or "",
+            record.status,
+            record.duration_s,
+            record.bytes_in,
+            record.bytes_out,
+        )
+        if record.error_kind and record.status in _SECURITY_STATUSES:
+            stats.reject(record.error_kind)
+        worker.access_log.append(record)
+
+    return H1Context(
+        listener=runtime.plan.name,
+        pick_backend=pick_backend,
+        limits=limits_from_plan(runtime),
+        on_request_done=on_request_done,
+        on_backend_result=on_backend_result,
+    )
+
+
+def make_h1_handler(
+    runtime: ListenerRuntime, worker: Worker
+) -> Callable[[trio.socket.SocketType, tuple[str, int]], Awaitable[None]]:
+    ctx = make_h1_context(runtime, worker)
+    runtime.on_drain = ctx.start_drain
+
+    async def handle(sock: trio.socket.SocketType, addr: tuple[str, int]) -> None:
+        await serve_h1_connection(trio.SocketStream(sock), ctx, addr[0])
+
+    return handle
