@@ -7,6 +7,7 @@ with real sockets and the real `gatewayctl`, and always clean up every process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,22 +40,46 @@ def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")
 
 
+def wait_for_udp_echo(port: int, timeout_s: float = 10.0) -> None:
+    """Until a datagram sent to 127.0.0.1:`port` is answered."""
+    deadline = time.monotonic() + timeout_s
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.1)
+        while time.monotonic() < deadline:
+            try:
+                s.sendto(b"ping", ("127.0.0.1", port))
+                s.recvfrom(65535)
+                return
+            except OSError:  # timeout, or ICMP refused before the backend binds
+                time.sleep(0.05)
+    raise TimeoutError(f"no UDP echo on 127.0.0.1:{port} after {timeout_s}s")
+
+
 class DemoBackends:
     """`tools.demo_backends` in a subprocess."""
 
     def __init__(
-        self, *, tcp_echo: list[int] = (), http: list[int] = (), delay_ms: float = 0
-    ) -> None:  # type: ignore[assignment]
+        self,
+        *,
+        tcp_echo: list[int] = (),  # type: ignore[assignment]
+        http: list[int] = (),  # type: ignore[assignment]
+        delay_ms: float = 0,
+        udp_echo: list[int] = (),  # type: ignore[assignment]
+    ) -> None:
         args = [sys.executable, "-m", "tools.demo_backends"]
         for p in tcp_echo:
             args += ["--tcp-echo", f"127.0.0.1:{p}"]
         for p in http:
             args += ["--http", f"127.0.0.1:{p}"]
+        for p in udp_echo:
+            args += ["--udp-echo", f"127.0.0.1:{p}"]
         if delay_ms:
             args += ["--http-delay-ms", str(delay_ms)]
         self.proc = subprocess.Popen(args, cwd=ROOT, stderr=subprocess.DEVNULL)
         for p in [*tcp_echo, *http]:
             wait_for_port(p)
+        for p in udp_echo:
+            wait_for_udp_echo(p)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -169,6 +195,18 @@ class RunningGateway:
             return self.workers()
         except Exception:  # the gateway may already be gone; cleanup must go on
             return []
+
+
+@contextlib.contextmanager
+def on_cpu(cpu: int) -> Iterator[None]:
+    """Run the calling thread on `cpu`: loopback connections it opens are steered to the
+    worker pinned there (the per-CPU sockets carry SO_INCOMING_CPU)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def echo_once(port: int, payload: bytes, timeout_s: float = 10.0) -> bytes:

@@ -28,6 +28,7 @@ from gateway.ipc import (
     Stop,
 )
 from gateway.limits import ConnectionGate
+from gateway.logs import RateLimitedLog
 from gateway.metrics.snapshot import encode_snapshot
 from gateway.metrics.worker import WorkerMetrics
 from workers.accept import serve_accept_loop
@@ -42,6 +43,10 @@ log = structlog.get_logger("expressgateway.worker")
 Handler = Callable[[trio.socket.SocketType, tuple[str, int]], Awaitable[None]]
 HEARTBEAT_S = 1.0
 DRAIN_CLOSE_GRACE_S = 0.5
+
+
+async def _no_stream_handler(sock: trio.socket.SocketType, addr: tuple[str, int]) -> None:
+    raise RuntimeError("a datagram listener has no stream handler")
 
 
 class ListenerRuntime:
@@ -65,6 +70,12 @@ class ListenerRuntime:
             from workers.http1_listener import make_h1_handler
 
             return make_h1_handler(self, worker)
+        if self.plan.protocol == "tls":
+            from workers.tls_listener import make_tls_handler
+
+            return make_tls_handler(self, worker)
+        if self.plan.protocol == "udp":
+            return _no_stream_handler  # datagrams are served by workers/udp_proxy.py
         raise RuntimeError(f"listener protocol {self.plan.protocol!r} has no handler in this build")
 
 
@@ -78,6 +89,8 @@ class Worker:
         )
         self.metrics = WorkerMetrics()
         self.access_log = AccessLog(enabled=boot.plan.config.observability.access_log)
+        # Repeated errors of one kind are logged a few times per minute, then summarised.
+        self.error_log = RateLimitedLog(log, max_per_window=5, window_s=60.0, now=time.monotonic)
         self.listeners: dict[str, ListenerRuntime] = {}
         for lp in boot.plan.listeners:
             fd = boot.listener_fds[lp.name]
@@ -120,8 +133,12 @@ class Worker:
         try:
             await runtime.handler(sock, addr)
         except Exception as exc:  # a bug in one connection must never take the worker down
-            log.error(
-                "connection_failed", listener=runtime.plan.name, client=addr[0], error=repr(exc)
+            self.error_log.error(
+                "connection_failed",
+                key=f"connection_failed:{runtime.plan.name}:{type(exc).__name__}",
+                listener=runtime.plan.name,
+                client=addr[0],
+                error=repr(exc),
             )
         finally:
             sock.close()
@@ -130,6 +147,24 @@ class Worker:
             self.active_connections -= 1
             if self.active_connections == 0:
                 self._idle.set()
+
+    @property
+    def connections(self) -> trio.Nursery:
+        """The nursery of in-flight work: it outlives accepting and ends with the drain."""
+        assert self._connections is not None
+        return self._connections
+
+    def session_opened(self) -> None:
+        """A datagram session began: it counts as in-flight work until `session_closed`."""
+        self.handled_connections += 1
+        self.active_connections += 1
+        if self._idle.is_set():
+            self._idle = trio.Event()
+
+    def session_closed(self) -> None:
+        self.active_connections -= 1
+        if self.active_connections == 0:
+            self._idle.set()
 
     def heartbeat(self) -> Heartbeat:
         now = time.monotonic()
@@ -151,6 +186,11 @@ class Worker:
             handled_requests=sum(r.stats.requests_total for r in self.listeners.values()),
             metrics=encode_snapshot(self.metrics.snapshot()),
         )
+
+    async def _serve_error_log_flush(self) -> None:
+        while True:
+            await trio.sleep(self.error_log.window_s)
+            self.error_log.flush()
 
     async def serve_heartbeats(self) -> None:
         while True:
@@ -189,6 +229,13 @@ class Worker:
                 with self._accept_scope:
                     async with trio.open_nursery() as accepting:
                         for runtime in self.listeners.values():
+                            if runtime.plan.socket.transport == "udp":
+                                from workers.udp_proxy import serve_udp_listener
+
+                                # Datagram sessions outlive the read loop (drain), so their
+                                # tasks live in the connections nursery.
+                                await accepting.start(serve_udp_listener, runtime, self)
+                                continue
                             await accepting.start(
                                 serve_accept_loop,
                                 runtime.sock,
@@ -199,6 +246,7 @@ class Worker:
                         log.info("worker_ready", listeners=list(self.listeners))
                         outer.start_soon(self.serve_heartbeats)
                         outer.start_soon(self.access_log.serve_flush)
+                        outer.start_soon(self._serve_error_log_flush)
                         outer.start_soon(self._serve_commands, outer)
                         await trio.sleep_forever()
                 # Accepting stopped (drain). Close this worker's copies of the listening

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import tcp_config
-from running_gateway import echo_once, free_port
+from running_gateway import echo_once, free_port, on_cpu
 
 
 def cpus_allowed(pid: int) -> str:
@@ -81,6 +81,8 @@ class Load:
         ]
 
     def _run(self, i: int) -> None:
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[i % len(cpus)]})  # this thread only: load on every worker
         n = 0
         while not self._stop.is_set():
             payload = f"t{i}-{n}-".encode() * 50
@@ -159,8 +161,9 @@ def test_sigkill_worker_respawns_within_a_second_others_untouched(
     gw = gateway_factory.start(tcp_config(port, echo_backends))
     # Long-lived connections until both workers hold some.
     conns = []
-    for _ in range(40):
-        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    for i in range(40):
+        with on_cpu(i % 2):
+            c = socket.create_connection(("127.0.0.1", port), timeout=10)
         c.sendall(b"x")
         assert c.recv(10) == b"x"
         conns.append(c)
