@@ -55,9 +55,16 @@ class ListenerRuntime:
         self.config = worker.boot.plan.config
         self.sock = sock
         self.on_drain: Callable[[float], None] | None = None
+        self.live_scopes: set[trio.CancelScope] = set()
         self.stats = ListenerStats(plan.name, worker.metrics)
         self.upstreams = UpstreamSet(plan)
         self.handler = self._make_handler(worker)
+
+    async def cut_connections_at(self, deadline: float) -> None:
+        """At this listener's drain deadline, close what is still open."""
+        await trio.sleep_until(deadline)
+        for scope in list(self.live_scopes):
+            scope.cancel()
 
     def _make_handler(self, worker: Worker) -> Handler:
         if self.plan.protocol == "tcp":
@@ -130,8 +137,11 @@ class Worker:
     ) -> None:
         self.handled_connections += 1
         runtime.stats.connection_opened()
+        scope = trio.CancelScope()
+        runtime.live_scopes.add(scope)
         try:
-            await runtime.handler(sock, addr)
+            with scope:  # cancelled at this listener's own drain deadline
+                await runtime.handler(sock, addr)
         except Exception as exc:  # a bug in one connection must never take the worker down
             self.error_log.error(
                 "connection_failed",
@@ -141,6 +151,7 @@ class Worker:
                 error=repr(exc),
             )
         finally:
+            runtime.live_scopes.discard(scope)
             sock.close()
             self.gate.release(addr[0])
             runtime.stats.connection_closed()
@@ -207,9 +218,16 @@ class Worker:
         # wait until every accept loop has really ended before judging idleness.
         await self._accepting_done.wait()
         self.draining.set()
+        started = trio.current_time()
         for runtime in self.listeners.values():
+            # Each listener keeps its own budget (e.g. long for WebSockets, short for
+            # plain HTTP); `timeout_s` caps them all (gatewayctl drain --timeout).
+            budget_s = min(timeout_s, runtime.plan.drain_timeout_ms / 1000)
             if runtime.on_drain is not None:
-                runtime.on_drain(timeout_s)
+                runtime.on_drain(budget_s)
+            self.connections.start_soon(
+                runtime.cut_connections_at, started + budget_s + DRAIN_CLOSE_GRACE_S
+            )
         log.info("worker_draining", active_connections=self.active_connections, timeout_s=timeout_s)
         # A short grace past the deadline lets protocol handlers send their goodbyes
         # (WebSocket close frames) before the remaining connections are cut.

@@ -383,3 +383,26 @@ def test_gatewayctl_errors(gateway_factory, echo_backends, tmp_path) -> None:
         answer = s.recv(4096)
     assert b'"ok":false' in answer and b"invalid control request" in answer
     assert gw.ctl("status").returncode == 0
+
+
+def test_each_listener_keeps_its_own_drain_budget(gateway_factory, echo_backends) -> None:
+    short_port, long_port = free_port(), free_port()
+    text = tcp_config(short_port, echo_backends, extra="drain_timeout_ms = 1000")
+    text += f'\n[[listeners]]\nname = "long"\naddress = "127.0.0.1:{long_port}"\nprotocol = "tcp"\ndrain_timeout_ms = 4000\n[[listeners.backends]]\naddress = "127.0.0.1:{echo_backends[0]}"\n'
+    gw = gateway_factory.start(text)
+    conns = {}
+    for name, port in (("short", short_port), ("long", long_port)):
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        c.sendall(b"x")
+        assert c.recv(1) == b"x"
+        conns[name] = c
+    assert gw.ctl("reload").returncode == 0
+    started = time.monotonic()  # the old generation's drain began just before the answer
+    closed_after = {}
+    for name, c in conns.items():
+        assert c.recv(10) == b""  # a clean FIN at this listener's deadline
+        closed_after[name] = time.monotonic() - started
+        c.close()
+    assert closed_after["short"] <= 3.0, closed_after
+    assert 3.0 <= closed_after["long"] <= 7.0, closed_after
+    assert closed_after["long"] - closed_after["short"] >= 2.0, closed_after
