@@ -3,7 +3,7 @@
     gatewayctl [--socket PATH] [--json] status | workers | reload | backends
     gatewayctl drain WORKER [--timeout S] [--no-replace]
     gatewayctl stop [--now]
-    gatewayctl kernel stats | deny add CIDR | deny del CIDR
+    gatewayctl kernel stats [--json] | deny list | deny add CIDR | deny del CIDR
 
 Exit codes: 0 ok, 1 the supervisor refused or failed the command (its errors are
 printed), 2 usage error, 69 no supervisor reachable at the socket.
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     stop.add_argument("--now", action="store_true")
     kernel = sub.add_parser("kernel", help="kernel datapath: stats | deny add CIDR | deny del CIDR")
     kernel.add_argument("args", nargs="+")
+    kernel.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     request = Request(
         cmd=args.cmd,

@@ -21,7 +21,13 @@ from gateway.config.address import parse_host_port
 from gateway.config.diff import diff_plans
 from gateway.config.plan import GatewayPlan
 from gateway.control import Response
-from gateway.errors import EXIT_CONFIG, EXIT_WORKER_BOOT, ConfigError
+from gateway.errors import (
+    EXIT_CONFIG,
+    EXIT_UNAVAILABLE,
+    EXIT_WORKER_BOOT,
+    ConfigError,
+    DatapathUnavailable,
+)
 from gateway.ipc import Heartbeat, SetBackendHealth
 from gateway.lifecycle import RestartBackoff, WorkerState
 from gateway.logs import configure_logging
@@ -30,6 +36,7 @@ from gateway.metrics.snapshot import decode_snapshot
 from gateway.metrics.supervisor_metrics import SupervisorMetrics
 from gateway.version import VERSION
 from supervisor.admin import AdminState, serve_admin
+from supervisor.datapath_control import DatapathControl, start_datapath
 from supervisor.metrics_export import build_registry
 from supervisor.prober import Prober
 from supervisor.sdnotify import Notifier
@@ -72,7 +79,7 @@ class Supervisor:
             build_registry(self.aggregator, self.metrics),
             api_token_sha256=plan.config.admin.api_token_hash,
         )
-        self.datapath: Any = None
+        self.datapath: DatapathControl | None = None
 
     # ---- workers ---------------------------------------------------------------
 
@@ -310,6 +317,9 @@ class Supervisor:
             )
         self.generation, self.plan = new_generation, plan
         self.vacant_slots.clear()
+        if self.datapath is not None:
+            self.datapath.apply_config(plan.config.kernel, old_plan.config.kernel)
+        self._kernel_steer()
         self.prober.stop()
         assert self._nursery is not None
         await self._nursery.start(self.prober.serve, plan)
@@ -348,6 +358,7 @@ class Supervisor:
             {w.cpu for w in self.workers if w.state is not WorkerState.EXITED} | set(self.plan.cpus)
         )
         self.sockets.close(self.sockets.unused(self.plan.sockets(), live_cpus))
+        self._kernel_steer()
 
     async def drain_worker(self, slot: int, *, timeout_s: float | None, replace: bool) -> Response:
         async with self._op_lock:
@@ -383,6 +394,7 @@ class Supervisor:
             if not replace:
                 # Nobody accepts on this CPU's sockets any more: close them so the kernel
                 # stops hashing connections there (tcp_migrate_req moves queued ones).
+                self._kernel_steer()  # XDP slots and sockarray first: the CPU has no worker
                 self.sockets.close([(key, old.cpu) for key in self.plan.sockets()])
             data = {
                 "slot": slot,
@@ -502,6 +514,18 @@ class Supervisor:
                 )
         return rows
 
+    def _kernel_steer(self) -> None:
+        """Point the datapath at the sockets of the CPUs that have a worker."""
+        if self.datapath is not None:
+            cpus = [c for slot, c in enumerate(self.plan.cpus) if slot not in self.vacant_slots]
+            self.datapath.steer(self.sockets.sockets, cpus)
+
+    def _kernel_start(self) -> None:
+        """Probe and open the datapath (raises DatapathUnavailable when required)."""
+        self.datapath = start_datapath(self.plan.config.kernel)
+        if self.datapath is not None:
+            self.sockets.on_new_group = self.datapath.prepare_group
+
     async def kernel_command(self, args: list[str]) -> Response:
         if self.datapath is None:
             return Response(
@@ -566,11 +590,22 @@ class Supervisor:
 
         _enable_tcp_migrate_req()
         try:
+            self._kernel_start()
             self.sockets.ensure(self.plan.sockets(), self.plan.cpus)
+            if self.datapath is not None:
+                self.datapath.apply_config(self.plan.config.kernel)
+                self._kernel_steer()
+                self.datapath.attach_interfaces()
         except ConfigError as exc:
             for p in exc.problems:
                 log.error("listen_failed", problem=p.render())
+            self._kernel_close()
             return EXIT_CONFIG
+        except DatapathUnavailable as exc:
+            log.error("kernel_unavailable", error=str(exc), exit_code=EXIT_UNAVAILABLE)
+            self.sockets.close_all()
+            self._kernel_close()
+            return EXIT_UNAVAILABLE
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -579,6 +614,8 @@ class Supervisor:
                 if self.plan.config.observability.metrics_bind:
                     await nursery.start(self.serve_admin)
                 nursery.start_soon(self.serve_worker_gauge)
+                if self.datapath is not None:
+                    nursery.start_soon(self.datapath.serve_metrics, self.metrics)
                 self.generation = 1
                 self.state = "starting"
                 await nursery.start(self.prober.serve, self.plan)
@@ -611,8 +648,16 @@ class Supervisor:
                     w.respawn = False
                     w.kill()
             self.sockets.close_all()
+            self._kernel_close()
         log.info("supervisor_stopped", exit_code=self.exit_code)
         return self.exit_code
+
+    def _kernel_close(self) -> None:
+        """A stop (or failed start) unloads: nothing stays attached. Only a supervisor
+        that dies without stopping leaves pins for the next one to adopt."""
+        if self.datapath is not None:
+            self.datapath.close(unload=True)
+            self.datapath = None
 
 
 def _enable_tcp_migrate_req() -> None:

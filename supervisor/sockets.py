@@ -4,12 +4,16 @@ One SO_REUSEPORT socket per (listener socket key, CPU). Workers inherit them; a
 replacement worker on the same CPU inherits the same socket and its accept queue,
 so a reload never closes a TCP listener. Without the BPF datapath each socket gets
 `SO_INCOMING_CPU = cpu`, which the kernel (>= 6.2) uses to pick the socket of the
-CPU that received the packet.
+CPU that received the packet. With the BPF datapath the hint stays set: the
+reuseport program picks the socket, and the kernel's hash fallback (no program verdict)
+still honours the hint. `SocketTable.on_new_group` lets the datapath attach its reuseport
+program to the first socket of each group before that socket is bound.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 import structlog
 
@@ -22,7 +26,13 @@ BACKLOG = 4096
 _SO_INCOMING_CPU = getattr(socket, "SO_INCOMING_CPU", 49)
 
 
-def open_listening_socket(key: SocketKey, cpu: int, *, incoming_cpu_hint: bool) -> socket.socket:
+def open_listening_socket(
+    key: SocketKey,
+    cpu: int,
+    *,
+    incoming_cpu_hint: bool,
+    before_bind: Callable[[socket.socket], None] | None = None,
+) -> socket.socket:
     family = socket.AF_INET6 if key.family == 6 else socket.AF_INET
     kind = socket.SOCK_STREAM if key.transport == "tcp" else socket.SOCK_DGRAM
     sock = socket.socket(family, kind)
@@ -33,6 +43,8 @@ def open_listening_socket(key: SocketKey, cpu: int, *, incoming_cpu_hint: bool) 
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if incoming_cpu_hint:
             sock.setsockopt(socket.SOL_SOCKET, _SO_INCOMING_CPU, cpu)
+        if before_bind is not None:
+            before_bind(sock)
         sock.bind((key.host, key.port))
         if kind == socket.SOCK_STREAM:
             sock.listen(BACKLOG)
@@ -50,6 +62,8 @@ class SocketTable:
     def __init__(self, *, incoming_cpu_hint: bool = True) -> None:
         self.sockets: dict[tuple[SocketKey, int], socket.socket] = {}
         self.incoming_cpu_hint = incoming_cpu_hint
+        # called on the first socket of a SO_REUSEPORT group, before it is bound
+        self.on_new_group: Callable[[socket.socket], None] | None = None
 
     def ensure(self, keys: list[SocketKey], cpus: list[int]) -> list[tuple[SocketKey, int]]:
         """Open every missing (key, cpu) socket; on failure close what this call opened."""
@@ -58,9 +72,13 @@ class SocketTable:
             for cpu in cpus:
                 if (key, cpu) in self.sockets:
                     continue
+                first = not any(k == key for k, _ in self.sockets)
                 try:
                     self.sockets[(key, cpu)] = open_listening_socket(
-                        key, cpu, incoming_cpu_hint=self.incoming_cpu_hint
+                        key,
+                        cpu,
+                        incoming_cpu_hint=self.incoming_cpu_hint,
+                        before_bind=self.on_new_group if first else None,
                     )
                 except OSError as exc:
                     self.close(opened)

@@ -32,6 +32,7 @@ from gateway.ipc import (
     encode,
 )
 from gateway.lifecycle import WorkerInput, WorkerState, next_state
+from supervisor.spawn import ChildProcess, spawn
 
 log = structlog.get_logger("expressgateway.supervisor")
 
@@ -66,7 +67,10 @@ class WorkerHandle:
     ready: trio.Event = field(default_factory=trio.Event)
     exited: trio.Event = field(default_factory=trio.Event)
     _stream: trio.SocketStream | None = None
-    _process: trio.Process | None = None
+    _process: ChildProcess | None = None
+    # Senders (boot, health broadcasts, drain) take turns: concurrent send_all raises
+    # BusyResourceError, which used to drop the message silently.
+    _send_lock: trio.Lock = field(default_factory=trio.Lock)
 
     def transition(self, event: WorkerInput) -> None:
         self.state = next_state(self.state, event)
@@ -84,8 +88,9 @@ class WorkerHandle:
         if self._stream is None:
             return False
         try:
-            await self._stream.send_all(encode(message))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+            async with self._send_lock:
+                await self._stream.send_all(encode(message))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             return False
         return True
 
@@ -117,7 +122,7 @@ class WorkerHandle:
             "--log-format", self.log_format,
         ]  # fmt: skip
         try:
-            process = await trio.lowlevel.open_process(
+            process = await spawn(  # not trio's open_process: see supervisor/spawn.py
                 argv,
                 pass_fds=[child_end.fileno(), *self.listener_fds.values()],
                 start_new_session=True,
@@ -140,7 +145,6 @@ class WorkerHandle:
         except OSError:
             pass  # it exited already; the worker pins itself again on Boot
         self._stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent_end))
-        task_status.started()
         try:
             await self.send(
                 Boot(
@@ -151,6 +155,9 @@ class WorkerHandle:
                     listener_fds=self.listener_fds,
                 )
             )
+            # Only now may others send (health verdicts): the worker ignores anything
+            # that reaches it before its Boot.
+            task_status.started()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_events)
                 await process.wait()

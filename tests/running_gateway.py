@@ -183,12 +183,21 @@ class RunningGateway:
                 self.proc.kill()
                 self.proc.wait()
         for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            if self._is_our_worker(pid):  # pids are reused quickly; never kill a stranger
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         self._log.close()
         return self.proc.returncode
+
+    def _is_our_worker(self, pid: int) -> bool:
+        assert self.proc is not None
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return b"workers.main" in argv and str(self.proc.pid).encode() in argv
 
     def _workers_quietly(self) -> list[dict[str, Any]]:
         try:

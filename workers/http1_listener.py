@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from gateway.errors import UpstreamError
 from gateway.http.limits import HttpLimits, PoolLimits, WebSocketLimits
 from gateway.http.model import RequestHead
+from workers.dial import load_backend_tls, open_backend_stream
 from workers.http1 import Backend, H1Context, RequestRecord, serve_h1_connection
+from workers.http1.backend import Connect, ConnectFailed
 
 if TYPE_CHECKING:
     from workers.worker import ListenerRuntime, Worker
@@ -54,6 +57,22 @@ def limits_from_plan(runtime: ListenerRuntime) -> HttpLimits:
             max_attempts=plan.balancer.max_connect_attempts,
         ),
     )
+
+
+def backend_connect(runtime: ListenerRuntime) -> Connect | None:
+    """TLS towards backends that ask for it (contexts built now); None: plain TCP for all."""
+    upstreams = runtime.upstreams
+    if all(b.tls is None for b in upstreams.backends):
+        return None
+    load_backend_tls(upstreams.backends)
+
+    async def connect(backend: Backend) -> trio.abc.Stream:
+        try:
+            return await open_backend_stream(upstreams.backends[upstreams.index[backend.id]])
+        except UpstreamError as exc:
+            raise ConnectFailed(str(exc), kind=exc.kind) from None
+
+    return connect
 
 
 def make_h1_context(runtime: ListenerRuntime, worker: Worker) -> H1Context:
@@ -100,6 +119,7 @@ def make_h1_context(runtime: ListenerRuntime, worker: Worker) -> H1Context:
         limits=limits_from_plan(runtime),
         on_request_done=on_request_done,
         on_backend_result=on_backend_result,
+        connect=backend_connect(runtime),
     )
 
 

@@ -1,9 +1,11 @@
 """The L4 TCP proxy: one accepted client connection relayed to one backend.
 
-The backend is chosen per connection by the listener's policy; a failed connect is
-retried on another backend up to `max_connect_attempts`. Bytes are relayed with
-half-close (workers/relay.py). On drain the connection may finish until the
-deadline; then both sides are shut down cleanly (FIN, not RST).
+The backend is chosen per connection by the listener's policy; a failed connect
+(TCP, PROXY header or backend TLS handshake) is retried on another backend up to
+`max_connect_attempts`. Plain socket to plain socket is relayed with splice and
+half-close (workers/relay.py); when either side is TLS the stream relay
+(workers/stream_relay.py) is used. On drain the connection may finish until the
+deadline; then both sides are shut down cleanly (FIN / close_notify, not RST).
 """
 
 from __future__ import annotations
@@ -15,19 +17,33 @@ import structlog
 import trio
 
 from gateway.errors import UpstreamError
-from workers.dial import dial_backend
+from gateway.proxy_protocol import Address
+from workers.dial import Upstream, open_upstream
 from workers.relay import PeerReset, relay
 from workers.stats import ListenerStats
+from workers.stream_relay import close_streams, relay_streams
 from workers.upstreams import UpstreamSet
 
 log = structlog.get_logger("expressgateway.worker")
 
 
+def local_address(sock: trio.socket.SocketType) -> Address:
+    """The address the client dialled (the PROXY header's destination)."""
+    name = sock.getsockname()
+    return (str(name[0]), int(name[1]))
+
+
 async def connect_with_retries(
-    upstreams: UpstreamSet, *, client_ip: str, stats: ListenerStats
-) -> tuple[int, trio.socket.SocketType] | None:
+    upstreams: UpstreamSet,
+    *,
+    client_ip: str,
+    stats: ListenerStats,
+    client_addr: Address | None = None,
+    local_addr: Address = ("0.0.0.0", 0),
+) -> tuple[int, Upstream] | None:
     plan = upstreams.plan
     key = upstreams.key_for(client_ip=client_ip)
+    source = client_addr or (client_ip, 0)
     tried: list[int] = []
     for _attempt in range(plan.balancer.max_connect_attempts):
         i = upstreams.choose(exclude=tried, key=key)
@@ -37,15 +53,58 @@ async def connect_with_retries(
         backend = upstreams.backends[i]
         started = time.monotonic()
         try:
-            sock = await dial_backend(backend, timeout_s=plan.connect_timeout_ms / 1000)
+            upstream = await open_upstream(
+                backend,
+                timeout_s=plan.connect_timeout_ms / 1000,
+                client=source,
+                local=local_addr,
+            )
         except UpstreamError as exc:
             upstreams.record(i, ok=False, kind=exc.kind)
             stats.upstream_error(backend.id, exc.kind)
             continue
         upstreams.record(i, ok=True)
         stats.connect_latency(time.monotonic() - started)
-        return i, sock
+        return i, upstream
     return None
+
+
+async def _relay_sockets(
+    client: trio.socket.SocketType, backend: trio.socket.SocketType, stats: ListenerStats
+) -> None:
+    with backend:
+        try:
+            await relay(
+                client,
+                backend,
+                on_upstream_bytes=stats.bytes_in,
+                on_downstream_bytes=stats.bytes_out,
+            )
+        except PeerReset:
+            stats.reset()
+        finally:
+            for sock in (client, backend):
+                try:
+                    sock.shutdown(stdsocket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+async def relay_to_upstream(
+    client: trio.abc.Stream, upstream: Upstream, stats: ListenerStats
+) -> None:
+    """Relay a client stream (plain or TLS) to a connected upstream, then close both."""
+    backend: trio.abc.Stream = (
+        upstream if isinstance(upstream, trio.SSLStream) else trio.SocketStream(upstream)
+    )
+    try:
+        await relay_streams(
+            client, backend, on_upstream_bytes=stats.bytes_in, on_downstream_bytes=stats.bytes_out
+        )
+    except PeerReset:
+        stats.reset()
+    finally:
+        await close_streams(client, backend)
 
 
 async def handle_tcp_connection(
@@ -55,31 +114,25 @@ async def handle_tcp_connection(
     stats: ListenerStats,
 ) -> None:
     with client:
-        chosen = await connect_with_retries(upstreams, client_ip=client_addr[0], stats=stats)
+        chosen = await connect_with_retries(
+            upstreams,
+            client_ip=client_addr[0],
+            stats=stats,
+            client_addr=(client_addr[0], client_addr[1]),
+            local_addr=local_address(client),
+        )
         if chosen is None:
             stats.no_backend()
             return
-        i, backend = chosen
+        i, upstream = chosen
         upstreams.connection_opened(i)
         upstreams.request_started(i)
         started = time.monotonic()
         try:
-            with backend:
-                try:
-                    await relay(
-                        client,
-                        backend,
-                        on_upstream_bytes=stats.bytes_in,
-                        on_downstream_bytes=stats.bytes_out,
-                    )
-                except PeerReset:
-                    stats.reset()
-                finally:
-                    for sock in (client, backend):
-                        try:
-                            sock.shutdown(stdsocket.SHUT_RDWR)
-                        except OSError:
-                            pass
+            if isinstance(upstream, trio.SSLStream):
+                await relay_to_upstream(trio.SocketStream(client), upstream, stats)
+            else:
+                await _relay_sockets(client, upstream, stats)
         finally:
             # An L4 connection counts as one request: least_request/ewma see its load,
             # and its lifetime is the latency the EWMA policy learns from.

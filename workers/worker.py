@@ -34,6 +34,7 @@ from gateway.metrics.worker import WorkerMetrics
 from workers.accept import serve_accept_loop
 from workers.access_log import AccessLog
 from workers.channel import SupervisorChannel
+from workers.dial import load_backend_tls
 from workers.stats import ListenerStats
 from workers.tcp_proxy import handle_tcp_connection
 from workers.upstreams import UpstreamSet
@@ -68,6 +69,7 @@ class ListenerRuntime:
 
     def _make_handler(self, worker: Worker) -> Handler:
         if self.plan.protocol == "tcp":
+            load_backend_tls(self.plan.backends)  # a bad CA fails the boot, not a connection
 
             async def tcp(sock: trio.socket.SocketType, addr: tuple[str, int]) -> None:
                 await handle_tcp_connection(sock, addr, self.upstreams, self.stats)

@@ -8,11 +8,11 @@ or listing it here.
 
 from __future__ import annotations
 
-BUILT_LISTENER_PROTOCOLS: frozenset[str] = frozenset({"tcp", "h1"})
-BUILT_BACKEND_PROTOCOLS: frozenset[str] = frozenset({"tcp", "h1"})
-BUILT_PROXY_PROTOCOLS: frozenset[str] = frozenset({"none"})
-BACKEND_TLS_BUILT = False
-LISTENER_TLS_BUILT = False
+BUILT_LISTENER_PROTOCOLS: frozenset[str] = frozenset({"tcp", "h1", "udp", "tls"})
+BUILT_BACKEND_PROTOCOLS: frozenset[str] = frozenset({"tcp", "h1", "udp"})
+BUILT_PROXY_PROTOCOLS: frozenset[str] = frozenset({"none", "v1", "v2"})
+BACKEND_TLS_BUILT = True
+LISTENER_TLS_BUILT = True
 WEBSOCKET_BUILT = True
 
 NOT_BUILT_HINT = "is not built in this version of ExpressGateway"

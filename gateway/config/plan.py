@@ -17,6 +17,7 @@ from gateway.config.load import load_config
 from gateway.config.locate import locate_lines
 from gateway.config.schema import (
     NATURAL_BACKEND_PROTOCOL,
+    BackendTlsConfig,
     BalancerConfig,
     Config,
     HealthConfig,
@@ -44,6 +45,7 @@ class BackendPlan(msgspec.Struct, frozen=True):
     protocol: str
     weight: int
     proxy_protocol: str
+    tls: BackendTlsConfig | None = None  # TLS towards this backend (workers/tls_context.py)
 
 
 class ListenerPlan(msgspec.Struct, frozen=True):
@@ -103,6 +105,7 @@ def plan_config(config: Config, *, online_cpus: Sequence[int], digest: str) -> G
                     protocol=b.protocol or NATURAL_BACKEND_PROTOCOL[lst.protocol],
                     weight=b.weight,
                     proxy_protocol=b.proxy_protocol,
+                    tls=b.tls,
                 )
             )
         is_http = lst.protocol in HTTP_PROTOCOLS

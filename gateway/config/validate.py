@@ -198,6 +198,10 @@ def _kernel(config: Config, c: _Collector) -> None:
                 f"kernel.interfaces[{i}]",
                 f"{name!r} is not a valid interface name (1..15 chars, no '/', ':' or spaces)",
             )
+        elif name in k.interfaces[:i]:
+            c.add(f"kernel.interfaces[{i}]", f"{name!r} is listed twice")
+    if k.enabled:
+        _kernel_groups(config, c)
     if not _NAME.match(k.instance):
         c.add("kernel.instance", f"must match {_NAME.pattern}, got {k.instance!r}")
     c.in_range("kernel.new_flow_cap_per_sec", k.new_flow_cap_per_sec, 1, 10_000_000, zero_ok=True)
@@ -209,6 +213,27 @@ def _kernel(config: Config, c: _Collector) -> None:
                 f"kernel.deny[{i}]",
                 f"must be a CIDR such as 192.0.2.0/24 or 2001:db8::/32, got {cidr!r}",
             )
+
+
+def _kernel_groups(config: Config, c: _Collector) -> None:
+    """The reuseport program keys groups by (port, transport, family), not by address."""
+    seen: dict[tuple[str, int, int], int] = {}
+    for i, lst in enumerate(config.listeners):
+        try:
+            addr = parse_host_port(lst.address, allow_hostname=False)
+        except AddressError:
+            continue  # reported by _listener
+        transport = "udp" if lst.protocol in UDP_TRANSPORT else "tcp"
+        key = (transport, addr.port, ipaddress.ip_address(addr.host).version)
+        if key in seen:
+            c.add(
+                f"listeners[{i}].address",
+                f"with kernel.enabled = true, listeners on one {transport} port and address "
+                f"family must be a single listener (the kernel datapath steers by port, not "
+                f"address); listeners[{seen[key]}] also uses port {addr.port}",
+            )
+        else:
+            seen[key] = i
 
 
 def _listener(lst: ListenerConfig, path: str, c: _Collector) -> None:
@@ -356,6 +381,14 @@ def _health(lst: ListenerConfig, path: str, c: _Collector) -> None:
     if h is None:
         return
     hp = f"{path}.health"
+    if lst.protocol == "udp":
+        c.add(
+            hp,
+            "active health checks are not available for udp listeners (the prober speaks "
+            "tcp and http only); remove [listeners.health] — passive health "
+            "([listeners.outlier]) still ejects backends that refuse datagrams",
+        )
+        return
     c.in_range(f"{hp}.interval_ms", h.interval_ms, 100, 3_600_000)
     c.in_range(f"{hp}.timeout_ms", h.timeout_ms, 10, 600_000)
     if h.timeout_ms > h.interval_ms:
@@ -428,8 +461,20 @@ def _backends(lst: ListenerConfig, path: str, c: _Collector) -> None:
             c.add(f"{bp}.weight", f"must be <= 10000, got {backend.weight}")
         if backend.tls is not None and not features.BACKEND_TLS_BUILT:
             c.add(f"{bp}.tls", f"TLS towards backends {features.NOT_BUILT_HINT}")
+        elif backend.tls is not None and proto not in ("tcp", "h1"):
+            c.add(
+                f"{bp}.tls", f"TLS towards backends applies to tcp and h1 backends, not {proto!r}"
+            )
         if backend.proxy_protocol not in features.BUILT_PROXY_PROTOCOLS:
             c.add(
                 f"{bp}.proxy_protocol",
                 f"PROXY protocol {backend.proxy_protocol!r} {features.NOT_BUILT_HINT}",
+            )
+        elif backend.proxy_protocol != "none" and proto != "tcp":
+            # A PROXY header describes one client, once per upstream connection; pooled HTTP
+            # connections carry many clients' requests (X-Forwarded-For does that job there).
+            c.add(
+                f"{bp}.proxy_protocol",
+                f"PROXY protocol is sent only to tcp backends (of tcp and tls listeners), not "
+                f"{proto!r}: pooled HTTP connections serve many clients; use X-Forwarded-For",
             )

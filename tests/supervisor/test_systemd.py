@@ -128,9 +128,19 @@ def echo_round_trip(port: int, payload: bytes, timeout_s: float) -> bytes:
         return b"".join(chunks)
 
 
+def _is_worker_of(pid: int, supervisor_pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+    except OSError:
+        return False
+    return b"workers.main" in argv and str(supervisor_pid).encode() in argv
+
+
 def kill_group(proc: subprocess.Popen[bytes], extra_pids: list[int]) -> None:
     """SIGKILL the supervisor's process group and any worker we saw, ignoring the dead."""
-    targets = [(os.killpg, proc.pid)] + [(os.kill, pid) for pid in extra_pids]
+    ours = [pid for pid in extra_pids if _is_worker_of(pid, proc.pid)]  # pids get reused
+    targets = [(os.killpg, proc.pid)] + [(os.kill, pid) for pid in ours]
     for kill, pid in targets:
         try:
             kill(pid, signal.SIGKILL)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tools.bench import tcp
+from tools.bench import http1, tcp
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,9 +15,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="benchmark", required=True)
     tcp.add_arguments(sub.add_parser("tcp", help="L4 TCP relay throughput and CPU per GiB"))
+    http1.add_arguments(
+        sub.add_parser("http1", help="HTTP/1.1 proxy requests/s and CPU per request")
+    )
     args = parser.parse_args(argv)
     if args.benchmark == "tcp":
         return tcp.main(args)
+    if args.benchmark == "http1":
+        return http1.main(args)
     parser.error(f"unknown benchmark {args.benchmark}")
     return 2
 

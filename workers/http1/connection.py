@@ -9,6 +9,8 @@ and never let client or backend bytes raise out of the handler.
 
 from __future__ import annotations
 
+import math
+
 import trio
 
 from gateway.http.admission import admit_request
@@ -34,6 +36,11 @@ from workers.http1.exchange import ClientGone, Exchange, ExchangeState
 from workers.http1.message_reader import END, EOF_EVENT, HEAD, UPGRADE, MessageReader, ParsedHead
 from workers.http1.upstream import forward
 from workers.http1.websocket import is_websocket_request, proxy_websocket
+
+# On drain, a keep-alive connection idle between requests stays open this long (bounded by
+# the drain deadline): a request already on its way from the client is then served with
+# "Connection: close" instead of being met by a close it cannot tell from a failure.
+DRAIN_IDLE_GRACE_S = 1.0
 
 
 def peer_of(stream: trio.abc.Stream) -> str:
@@ -69,12 +76,15 @@ class _ClientConnection:
         self.limits = ctx.limits
         self.reader = MessageReader(stream, ctx.limits, is_request=True)
         self.idle_scope: trio.CancelScope | None = None
+        self.idle_close_at = math.inf  # set when drain begins
         self.served = 0
 
     async def watch_drain(self) -> None:
         await self.ctx.draining.wait()
+        now = trio.current_time()
+        self.idle_close_at = min(now + DRAIN_IDLE_GRACE_S, max(now, self.ctx.drain_deadline_at))
         if self.idle_scope is not None:
-            self.idle_scope.cancel()
+            self.idle_scope.deadline = min(self.idle_scope.deadline, self.idle_close_at)
 
     async def serve(self) -> None:
         while True:
@@ -94,9 +104,10 @@ class _ClientConnection:
         """The next request head; None when the client left or we close an idle connection."""
         deadline = trio.current_time() + self.limits.header_timeout_ms / 1000
         if self.reader.idle:
-            if self.ctx.draining.is_set():
+            idle_deadline = min(deadline, self.idle_close_at)
+            if idle_deadline <= trio.current_time():
                 return None
-            with trio.CancelScope(deadline=deadline) as scope:
+            with trio.CancelScope(deadline=idle_deadline) as scope:
                 self.idle_scope = scope
                 try:
                     await self.reader.fill()

@@ -62,7 +62,8 @@ class H1Context:
     pool: UpstreamPool | None = None  # built lazily; shared by every connection of the worker
 
     def start_drain(self, grace_s: float) -> None:
-        """Begin draining: idle keep-alives close now, tunnels get close frames after grace_s."""
+        """Begin draining: idle keep-alives close after a short grace (at most grace_s), tunnels
+        get close frames after grace_s."""
         self.drain_deadline_at = trio.current_time() + grace_s
         self.draining.set()
 

@@ -75,13 +75,14 @@ class _Callbacks:
         r = self.r
         r.head_done = True
         p = r.parser
+        version = p.get_http_version()
         head = ParsedHead(
-            method=p.get_method() if isinstance(p, httptools.HttpRequestParser) else b"",
-            target=r.target,
-            status=p.get_status_code() if isinstance(p, httptools.HttpResponseParser) else 0,
-            http_version=p.get_http_version().encode(),
-            headers=r.headers,
-            upgrade=p.should_upgrade(),
+            p.get_method() if r.is_request else b"",
+            r.target,
+            0 if r.is_request else p.get_status_code(),
+            b"1.1" if version == "1.1" else version.encode(),
+            r.headers,
+            p.should_upgrade(),
         )
         r.headers = []
         r.events.append((HEAD, head))
@@ -103,6 +104,7 @@ class MessageReader:
 
     def __init__(self, stream: trio.abc.Stream, limits: HttpLimits, *, is_request: bool) -> None:
         self.stream = stream
+        self.is_request = is_request
         self.max_headers = limits.max_headers
         self.max_header_bytes = limits.max_header_bytes
         self.error_type: type[HttpError] = BadRequest if is_request else BadGateway
@@ -128,6 +130,15 @@ class MessageReader:
         if self.error_type is BadRequest:
             return HeadersTooLarge(detail)
         return BadGateway(detail, kind="upstream_headers_too_large")
+
+    @property
+    def at_boundary(self) -> bool:
+        """Between messages, nothing queued, stream open: the parser may read the next one."""
+        return not self.events and not self.in_message and not self.upgraded and not self.eof
+
+    def has_complete_message(self) -> bool:
+        """The rest of the current message (through END) is already parsed and queued."""
+        return any(tag == END for tag, _ in self.events)
 
     @property
     def idle(self) -> bool:

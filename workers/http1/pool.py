@@ -17,6 +17,7 @@ import trio
 from gateway.http.errors import NoBackend
 from gateway.http.limits import PoolLimits
 from workers.http1.backend import Backend, Connect, connect_with_timeout, open_backend_stream
+from workers.http1.message_reader import MessageReader
 
 
 @dataclass(slots=True)
@@ -25,6 +26,9 @@ class UpstreamConn:
     stream: trio.abc.Stream
     reused: bool = False
     idle_since: float = 0.0
+    # The response parser, kept across exchanges while it sits exactly between messages
+    # (saves building an llhttp parser per request); None: the next exchange builds one.
+    reader: MessageReader | None = None
 
 
 @dataclass(slots=True)
@@ -111,12 +115,28 @@ class UpstreamPool:
 
     async def release(self, conn: UpstreamConn, *, reusable: bool) -> None:
         """Return after a clean exchange (``reusable``) or close."""
+        if not self.keep(conn, reusable=reusable):
+            await self.discard(conn)
+
+    def keep(self, conn: UpstreamConn, *, reusable: bool) -> bool:
+        """Pool ``conn`` if it is ``reusable`` and there is idle room; False: call ``discard``.
+
+        Synchronous, so the common clean case needs no shielded await on the hot path.
+        """
+        if not reusable:
+            return False
         slots = self._slots_for(conn.backend)
-        if reusable and len(slots.idle) < self.limits.max_idle_per_backend:
-            conn.idle_since = trio.current_time()
-            slots.idle.append(conn)
-            return
-        await self._close(slots, conn)
+        if len(slots.idle) >= self.limits.max_idle_per_backend:
+            return False
+        if conn.reader is not None and not conn.reader.at_boundary:
+            conn.reader = None
+        conn.idle_since = trio.current_time()
+        slots.idle.append(conn)
+        return True
+
+    async def discard(self, conn: UpstreamConn) -> None:
+        """Close a connection ``keep`` refused; its slot is freed before the close awaits."""
+        await self._close(self._slots_for(conn.backend), conn)
 
     async def _close(self, slots: _BackendSlots, conn: UpstreamConn) -> None:
         slots.open_count -= 1

@@ -32,6 +32,24 @@ def listener(
     return f'[[listeners]]\nname = "{name}"\naddress = "{address}"\nprotocol = "{proto}"\n{extra}\n{backends}'
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        listener() + 'proxy_protocol = "v1"\n',
+        listener() + 'proxy_protocol = "v2"\n',
+        listener(proto="tls", extra='[listeners.tls]\ncert_path = "c"\nkey_path = "k"')
+        + 'proxy_protocol = "v2"\n',
+        listener(
+            proto="tls", extra='[listeners.tls]\ncert_path = "c"\nkey_path = "k"\ntls13_only = true'
+        ),
+        listener() + '[listeners.backends.tls]\nca_path = "ca.pem"\nserver_name = "localhost"\n',
+        listener(proto="h1") + "[listeners.backends.tls]\nverify = false\n",
+    ],
+)
+def test_tls_and_proxy_protocol_settings_are_accepted(text: str) -> None:
+    assert check(text) == []
+
+
 def test_weight_zero_message_matches_the_documented_form() -> None:
     text = listener() + "weight = 0\n"
     assert check(text) == ["listeners[0].backends[0].weight: must be >= 1, got 0 (line 8)"]
@@ -219,12 +237,20 @@ def test_global_rules(snippet: str, expected: str) -> None:
             "listeners[0].backends[0].weight: must be <= 10000, got 20000",
         ),
         (
-            listener() + 'proxy_protocol = "v2"\n',
-            "listeners[0].backends[0].proxy_protocol: PROXY protocol 'v2' is not built",
+            listener(proto="h1") + 'proxy_protocol = "v1"\n',
+            "listeners[0].backends[0].proxy_protocol: PROXY protocol is sent only to tcp backends",
         ),
         (
-            listener() + "[listeners.backends.tls]\nverify = true\n",
-            "listeners[0].backends[0].tls: TLS towards backends is not built",
+            listener(proto="udp") + "[listeners.backends.tls]\nverify = true\n",
+            "listeners[0].backends[0].tls: TLS towards backends applies to tcp and h1 backends, not 'udp'",
+        ),
+        (
+            listener(proto="udp") + 'proxy_protocol = "v2"\n',
+            "listeners[0].backends[0].proxy_protocol: PROXY protocol is sent only to tcp backends",
+        ),
+        (
+            listener(extra='[listeners.tls]\ncert_path = "c"\nkey_path = "k"'),
+            "listeners[0].tls: only allowed on tls, h1s and quic listeners, not 'tcp'",
         ),
         (
             listener(backends='[[listeners.backends]]\naddress = "x"\n'),

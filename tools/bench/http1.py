@@ -1,0 +1,343 @@
+"""`python -m tools.bench http1`: HTTP/1.1 reverse-proxy requests/s and CPU per request,
+ExpressGateway vs nginx vs HAProxy, same fast backend, same run.
+
+The backend is a second nginx that answers every request with a fixed 200 (`return 200`).
+Each proxy runs one worker (HAProxy: one thread, `mode http`) pinned to --proxy-cpus, with
+keep-alive to the backend; wrk (one thread, --connections keep-alive connections) and the
+backend share --harness-cpus. For each proxy (and once with no proxy, the harness's own
+ceiling) wrk runs --duration-s seconds per round; requests/s comes from wrk and the CPU
+seconds of the proxy's process tree over the round from psutil. Prints requests/s, proxy
+CPU-µs per request and the ratios to nginx.
+Owns: the run order, the proxies' HTTP configs, the measurement window and the table.
+Must never: run under pytest, or leave a process running (everything is stopped in a
+finally).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import statistics
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tools.bench.proxies import (
+    BIN,
+    READY_TIMEOUT_S,
+    Proxy,
+    ProxyStartError,
+    _spawn,
+    _version,
+    _wait_listening,
+    free_port,
+)
+
+DIRECT = "direct (no proxy)"
+PROXY_NAMES = ("expressgateway", "nginx", "haproxy")
+
+
+class WrkError(RuntimeError):
+    """wrk failed, printed no summary, or saw errors / non-2xx answers."""
+
+
+@dataclass
+class Sample:
+    requests: int
+    wall_s: float
+    cpu_s: float  # proxy process tree; 0 for DIRECT
+
+
+@dataclass
+class Row:
+    name: str
+    version: str
+    requests_per_s: float
+    cpu_us_per_request: float
+    cpu_percent: float
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    parser.add_argument("--duration-s", type=float, default=8.0, help="per round (default 8)")
+    parser.add_argument(
+        "--connections", type=int, default=32, help="keep-alive connections (default 32)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds per proxy (default 3); medians are reported"
+    )
+    parser.add_argument(
+        "--proxies",
+        default=",".join(PROXY_NAMES),
+        help=f"comma-separated subset of {','.join(PROXY_NAMES)}",
+    )
+    parser.add_argument(
+        "--proxy-cpus",
+        default=str(cpus[0]),
+        help="CPUs the proxy runs on (taskset list, default %(default)s)",
+    )
+    parser.add_argument(
+        "--harness-cpus",
+        default=",".join(map(str, cpus[1:] or cpus)),
+        help="CPUs of wrk and the backend (default %(default)s)",
+    )
+
+
+def _cpu_list(text: str) -> list[int]:
+    return [int(c) for c in text.split(",") if c.strip()]
+
+
+# ---- the backend and the proxies --------------------------------------------------------
+
+
+def _nginx_prefix_lines(workdir: Path, name: str) -> str:
+    temp = "\n    ".join(
+        f"{kind}_temp_path {workdir / f'{name}-{kind}'};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return f"""daemon off;
+worker_processes 1;
+pid {workdir / f"{name}.pid"};
+error_log {workdir / f"{name}-error.log"} warn;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    {temp}
+"""
+
+
+def _start_nginx(workdir: Path, name: str, body: str, port: int, cpus: list[int]) -> Proxy:
+    config = workdir / f"{name}.conf"
+    config.write_text(_nginx_prefix_lines(workdir, name) + body + "}\n")
+    log_path = workdir / f"{name}.log"
+    argv = [
+        "nginx",
+        "-p",
+        str(workdir),
+        "-e",
+        str(workdir / f"{name}-error.log"),
+        "-c",
+        str(config),
+    ]
+    proc = _spawn(argv, cpus, log_path)
+    proxy = Proxy(name, _version(["nginx", "-v"]), proc, port, log_path)
+    return _wait_listening(proxy, processes=2)
+
+
+def start_backend(workdir: Path, port: int, cpus: list[int]) -> Proxy:
+    """nginx answering every request with a fixed 200 "ok" itself."""
+    body = f"""    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            return 200 "ok";
+        }}
+    }}
+"""
+    return _start_nginx(workdir, "backend", body, port, cpus)
+
+
+def start_nginx_http(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:
+    body = f"""    upstream backend {{
+        server 127.0.0.1:{backend_port};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+"""
+    proxy = _start_nginx(workdir, "nginx", body, port, cpus)
+    proxy.name = "nginx"
+    return proxy
+
+
+def start_haproxy_http(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:
+    config = workdir / "haproxy-http.cfg"
+    config.write_text(
+        f"""global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+
+listen bench
+    bind 127.0.0.1:{port}
+    server backend 127.0.0.1:{backend_port}
+"""
+    )
+    log_path = workdir / "haproxy-http.log"
+    proc = _spawn(["haproxy", "-db", "-f", str(config)], cpus, log_path)
+    proxy = Proxy("haproxy", _version(["haproxy", "-v"]), proc, port, log_path)
+    return _wait_listening(proxy, processes=1)
+
+
+def start_expressgateway_h1(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:
+    """One worker, no access log (nginx and HAProxy log nothing either), unlimited keep-alive
+    (nginx: 1000000); ready when the supervisor sends READY=1 (sd_notify)."""
+    config = workdir / "expressgateway-h1.toml"
+    config.write_text(
+        f"""[runtime]
+workers = 1
+control_socket = "{workdir / "eg-h1-control.sock"}"
+drain_timeout_ms = 1000
+max_keepalive_requests = 0
+
+[observability]
+log_format = "json"
+access_log = false
+
+[[listeners]]
+name = "bench"
+address = "127.0.0.1:{port}"
+protocol = "h1"
+[[listeners.backends]]
+address = "127.0.0.1:{backend_port}"
+"""
+    )
+    notify_path = str(workdir / "eg-h1-notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    env = {**os.environ, "NOTIFY_SOCKET": notify_path, "LOG_LEVEL": "warning"}
+    log_path = workdir / "expressgateway-h1.log"
+    proc = _spawn([str(BIN / "expressgateway"), str(config)], cpus, log_path, env)
+    version = _version([str(BIN / "expressgateway"), "--version"])
+    proxy = Proxy("expressgateway", version, proc, port, log_path)
+    with notify:
+        notify.settimeout(READY_TIMEOUT_S)
+        try:
+            while b"READY=1" not in notify.recv(4096):
+                pass
+        except TimeoutError:
+            proxy.stop()
+            raise ProxyStartError(f"no READY=1 after {READY_TIMEOUT_S}s: {proxy.log_tail()}")
+    return proxy
+
+
+STARTERS = {
+    "expressgateway": start_expressgateway_h1,
+    "nginx": start_nginx_http,
+    "haproxy": start_haproxy_http,
+}
+
+# ---- measurement ------------------------------------------------------------------------
+
+
+def run_wrk(port: int, args: argparse.Namespace) -> tuple[int, float]:
+    """(requests, seconds) of one wrk run; raises WrkError on any error or non-2xx."""
+    argv = [
+        "taskset",
+        "-c",
+        args.harness_cpus,
+        "wrk",
+        "-t1",
+        f"-c{args.connections}",
+        f"-d{args.duration_s:g}s",
+        f"http://127.0.0.1:{port}/",
+    ]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=args.duration_s + 30)
+    text = out.stdout + out.stderr
+    summary = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", text)
+    if out.returncode != 0 or summary is None:
+        raise WrkError(f"wrk failed ({out.returncode}):\n{text}")
+    if "Non-2xx" in text or "Socket errors" in text:
+        raise WrkError(f"wrk saw failures:\n{text}")
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0}[summary.group(3)]
+    return int(summary.group(1)), float(summary.group(2)) * scale
+
+
+def _round(port: int, proxy: Proxy | None, args: argparse.Namespace) -> Sample:
+    cpu_before = proxy.cpu_s() if proxy else 0.0
+    requests, wall_s = run_wrk(port, args)
+    cpu_after = proxy.cpu_s() if proxy else 0.0
+    return Sample(requests, wall_s, cpu_after - cpu_before)
+
+
+def _row(name: str, version: str, samples: list[Sample]) -> Row:
+    rps = statistics.median(s.requests / s.wall_s for s in samples)
+    cpu_us = statistics.median(1e6 * s.cpu_s / s.requests for s in samples)
+    pct = statistics.median(100 * s.cpu_s / s.wall_s for s in samples)
+    return Row(name, version, rps, cpu_us, pct)
+
+
+def _measure(name: str, backend: Proxy, workdir: Path, args: argparse.Namespace) -> Row:
+    if name == DIRECT:
+        run_wrk(backend.port, args)  # warm-up
+        samples = [_round(backend.port, None, args) for _ in range(args.rounds)]
+        return _row(name, backend.version, samples)
+    proxy = STARTERS[name](workdir, free_port(), backend.port, _cpu_list(args.proxy_cpus))
+    try:
+        run_wrk(proxy.port, args)  # warm-up: pools filled, code paths hot
+        samples = [_round(proxy.port, proxy, args) for _ in range(args.rounds)]
+    finally:
+        proxy.stop()
+    return _row(name, proxy.version, samples)
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def render(rows: list[Row], args: argparse.Namespace) -> str:
+    lines = [
+        f"HTTP/1.1 proxy: wrk -t1 -c{args.connections}, {args.duration_s:g} s per round, "
+        f"{args.rounds} round(s) (median); proxy on CPU {args.proxy_cpus}, wrk+backend on "
+        f"CPU {args.harness_cpus}; 1 worker/thread each; backend: nginx `return 200`",
+        "",
+        f"{'proxy':<18} {'requests/s':>11} {'CPU-µs/req':>11} {'proxy CPU%':>10}"
+        f" {'rps vs nginx':>12} {'CPU/req vs nginx':>16}  version",
+    ]
+    nginx = next((r for r in rows if r.name == "nginx"), None)
+    for r in rows:
+        direct = r.name == DIRECT
+        cpu = "-" if direct else f"{r.cpu_us_per_request:.1f}"
+        pct = "-" if direct else f"{r.cpu_percent:.0f}"
+        rps_ratio = _ratio(r.requests_per_s, nginx.requests_per_s) if nginx and not direct else "-"
+        cpu_ratio = (
+            _ratio(r.cpu_us_per_request, nginx.cpu_us_per_request) if nginx and not direct else "-"
+        )
+        lines.append(
+            f"{r.name:<18} {r.requests_per_s:>11.0f} {cpu:>11} {pct:>10} {rps_ratio:>12}"
+            f" {cpu_ratio:>16}  {r.version}"
+        )
+    lines += [
+        "",
+        "CPU-µs/req: user+system CPU of the proxy's process tree per proxied request (lower is",
+        "cheaper); the steadier figure when proxy CPU% is well under 100 (the proxy was not",
+        "what limited requests/s). Ratios: >1 rps is faster than nginx, <1 CPU/req is cheaper.",
+    ]
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    names = [n.strip() for n in args.proxies.split(",") if n.strip()]
+    unknown = [n for n in names if n not in STARTERS]
+    if unknown:
+        raise SystemExit(f"unknown proxies {unknown}; choose from {list(STARTERS)}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="eg-bench-http1-") as tmp:
+        workdir = Path(tmp)
+        backend = start_backend(workdir, free_port(), _cpu_list(args.harness_cpus))
+        try:
+            for name in [DIRECT, *names]:
+                print(f"… {name}", flush=True)
+                rows.append(_measure(name, backend, workdir, args))
+        finally:
+            backend.stop()
+    print(render(rows, args))
+    return 0
