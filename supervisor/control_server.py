@@ -22,6 +22,7 @@ from gateway.control import (
     encode_response,
     parse_request,
 )
+from supervisor import status_report
 
 if TYPE_CHECKING:
     from supervisor.main import Supervisor
@@ -115,9 +116,9 @@ async def dispatch(sup: Supervisor, request: Request, nursery: trio.Nursery) -> 
     cmd = request.cmd
     log.info("control_command", cmd=cmd, worker=request.worker)
     if cmd == "status":
-        return Response(ok=True, data=sup.status())
+        return Response(ok=True, data=status_report.status(sup))
     if cmd == "workers":
-        return Response(ok=True, data=sup.worker_rows())
+        return Response(ok=True, data=status_report.worker_rows(sup))
     if cmd == "reload":
         return await sup.reload()
     if cmd == "drain":
@@ -135,7 +136,7 @@ async def dispatch(sup: Supervisor, request: Request, nursery: trio.Nursery) -> 
         nursery.start_soon(sup.stop_now if request.now else sup.stop_graceful)
         return Response(ok=True, data={"stopping": "now" if request.now else "graceful"})
     if cmd == "backends":
-        return Response(ok=True, data=sup.backend_rows())
+        return Response(ok=True, data=status_report.backend_rows(sup))
     if cmd == "kernel":
         return await sup.kernel_command(request.args)
     return Response(ok=False, errors=[f"unknown command {cmd!r}"])

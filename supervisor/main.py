@@ -8,7 +8,6 @@ then drains N — if N+1 fails to boot it is stopped and N keeps serving.
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import time
@@ -40,7 +39,8 @@ from supervisor.datapath_control import DatapathControl, start_datapath
 from supervisor.metrics_export import build_registry
 from supervisor.prober import Prober
 from supervisor.sdnotify import Notifier
-from supervisor.sockets import SocketTable
+from supervisor.sockets import SocketTable, enable_tcp_migrate_req
+from supervisor.status_report import status_line
 from supervisor.worker_handle import WorkerHandle
 
 log = structlog.get_logger("expressgateway.supervisor")
@@ -435,84 +435,7 @@ class Supervisor:
     # ---- status --------------------------------------------------------------------
 
     def _status_line(self) -> str:
-        ready = sum(1 for w in self.current() if w.state is WorkerState.READY)
-        return f"generation {self.generation}: {ready}/{len(self.plan.cpus)} workers ready"
-
-    def status(self) -> dict[str, Any]:
-        now = time.monotonic()
-        cur = self.current()
-        return {
-            "version": VERSION,
-            "state": self.state,
-            "pid": os.getpid(),
-            "generation": self.generation,
-            "config_path": self.config_path,
-            "config_hash": self.plan.config_hash,
-            "uptime_s": round(now - self.started_at, 1),
-            "workers_ready": sum(1 for w in cur if w.state is WorkerState.READY),
-            "workers_total": len(self.plan.cpus) - len(self.vacant_slots),
-            "workers_draining": sum(1 for w in self.workers if w.state is WorkerState.DRAINING),
-            "vacant_slots": sorted(self.vacant_slots),
-            "crash_loop_slots": sorted(s for s, b in self.backoff.items() if b.in_crash_loop(now)),
-            "worker_restarts": self.worker_restarts,
-            "reloads": dict(self.reloads),
-            "last_reload": self.last_reload,
-        }
-
-    def worker_rows(self) -> list[dict[str, Any]]:
-        now = time.monotonic()
-        rows = []
-        for w in sorted(self.workers, key=lambda w: (w.slot, w.generation, w.pid)):
-            hb = w.last_heartbeat
-            rows.append(
-                {
-                    "id": w.slot,
-                    "pid": w.pid,
-                    "cpu": w.cpu,
-                    "generation": w.generation,
-                    "state": w.state.value,
-                    "uptime_s": round(now - w.started_at, 1),
-                    "active_connections": hb.active_connections if hb else 0,
-                    "handled_connections": hb.handled_connections if hb else 0,
-                    "handled_requests": hb.handled_requests if hb else 0,
-                }
-            )
-        return rows
-
-    def backend_rows(self) -> list[dict[str, Any]]:
-        """Per listener and backend: merged figures of the current workers."""
-        figures: dict[tuple[str, str], dict[str, Any]] = {}
-        for w in self.current():
-            hb = w.last_heartbeat
-            for f in hb.backends if hb else []:
-                row = figures.setdefault(
-                    (f.listener, f.backend_id),
-                    {"active_connections": 0, "failures": 0, "ejected_until_s": 0.0},
-                )
-                row["active_connections"] += f.active_connections
-                row["failures"] = max(row["failures"], f.failures)
-                row["ejected_until_s"] = max(row["ejected_until_s"], f.ejected_until_s)
-        rows = []
-        for lst in self.plan.listeners:
-            for b in lst.backends:
-                merged = figures.get(
-                    (lst.name, b.id),
-                    {"active_connections": 0, "failures": 0, "ejected_until_s": 0.0},
-                )
-                verdict = self.prober.verdicts.get((lst.name, b.id))
-                rows.append(
-                    {
-                        "listener": lst.name,
-                        "backend": b.id,
-                        "weight": b.weight,
-                        "health": verdict.state
-                        if verdict
-                        else ("unchecked" if lst.health is None else "unknown"),
-                        "last_probe": verdict.last_result if verdict else "",
-                        **merged,
-                    }
-                )
-        return rows
+        return status_line(self)
 
     def _kernel_steer(self) -> None:
         """Point the datapath at the sockets of the CPUs that have a worker."""
@@ -588,7 +511,7 @@ class Supervisor:
     async def run(self) -> int:
         from supervisor.control_server import serve_control
 
-        _enable_tcp_migrate_req()
+        enable_tcp_migrate_req()
         try:
             self._kernel_start()
             self.sockets.ensure(self.plan.sockets(), self.plan.cpus)
@@ -658,24 +581,6 @@ class Supervisor:
         if self.datapath is not None:
             self.datapath.close(unload=True)
             self.datapath = None
-
-
-def _enable_tcp_migrate_req() -> None:
-    """Let the kernel move queued connections to a sibling socket when one closes."""
-    path = "/proc/sys/net/ipv4/tcp_migrate_req"
-    try:
-        with open(path) as fh:
-            if fh.read().strip() == "1":
-                return
-        with open(path, "w") as fh:
-            fh.write("1")
-        log.info("sysctl_set", key="net.ipv4.tcp_migrate_req", value=1)
-    except OSError as exc:
-        log.warning(
-            "sysctl_unavailable",
-            key="net.ipv4.tcp_migrate_req",
-            error=errno.errorcode.get(exc.errno or 0, str(exc)),
-        )
 
 
 def run_supervisor(plan: GatewayPlan, config_path: str) -> int:

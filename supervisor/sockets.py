@@ -12,6 +12,7 @@ program to the first socket of each group before that socket is bound.
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Callable
 
@@ -111,3 +112,21 @@ class SocketTable:
 
     def close_all(self) -> None:
         self.close(list(self.sockets))
+
+
+def enable_tcp_migrate_req() -> None:
+    """Let the kernel move queued connections to a sibling socket when one closes."""
+    path = "/proc/sys/net/ipv4/tcp_migrate_req"
+    try:
+        with open(path) as fh:
+            if fh.read().strip() == "1":
+                return
+        with open(path, "w") as fh:
+            fh.write("1")
+        log.info("sysctl_set", key="net.ipv4.tcp_migrate_req", value=1)
+    except OSError as exc:
+        log.warning(
+            "sysctl_unavailable",
+            key="net.ipv4.tcp_migrate_req",
+            error=errno.errorcode.get(exc.errno or 0, str(exc)),
+        )

@@ -156,6 +156,7 @@ def test_exact_request_counts_survive_worker_kill_and_reload(gateway_factory) ->
         # gatewayctl reads the same merged source of per-worker figures.
         status = gw.ctl_json("status")["data"]
         assert status["workers_ready"] == 2
+        assert status["requests_total"] == 69  # the same merged source as /metrics
     finally:
         backends.stop()
 

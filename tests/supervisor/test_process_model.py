@@ -406,3 +406,16 @@ def test_each_listener_keeps_its_own_drain_budget(gateway_factory, echo_backends
     assert closed_after["short"] <= 3.0, closed_after
     assert 3.0 <= closed_after["long"] <= 7.0, closed_after
     assert closed_after["long"] - closed_after["short"] >= 2.0, closed_after
+
+
+@pytest.mark.slow
+def test_workers_outlive_a_quiet_supervisor(gateway_factory, echo_backends) -> None:
+    """Regression: PR_SET_PDEATHSIG follows the *thread* that forked the worker. Workers
+    forked from a trio cache thread were killed when that idle thread retired (~10 s)."""
+    port = free_port()
+    gw = gateway_factory.start(tcp_config(port, echo_backends))
+    before = sorted(w["pid"] for w in gw.workers())
+    time.sleep(12)
+    assert sorted(w["pid"] for w in gw.ready_workers()) == before
+    assert gw.ctl_json("status")["data"]["worker_restarts"] == 0
+    assert echo_once(port, b"still") == b"still"
