@@ -419,3 +419,81 @@ def test_workers_outlive_a_quiet_supervisor(gateway_factory, echo_backends) -> N
     assert sorted(w["pid"] for w in gw.ready_workers()) == before
     assert gw.ctl_json("status")["data"]["worker_restarts"] == 0
     assert echo_once(port, b"still") == b"still"
+
+
+def _worker_pids_of(supervisor_pid: int) -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"workers.main" in argv and str(supervisor_pid).encode() in argv:
+            pids.add(int(entry.name))
+    return pids
+
+
+def test_reload_whose_new_generation_never_gets_ready_keeps_the_old(
+    gateway_factory, echo_backends
+) -> None:
+    port = free_port()
+    text = tcp_config(port, echo_backends, runtime="worker_boot_timeout_ms = 1500")
+    gw = gateway_factory.start(text)
+    old = _worker_pids_of(gw.proc.pid)
+    assert len(old) == 2
+    stopped: set[int] = set()
+    done = threading.Event()
+
+    def freeze_new_workers() -> None:  # a real boot that never finishes: SIGSTOP
+        while not done.is_set():
+            for pid in _worker_pids_of(gw.proc.pid) - old - stopped:
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.add(pid)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.005)
+
+    freezer = threading.Thread(target=freeze_new_workers, daemon=True)
+    freezer.start()
+    try:
+        out = gw.ctl("reload")
+    finally:
+        done.set()
+        freezer.join()
+    assert out.returncode == 1, out.stdout
+    assert "new generation failed to boot; old generation keeps serving" in out.stderr
+    assert "not ready within 1.5s" in out.stderr
+    assert stopped, "the test never saw the new workers"
+    deadline = time.monotonic() + 5
+    while any(
+        Path(f"/proc/{p}").exists() and "State:\tZ" not in Path(f"/proc/{p}/status").read_text()
+        for p in stopped
+    ):
+        assert time.monotonic() < deadline, "the failed generation was not cleaned up"
+        time.sleep(0.05)
+    status = gw.ctl_json("status")["data"]
+    assert status["generation"] == 1 and status["reloads"]["failed"] == 1
+    assert _worker_pids_of(gw.proc.pid) == old
+    for i in range(10):
+        assert echo_once(port, b"old%d" % i) == b"old%d" % i
+
+
+@pytest.mark.slow
+def test_crash_loop_is_reported_in_status(gateway_factory, echo_backends) -> None:
+    port = free_port()
+    gw = gateway_factory.start(tcp_config(port, echo_backends))
+    for _ in range(7):
+        victim = next(w for w in gw.ready_workers() if w["id"] == 0)
+        os.kill(victim["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while not any(w["id"] == 0 and w["pid"] != victim["pid"] for w in gw.ready_workers()):
+            assert time.monotonic() < deadline, "worker 0 did not come back"
+            time.sleep(0.05)
+    status = gw.ctl_json("status")["data"]
+    assert status["crash_loop_slots"] == [0], status
+    assert status["worker_restarts"] == 7
+    assert any(e.get("slot") == 0 for e in gw.events("worker_crash_loop"))
+    assert echo_once(port, b"alive") == b"alive"
