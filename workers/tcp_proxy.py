@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket as stdsocket
 import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 import trio
@@ -107,34 +108,52 @@ async def relay_to_upstream(
         await close_streams(client, backend)
 
 
+async def proxy_to_backend(
+    upstreams: UpstreamSet,
+    stats: ListenerStats,
+    client_addr: Address,
+    local_addr: Address,
+    relay_with: Callable[[Upstream], Awaitable[None]],
+) -> None:
+    """Connect (with retries), account the connection, run `relay_with(upstream)`.
+
+    An L4 connection counts as one request: least_request/ewma see its load, and its
+    lifetime is the latency the EWMA policy learns from.
+    """
+    chosen = await connect_with_retries(
+        upstreams,
+        client_ip=client_addr[0],
+        stats=stats,
+        client_addr=client_addr,
+        local_addr=local_addr,
+    )
+    if chosen is None:
+        stats.no_backend()
+        return
+    i, upstream = chosen
+    upstreams.connection_opened(i)
+    upstreams.request_started(i)
+    started = time.monotonic()
+    try:
+        await relay_with(upstream)
+    finally:
+        upstreams.request_finished(i, time.monotonic() - started)
+        upstreams.connection_closed(i)
+
+
 async def handle_tcp_connection(
     client: trio.socket.SocketType,
     client_addr: tuple[str, int],
     upstreams: UpstreamSet,
     stats: ListenerStats,
 ) -> None:
+    async def relay_with(upstream: Upstream) -> None:
+        if isinstance(upstream, trio.SSLStream):
+            await relay_to_upstream(trio.SocketStream(client), upstream, stats)
+        else:
+            await _relay_sockets(client, upstream, stats)
+
     with client:
-        chosen = await connect_with_retries(
-            upstreams,
-            client_ip=client_addr[0],
-            stats=stats,
-            client_addr=(client_addr[0], client_addr[1]),
-            local_addr=local_address(client),
+        await proxy_to_backend(
+            upstreams, stats, (client_addr[0], client_addr[1]), local_address(client), relay_with
         )
-        if chosen is None:
-            stats.no_backend()
-            return
-        i, upstream = chosen
-        upstreams.connection_opened(i)
-        upstreams.request_started(i)
-        started = time.monotonic()
-        try:
-            if isinstance(upstream, trio.SSLStream):
-                await relay_to_upstream(trio.SocketStream(client), upstream, stats)
-            else:
-                await _relay_sockets(client, upstream, stats)
-        finally:
-            # An L4 connection counts as one request: least_request/ewma see its load,
-            # and its lifetime is the latency the EWMA policy learns from.
-            upstreams.request_finished(i, time.monotonic() - started)
-            upstreams.connection_closed(i)

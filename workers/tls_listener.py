@@ -12,15 +12,14 @@ listener, in `make_tls_handler`, never per connection. Must never log per connec
 from __future__ import annotations
 
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
 
-from workers.dial import load_backend_tls
+from workers.dial import Upstream, load_backend_tls
 from workers.stream_relay import close_streams
-from workers.tcp_proxy import connect_with_retries, local_address, relay_to_upstream
+from workers.tcp_proxy import local_address, proxy_to_backend, relay_to_upstream
 from workers.tls_context import server_context
 
 if TYPE_CHECKING:
@@ -83,25 +82,11 @@ def make_tls_handler(runtime: ListenerRuntime, worker: Worker) -> Handler:
             if failure is not None:
                 stats.reject(failure)
                 return
-            chosen = await connect_with_retries(
-                upstreams,
-                client_ip=addr[0],
-                stats=stats,
-                client_addr=(addr[0], addr[1]),
-                local_addr=local,
-            )
-            if chosen is None:
-                stats.no_backend()
-                return
-            i, upstream = chosen
-            upstreams.connection_opened(i)
-            upstreams.request_started(i)
-            started = time.monotonic()
-            try:
+
+            async def relay_with(upstream: Upstream) -> None:
                 await relay_to_upstream(client, upstream, stats)
-            finally:
-                upstreams.request_finished(i, time.monotonic() - started)
-                upstreams.connection_closed(i)
+
+            await proxy_to_backend(upstreams, stats, (addr[0], addr[1]), local, relay_with)
         finally:
             await close_streams(client)
 
