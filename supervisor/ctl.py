@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 from typing import Any
@@ -142,5 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if response.ok else 1
 
 
+def entry() -> int:
+    """Console-script entry: a closed stdout (`gatewayctl workers | head`) is not an error."""
+    try:
+        return main()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
