@@ -79,20 +79,32 @@ def make_h1_context(runtime: ListenerRuntime, worker: Worker) -> H1Context:
     upstreams = runtime.upstreams
     stats = runtime.stats
     targets = [Backend(b.id, b.host, b.port) for b in upstreams.backends]
+    index = upstreams.index
+    # Per-request work here is on the hot path: label tuples are built once, the gauge is
+    # bumped in place (WorkerMetrics allows it), and no hash key is extracted without a policy
+    # that uses one.
+    backend_active = stats.metrics.backend_active
+    active_labels = {t.id: (runtime.plan.name, t.id) for t in targets}
+    hashed = upstreams.hash_key is not None
 
     def pick_backend(head: RequestHead, client: str, tried: Sequence[Backend]) -> Backend | None:
-        key = upstreams.key_for(client_ip=client, headers=head.headers, path=head.path)
-        exclude = [upstreams.index[b.id] for b in tried]
+        key = (
+            upstreams.key_for(client_ip=client, headers=head.headers, path=head.path)
+            if hashed
+            else None
+        )
+        exclude = [index[b.id] for b in tried] if tried else ()
         i = upstreams.choose(exclude=exclude, key=key)
         if i is None:
             return None
         upstreams.request_started(i)
-        stats.metrics.backend_active_requests(runtime.plan.name, targets[i].id, 1)
-        return targets[i]
+        target = targets[i]
+        backend_active[active_labels[target.id]] += 1
+        return target
 
     def on_backend_result(backend: Backend, ok: bool, kind: str, latency_s: float) -> None:
-        i = upstreams.index[backend.id]
-        stats.metrics.backend_active_requests(runtime.plan.name, backend.id, -1)
+        i = index[backend.id]
+        backend_active[active_labels[backend.id]] -= 1
         if kind in _NEUTRAL_KINDS:
             upstreams.request_finished(i, None)
             return

@@ -71,8 +71,10 @@ def _resolve_authority(head: RequestHead) -> None:
         raise BadRequest("HTTP/1.1 request without host", kind="bad_authority")
     if hosts and not is_valid_authority(hosts[0]):
         raise BadRequest("invalid host", kind="bad_authority")
-    if head.authority and not (hosts and head.authority == hosts[0]) and not is_valid_authority(
+    if (
         head.authority
+        and not (hosts and head.authority == hosts[0])
+        and not is_valid_authority(head.authority)
     ):
         raise BadRequest("invalid authority", kind="bad_authority")
     if absolute is not None and hosts and hosts[0] != head.authority:

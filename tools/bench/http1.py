@@ -4,10 +4,12 @@ ExpressGateway vs nginx vs HAProxy, same fast backend, same run.
 The backend is a second nginx that answers every request with a fixed 200 (`return 200`).
 Each proxy runs one worker (HAProxy: one thread, `mode http`) pinned to --proxy-cpus, with
 keep-alive to the backend; wrk (one thread, --connections keep-alive connections) and the
-backend share --harness-cpus. For each proxy (and once with no proxy, the harness's own
-ceiling) wrk runs --duration-s seconds per round; requests/s comes from wrk and the CPU
-seconds of the proxy's process tree over the round from psutil. Prints requests/s, proxy
-CPU-µs per request and the ratios to nginx.
+backend share --harness-cpus. All proxies are started up front; each round measures every
+proxy once, in turn (and the backend alone, the harness's own ceiling), wrk running
+--duration-s seconds each, so a shared machine's drifting load falls on all of them alike.
+requests/s comes from wrk and the CPU seconds of the proxy's process tree over the round
+from psutil. Prints requests/s, proxy CPU-µs per request and the ratios to nginx (median
+of the per-round ratios).
 Owns: the run order, the proxies' HTTP configs, the measurement window and the table.
 Must never: run under pytest, or leave a process running (everything is stopped in a
 finally).
@@ -16,9 +18,7 @@ finally).
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -26,17 +26,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools.bench.proxies import (
-    BIN,
-    READY_TIMEOUT_S,
     Proxy,
-    ProxyStartError,
     _spawn,
     _version,
     _wait_listening,
+    add_run_arguments,
+    cpu_list,
     free_port,
+    start_expressgateway_with,
 )
 
 DIRECT = "direct (no proxy)"
+# Idle keep-alive connections each proxy may keep to the backend (nginx `keepalive`, our
+# `pool_max_idle_per_backend`); above --connections, so no proxy reconnects in steady state.
+UPSTREAM_IDLE_KEEPALIVE = 64
 PROXY_NAMES = ("expressgateway", "nginx", "haproxy")
 
 
@@ -58,36 +61,13 @@ class Row:
     requests_per_s: float
     cpu_us_per_request: float
     cpu_percent: float
+    rps_vs_nginx: float | None  # median of per-round ratios
+    cpu_vs_nginx: float | None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    cpus = sorted(os.sched_getaffinity(0))
     parser.add_argument("--duration-s", type=float, default=8.0, help="per round (default 8)")
-    parser.add_argument(
-        "--connections", type=int, default=32, help="keep-alive connections (default 32)"
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="rounds per proxy (default 3); medians are reported"
-    )
-    parser.add_argument(
-        "--proxies",
-        default=",".join(PROXY_NAMES),
-        help=f"comma-separated subset of {','.join(PROXY_NAMES)}",
-    )
-    parser.add_argument(
-        "--proxy-cpus",
-        default=str(cpus[0]),
-        help="CPUs the proxy runs on (taskset list, default %(default)s)",
-    )
-    parser.add_argument(
-        "--harness-cpus",
-        default=",".join(map(str, cpus[1:] or cpus)),
-        help="CPUs of wrk and the backend (default %(default)s)",
-    )
-
-
-def _cpu_list(text: str) -> list[int]:
-    return [int(c) for c in text.split(",") if c.strip()]
+    add_run_arguments(parser, PROXY_NAMES, connections=32, harness="wrk and the backend")
 
 
 # ---- the backend and the proxies --------------------------------------------------------
@@ -145,7 +125,7 @@ def start_backend(workdir: Path, port: int, cpus: list[int]) -> Proxy:
 def start_nginx_http(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:
     body = f"""    upstream backend {{
         server 127.0.0.1:{backend_port};
-        keepalive 64;
+        keepalive {UPSTREAM_IDLE_KEEPALIVE};
     }}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
@@ -189,44 +169,19 @@ listen bench
 
 def start_expressgateway_h1(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:
     """One worker, no access log (nginx and HAProxy log nothing either), unlimited keep-alive
-    (nginx: 1000000); ready when the supervisor sends READY=1 (sd_notify)."""
-    config = workdir / "expressgateway-h1.toml"
-    config.write_text(
-        f"""[runtime]
-workers = 1
-control_socket = "{workdir / "eg-h1-control.sock"}"
-drain_timeout_ms = 1000
-max_keepalive_requests = 0
-
-[observability]
-log_format = "json"
-access_log = false
-
-[[listeners]]
+    (nginx: 1000000), as many idle upstream connections as nginx keeps (``keepalive``)."""
+    listener = f"""[[listeners]]
 name = "bench"
 address = "127.0.0.1:{port}"
 protocol = "h1"
+[listeners.http]
+pool_max_idle_per_backend = {UPSTREAM_IDLE_KEEPALIVE}
 [[listeners.backends]]
 address = "127.0.0.1:{backend_port}"
 """
+    return start_expressgateway_with(
+        workdir, "expressgateway-h1", listener, cpus, port, "max_keepalive_requests = 0\n"
     )
-    notify_path = str(workdir / "eg-h1-notify.sock")
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(notify_path)
-    env = {**os.environ, "NOTIFY_SOCKET": notify_path, "LOG_LEVEL": "warning"}
-    log_path = workdir / "expressgateway-h1.log"
-    proc = _spawn([str(BIN / "expressgateway"), str(config)], cpus, log_path, env)
-    version = _version([str(BIN / "expressgateway"), "--version"])
-    proxy = Proxy("expressgateway", version, proc, port, log_path)
-    with notify:
-        notify.settimeout(READY_TIMEOUT_S)
-        try:
-            while b"READY=1" not in notify.recv(4096):
-                pass
-        except TimeoutError:
-            proxy.stop()
-            raise ProxyStartError(f"no READY=1 after {READY_TIMEOUT_S}s: {proxy.log_tail()}")
-    return proxy
 
 
 STARTERS = {
@@ -268,58 +223,82 @@ def _round(port: int, proxy: Proxy | None, args: argparse.Namespace) -> Sample:
     return Sample(requests, wall_s, cpu_after - cpu_before)
 
 
-def _row(name: str, version: str, samples: list[Sample]) -> Row:
+def _row(name: str, version: str, samples: list[Sample], nginx: list[Sample] | None) -> Row:
     rps = statistics.median(s.requests / s.wall_s for s in samples)
     cpu_us = statistics.median(1e6 * s.cpu_s / s.requests for s in samples)
     pct = statistics.median(100 * s.cpu_s / s.wall_s for s in samples)
-    return Row(name, version, rps, cpu_us, pct)
+    # Ratios pair each round with nginx's round of the same pass (interleaved), so load that
+    # other tenants put on the machine during one pass weighs on both sides of the ratio.
+    rps_ratio = cpu_ratio = None
+    if nginx and name != DIRECT:
+        rps_ratio = statistics.median(
+            (s.requests / s.wall_s) / (n.requests / n.wall_s)
+            for s, n in zip(samples, nginx, strict=True)
+        )
+        cpu_ratio = statistics.median(
+            (s.cpu_s / s.requests) / (n.cpu_s / n.requests)
+            for s, n in zip(samples, nginx, strict=True)
+        )
+    return Row(name, version, rps, cpu_us, pct, rps_ratio, cpu_ratio)
 
 
-def _measure(name: str, backend: Proxy, workdir: Path, args: argparse.Namespace) -> Row:
-    if name == DIRECT:
-        run_wrk(backend.port, args)  # warm-up
-        samples = [_round(backend.port, None, args) for _ in range(args.rounds)]
-        return _row(name, backend.version, samples)
-    proxy = STARTERS[name](workdir, free_port(), backend.port, _cpu_list(args.proxy_cpus))
+def _measure_all(
+    names: list[str], backend: Proxy, workdir: Path, args: argparse.Namespace
+) -> list[Row]:
+    """Start every proxy (idle ones cost nothing), then run the rounds interleaved: pass r
+    measures each proxy once, in order, so slow drifts of a shared machine hit all alike."""
+    proxies: dict[str, Proxy | None] = {DIRECT: None}
     try:
-        run_wrk(proxy.port, args)  # warm-up: pools filled, code paths hot
-        samples = [_round(proxy.port, proxy, args) for _ in range(args.rounds)]
+        for name in names:
+            print(f"… starting {name}", flush=True)
+            proxies[name] = STARTERS[name](
+                workdir, free_port(), backend.port, cpu_list(args.proxy_cpus)
+            )
+        samples: dict[str, list[Sample]] = {name: [] for name in proxies}
+        for proxy in proxies.values():
+            run_wrk(proxy.port if proxy else backend.port, args)  # warm-up: pools filled
+        for r in range(args.rounds):
+            print(f"… round {r + 1}/{args.rounds}", flush=True)
+            for name, proxy in proxies.items():
+                samples[name].append(_round(proxy.port if proxy else backend.port, proxy, args))
     finally:
-        proxy.stop()
-    return _row(name, proxy.version, samples)
+        for proxy in proxies.values():
+            if proxy is not None:
+                proxy.stop()
+    nginx = samples.get("nginx")
+    return [
+        _row(name, proxy.version if proxy else backend.version, samples[name], nginx)
+        for name, proxy in proxies.items()
+    ]
 
 
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x" if b else "-"
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "-"
 
 
 def render(rows: list[Row], args: argparse.Namespace) -> str:
     lines = [
         f"HTTP/1.1 proxy: wrk -t1 -c{args.connections}, {args.duration_s:g} s per round, "
-        f"{args.rounds} round(s) (median); proxy on CPU {args.proxy_cpus}, wrk+backend on "
+        f"{args.rounds} interleaved round(s) (median); proxy on CPU {args.proxy_cpus}, wrk+backend on "
         f"CPU {args.harness_cpus}; 1 worker/thread each; backend: nginx `return 200`",
         "",
         f"{'proxy':<18} {'requests/s':>11} {'CPU-µs/req':>11} {'proxy CPU%':>10}"
         f" {'rps vs nginx':>12} {'CPU/req vs nginx':>16}  version",
     ]
-    nginx = next((r for r in rows if r.name == "nginx"), None)
     for r in rows:
         direct = r.name == DIRECT
         cpu = "-" if direct else f"{r.cpu_us_per_request:.1f}"
         pct = "-" if direct else f"{r.cpu_percent:.0f}"
-        rps_ratio = _ratio(r.requests_per_s, nginx.requests_per_s) if nginx and not direct else "-"
-        cpu_ratio = (
-            _ratio(r.cpu_us_per_request, nginx.cpu_us_per_request) if nginx and not direct else "-"
-        )
         lines.append(
-            f"{r.name:<18} {r.requests_per_s:>11.0f} {cpu:>11} {pct:>10} {rps_ratio:>12}"
-            f" {cpu_ratio:>16}  {r.version}"
+            f"{r.name:<18} {r.requests_per_s:>11.0f} {cpu:>11} {pct:>10}"
+            f" {_ratio(r.rps_vs_nginx):>12} {_ratio(r.cpu_vs_nginx):>16}  {r.version}"
         )
     lines += [
         "",
         "CPU-µs/req: user+system CPU of the proxy's process tree per proxied request (lower is",
         "cheaper); the steadier figure when proxy CPU% is well under 100 (the proxy was not",
-        "what limited requests/s). Ratios: >1 rps is faster than nginx, <1 CPU/req is cheaper.",
+        "what limited requests/s). Ratios: >1 rps is faster than nginx, <1 CPU/req is cheaper;",
+        "each is the median of per-round ratios (rounds interleave the proxies).",
     ]
     return "\n".join(lines)
 
@@ -329,14 +308,11 @@ def main(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in STARTERS]
     if unknown:
         raise SystemExit(f"unknown proxies {unknown}; choose from {list(STARTERS)}")
-    rows = []
     with tempfile.TemporaryDirectory(prefix="eg-bench-http1-") as tmp:
         workdir = Path(tmp)
-        backend = start_backend(workdir, free_port(), _cpu_list(args.harness_cpus))
+        backend = start_backend(workdir, free_port(), cpu_list(args.harness_cpus))
         try:
-            for name in [DIRECT, *names]:
-                print(f"… {name}", flush=True)
-                rows.append(_measure(name, backend, workdir, args))
+            rows = _measure_all(names, backend, workdir, args)
         finally:
             backend.stop()
     print(render(rows, args))

@@ -9,13 +9,14 @@ whole process group).
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +91,40 @@ class Proxy:
         self.proc.wait()
 
 
+def cpu_list(text: str) -> list[int]:
+    """A taskset-style comma list ("0,2") as ints."""
+    return [int(c) for c in text.split(",") if c.strip()]
+
+
+def add_run_arguments(
+    parser: argparse.ArgumentParser, names: Sequence[str], *, connections: int, harness: str
+) -> None:
+    """The options every bench shares: connections, rounds, which proxies, CPU placement."""
+    cpus = sorted(os.sched_getaffinity(0))
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=connections,
+        help=f"{'keep-alive ' if connections > 8 else 'parallel '}connections (default {connections})",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds per proxy (default 3); medians are reported"
+    )
+    parser.add_argument(
+        "--proxies", default=",".join(names), help=f"comma-separated subset of {','.join(names)}"
+    )
+    parser.add_argument(
+        "--proxy-cpus",
+        default=str(cpus[0]),
+        help="CPUs the proxy runs on (taskset list, default %(default)s)",
+    )
+    parser.add_argument(
+        "--harness-cpus",
+        default=",".join(map(str, cpus[1:] or cpus)),
+        help=f"CPUs of {harness} (default %(default)s)",
+    )
+
+
 def _spawn(
     argv: list[str], cpus: list[int], log_path: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
@@ -131,31 +166,29 @@ def _wait_listening(proxy: Proxy, processes: int) -> Proxy:
     raise ProxyStartError(f"{proxy.name} not serving after {READY_TIMEOUT_S}s: {proxy.log_tail()}")
 
 
-def start_expressgateway(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:
-    """One worker; ready when the supervisor sends READY=1 (sd_notify, as under systemd)."""
-    config = workdir / "expressgateway.toml"
+def start_expressgateway_with(
+    workdir: Path, name: str, listener_toml: str, cpus: list[int], port: int, extra_toml: str = ""
+) -> Proxy:
+    """One worker serving ``listener_toml`` (a ``[[listeners]]`` table); ready when the
+    supervisor sends READY=1 (sd_notify, as under systemd). Every bench starts it this way."""
+    config = workdir / f"{name}.toml"
     config.write_text(
         f"""[runtime]
 workers = 1
-control_socket = "{workdir / "eg-control.sock"}"
+control_socket = "{workdir / f"{name}-control.sock"}"
 drain_timeout_ms = 1000
-
+{extra_toml}
 [observability]
 log_format = "json"
+access_log = false
 
-[[listeners]]
-name = "bench"
-address = "127.0.0.1:{port}"
-protocol = "tcp"
-[[listeners.backends]]
-address = "127.0.0.1:{backend_port}"
-"""
+{listener_toml}"""
     )
-    notify_path = str(workdir / "eg-notify.sock")
+    notify_path = str(workdir / f"{name}-notify.sock")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(notify_path)
     env = {**os.environ, "NOTIFY_SOCKET": notify_path, "LOG_LEVEL": "warning"}
-    log_path = workdir / "expressgateway.log"
+    log_path = workdir / f"{name}.log"
     proc = _spawn([str(BIN / "expressgateway"), str(config)], cpus, log_path, env)
     version = _version([str(BIN / "expressgateway"), "--version"])
     proxy = Proxy("expressgateway", version, proc, port, log_path)
@@ -168,6 +201,18 @@ address = "127.0.0.1:{backend_port}"
             proxy.stop()
             raise ProxyStartError(f"no READY=1 after {READY_TIMEOUT_S}s: {proxy.log_tail()}")
     return proxy
+
+
+def start_expressgateway(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:
+    """One worker relaying TCP."""
+    listener = f"""[[listeners]]
+name = "bench"
+address = "127.0.0.1:{port}"
+protocol = "tcp"
+[[listeners.backends]]
+address = "127.0.0.1:{backend_port}"
+"""
+    return start_expressgateway_with(workdir, "expressgateway", listener, cpus, port)
 
 
 def start_haproxy(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.bench.proxies import PROXIES, Proxy, free_port
+from tools.bench.proxies import PROXIES, Proxy, add_run_arguments, cpu_list, free_port
 from tools.bench.tcp_load import DiscardSink, LoadError, make_payload, push
 
 GIB = 1 << 30
@@ -45,36 +45,11 @@ class Row:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    cpus = sorted(os.sched_getaffinity(0))
     parser.add_argument(
         "--size-gib", type=float, default=1.0, help="GiB pushed per proxy per round (default 1)"
     )
-    parser.add_argument(
-        "--connections", type=int, default=4, help="parallel connections (default 4)"
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="rounds per proxy (default 3); medians are reported"
-    )
-    parser.add_argument(
-        "--proxies",
-        default=",".join(PROXIES),
-        help=f"comma-separated subset of {','.join(PROXIES)}",
-    )
-    parser.add_argument(
-        "--proxy-cpus",
-        default=str(cpus[0]),
-        help="CPUs the proxy runs on (taskset list, default %(default)s)",
-    )
-    parser.add_argument(
-        "--harness-cpus",
-        default=",".join(map(str, cpus[1:] or cpus)),
-        help="CPUs of the client and sink (default %(default)s)",
-    )
+    add_run_arguments(parser, list(PROXIES), connections=4, harness="the client and sink")
     parser.add_argument("--timeout-s", type=float, default=120.0, help="per round")
-
-
-def _cpu_list(text: str) -> list[int]:
-    return [int(c) for c in text.split(",") if c.strip()]
 
 
 def _harness_cpu_s() -> float:
@@ -118,7 +93,7 @@ def _measure(
     if name == DIRECT:
         samples = [_round(sink, sink.port, None, args, payload_fd) for _ in range(args.rounds)]
         return _row(name, "-", samples, args.size_gib)
-    proxy = PROXIES[name](workdir, free_port(), sink.port, _cpu_list(args.proxy_cpus))
+    proxy = PROXIES[name](workdir, free_port(), sink.port, cpu_list(args.proxy_cpus))
     try:
         samples = [_round(sink, proxy.port, proxy, args, payload_fd) for _ in range(args.rounds)]
     finally:
@@ -170,7 +145,7 @@ def main(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in PROXIES]
     if unknown:
         raise SystemExit(f"unknown proxies {unknown}; choose from {list(PROXIES)}")
-    harness_cpus = _cpu_list(args.harness_cpus)
+    harness_cpus = cpu_list(args.harness_cpus)
     if harness_cpus:
         os.sched_setaffinity(0, harness_cpus)  # before any thread: they inherit it
     payload_fd = make_payload()

@@ -7,7 +7,7 @@ Owns the translation of connect failures into typed gateway errors (502 refused/
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -19,6 +19,11 @@ class Backend:
     id: str
     host: str
     port: int
+    # host:port as a Host value, for requests that arrive without one (HTTP/1.0).
+    authority: bytes = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "authority", f"{self.host}:{self.port}".encode())
 
 
 Connect = Callable[[Backend], Awaitable[trio.abc.Stream]]

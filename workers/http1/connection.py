@@ -18,18 +18,15 @@ from gateway.http.errors import (
     BadRequest,
     BodyTooLarge,
     ExpectationFailed,
-    GatewayTimeout,
     HttpError,
     NotImplementedMethod,
     RequestTimeout,
 )
-from gateway.http.forwarding import add_forwarding_headers
 from gateway.http.framing import BodyKind, request_body_framing
-from gateway.http.h1_wire import client_keeps_alive, serialize_request_head
-from gateway.http.hop_by_hop import strip_hop_by_hop
+from gateway.http.h1_relay_heads import upstream_request_head
+from gateway.http.h1_wire import client_keeps_alive
 from gateway.http.model import RequestHead, comma_tokens
 from gateway.http.responses import error_response_h1
-from gateway.http.traceparent import apply_traceparent
 from workers.http1.backend import Backend
 from workers.http1.context import H1Context, RequestRecord
 from workers.http1.exchange import ClientGone, Exchange, ExchangeState
@@ -41,6 +38,11 @@ from workers.http1.websocket import is_websocket_request, proxy_websocket
 # the drain deadline): a request already on its way from the client is then served with
 # "Connection: close" instead of being met by a close it cannot tell from a failure.
 DRAIN_IDLE_GRACE_S = 1.0
+
+# What the connection waits for, as seen by its deadline watcher (watch_deadlines).
+_BUSY = 0  # inside a request: the exchange's own deadlines apply
+_IDLE = 1  # keep-alive, no byte of the next request yet: a lapse closes without a word
+_HEAD = 2  # a request head is arriving: a lapse is 408
 
 
 def peer_of(stream: trio.abc.Stream) -> str:
@@ -61,9 +63,16 @@ async def serve_h1_connection(
     conn = _ClientConnection(stream, ctx, client_addr or peer_of(stream))
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(conn.watch_drain)
-            await conn.serve()
+            nursery.start_soon(conn.watch_deadlines)
+            with conn.life:
+                await conn.serve()
             nursery.cancel_scope.cancel()
+        if conn.life.cancel_called and conn.waiting == _HEAD:
+            await conn._fail(
+                RequestTimeout("request head too slow", kind="header_timeout"),
+                None,
+                conn.head_started_at,
+            )
     finally:
         await trio.aclose_forcefully(stream)
 
@@ -74,21 +83,57 @@ class _ClientConnection:
         self.ctx = ctx
         self.client = client
         self.limits = ctx.limits
+        self.client_ip = client.encode()
         self.reader = MessageReader(stream, ctx.limits, is_request=True)
-        self.idle_scope: trio.CancelScope | None = None
+        self.exchange = Exchange(None, stream, self.reader, ctx.limits, ctx.draining)
+        self.header_timeout_s = ctx.limits.header_timeout_ms / 1000
+        self.total_timeout_s = ctx.limits.total_timeout_ms / 1000
         self.idle_close_at = math.inf  # set when drain begins
         self.served = 0
+        # Header and idle deadlines are plain floats watched by one task (watch_deadlines),
+        # which cancels ``life`` on a lapse; a request costs no cancel scope or heap push here.
+        self.life = trio.CancelScope()
+        self.waiting = _BUSY
+        self.head_deadline_at = math.inf
+        self.head_started_at = 0.0
 
-    async def watch_drain(self) -> None:
-        await self.ctx.draining.wait()
-        now = trio.current_time()
-        self.idle_close_at = min(now + DRAIN_IDLE_GRACE_S, max(now, self.ctx.drain_deadline_at))
-        if self.idle_scope is not None:
-            self.idle_scope.deadline = min(self.idle_scope.deadline, self.idle_close_at)
+    def _lapse_at(self) -> float:
+        if self.waiting == _HEAD:
+            return self.head_deadline_at
+        if self.waiting == _IDLE:
+            return min(self.head_deadline_at, self.idle_close_at)
+        return math.inf
+
+    async def watch_deadlines(self) -> None:
+        """Close on the header or idle deadline, and set the idle close when drain begins.
+
+        Wakes at the nearest deadline, at least every header_timeout_s: a deadline set later
+        is never nearer than that, so none is missed; after drain also at ``idle_close_at``.
+        """
+        draining = self.ctx.draining
+        period_s = self.header_timeout_s
+        while True:
+            now = trio.current_time()
+            lapse_at = self._lapse_at()
+            if now >= lapse_at:
+                self.life.cancel()
+                return
+            wake_at = min(lapse_at, now + period_s)
+            if draining.is_set():
+                if self.idle_close_at > now:
+                    wake_at = min(wake_at, self.idle_close_at)
+                await trio.sleep_until(wake_at)
+                continue
+            with trio.move_on_at(wake_at):
+                await draining.wait()
+            if draining.is_set() and self.idle_close_at == math.inf:
+                now = trio.current_time()
+                grace_at = max(now, self.ctx.drain_deadline_at)
+                self.idle_close_at = min(now + DRAIN_IDLE_GRACE_S, grace_at)
 
     async def serve(self) -> None:
         while True:
-            started_at = trio.current_time()
+            started_at = self.head_started_at = trio.current_time()
             try:
                 head = await self._read_head()
             except HttpError as exc:
@@ -102,23 +147,27 @@ class _ClientConnection:
 
     async def _read_head(self) -> ParsedHead | None:
         """The next request head; None when the client left or we close an idle connection."""
-        deadline = trio.current_time() + self.limits.header_timeout_ms / 1000
-        if self.reader.idle:
-            idle_deadline = min(deadline, self.idle_close_at)
-            if idle_deadline <= trio.current_time():
+        reader = self.reader
+        now = trio.current_time()
+        self.head_deadline_at = now + self.header_timeout_s
+        if reader.idle:
+            if min(self.head_deadline_at, self.idle_close_at) <= now:
                 return None
-            with trio.CancelScope(deadline=idle_deadline) as scope:
-                self.idle_scope = scope
-                try:
-                    await self.reader.fill()
-                finally:
-                    self.idle_scope = None
-            if scope.cancelled_caught:
-                return None  # idle keep-alive timeout or drain: close without a word
-        with trio.move_on_at(deadline) as scope:
-            tag, payload = await self.reader.next_event()
-        if scope.cancelled_caught:
-            raise RequestTimeout("request head too slow", kind="header_timeout")
+            self.waiting = _IDLE
+        else:
+            self.waiting = _HEAD
+        try:
+            if self.waiting == _IDLE:
+                await reader.fill()
+                if self.life.cancel_called:
+                    return None  # the idle deadline passed as the bytes came: close as idle
+                self.waiting = _HEAD
+            tag, payload = await reader.next_event()
+            if self.life.cancel_called:
+                return None  # the head deadline passed as the head completed: 408 on the way out
+        finally:
+            if not self.life.cancel_called:
+                self.waiting = _BUSY
         if tag == HEAD:
             assert isinstance(payload, ParsedHead)
             return payload
@@ -147,18 +196,17 @@ class _ClientConnection:
     def _upstream_request_bytes(
         self, head: RequestHead, state: ExchangeState, backend: Backend
     ) -> bytes:
-        headers = strip_hop_by_hop(head.headers)
-        headers = [(n, v) for n, v in headers if n not in (b"expect", b"content-length")]
-        if not any(n == b"host" for n, _ in headers):
-            # HTTP/1.0 without Host: the next hop speaks 1.1 and needs one (RFC 9112 §3.2).
-            host = head.authority or f"{backend.host}:{backend.port}".encode()
-            headers.insert(0, (b"host", host))
-        headers = add_forwarding_headers(
-            headers, peer_ip=self.client, proto=self.ctx.scheme, host=head.authority or None
+        return upstream_request_head(
+            head.method,
+            head.path,
+            head.authority,
+            head.headers,
+            state.request_framing,
+            peer_ip=self.client_ip,
+            proto=self.ctx.scheme,
+            default_host=backend.authority,
+            rng=self.ctx.rng,
         )
-        apply_traceparent(headers, self.ctx.rng)
-        upstream_head = RequestHead(head.method, head.scheme, head.authority, head.path, headers)
-        return serialize_request_head(upstream_head, state.request_framing)
 
     async def _handle(self, parsed: ParsedHead, started_at: float) -> bool:
         """Proxy one request; True when the connection may carry another."""
@@ -194,21 +242,16 @@ class _ClientConnection:
                 expect_continue=bool(expect) and framing.kind is not BodyKind.NONE,
                 close_after=self._should_close(head),
             )
-            exchange = Exchange(state, self.stream, self.reader, self.limits, self.ctx.draining)
+            exchange = self.exchange
+            exchange.s = state
 
             def build(backend: Backend) -> bytes:
                 return self._upstream_request_bytes(head, state, backend)
 
-            with trio.fail_after(self.limits.total_timeout_ms / 1000):
-                await forward(self.ctx, exchange, head, build, self.client)
-        except trio.TooSlowError:
-            await self._fail(
-                GatewayTimeout("total request time exceeded", kind="total_timeout"),
-                head,
-                started_at,
-                state,
-            )
-            return False
+            # The total timeout is enforced inside (the exchange's step deadlines and the
+            # connect wait are capped by it), so no scope of its own is entered per request.
+            exchange.total_at = trio.current_time() + self.total_timeout_s
+            await forward(self.ctx, exchange, head, build, self.client)
         except HttpError as exc:
             await self._fail(exc, head, started_at, state)
             return False

@@ -17,6 +17,7 @@ import trio
 from gateway.http.errors import BadGateway, BadRequest, HeadersTooLarge, HttpError
 from gateway.http.limits import READ_MAX_BYTES, HttpLimits
 from gateway.http.model import HeaderList
+from workers.http1.socket_io import receive_some
 
 
 @dataclass(slots=True)
@@ -136,6 +137,12 @@ class MessageReader:
         """Between messages, nothing queued, stream open: the parser may read the next one."""
         return not self.events and not self.in_message and not self.upgraded and not self.eof
 
+    def begin_exchange(self) -> None:
+        """Reset per-message bookkeeping when a kept reader starts on a new response."""
+        self.bytes_read = 0
+        self.head_done = False
+        self.last_feed_clean_head_end = False
+
     def has_complete_message(self) -> bool:
         """The rest of the current message (through END) is already parsed and queued."""
         return any(tag == END for tag, _ in self.events)
@@ -156,7 +163,7 @@ class MessageReader:
         if self.eof:
             raise self.error_type("read after end of stream", kind="truncated")
         try:
-            data = await self.stream.receive_some(READ_MAX_BYTES)
+            data = await receive_some(self.stream, READ_MAX_BYTES)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         if not data:

@@ -1,6 +1,7 @@
 """Choosing, connecting to and retrying upstream HTTP/1.1 backends for one request.
 
-Owns: the retry rule (connect failures: always, nothing was sent; a reused connection found
+Owns: the total-timeout bound on getting a connection (the exchange bounds the rest), the
+retry rule (connect failures: always, nothing was sent; a reused connection found
 dead: only idempotent requests without a body), passive-health reports, and returning a
 connection to the pool only after a clean exchange. Must never parse or frame bytes.
 """
@@ -11,7 +12,7 @@ from collections.abc import Callable
 
 import trio
 
-from gateway.http.errors import HttpError, NoBackend
+from gateway.http.errors import GatewayTimeout, HttpError, NoBackend
 from gateway.http.framing import BodyKind
 from gateway.http.model import RequestHead
 from workers.http1.backend import Backend, ConnectFailed, ConnectTimedOut
@@ -19,6 +20,9 @@ from workers.http1.context import H1Context
 from workers.http1.exchange import Exchange, StaleConnection
 
 IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
+# Exchange failures that say nothing about the backend's health ("client*" kinds neither). The
+# total timeout is the request's budget running out: reported "aborted", as when it cancels.
+_NOT_THE_BACKENDS = frozenset(("body_too_large", "body_timeout", "total_timeout"))
 
 
 async def forward(
@@ -49,13 +53,18 @@ async def forward(
         # outcomes that say nothing about the backend are reported as "aborted".
         outcome: tuple[bool, str] = (True, "aborted")
         try:
-            try:
-                conn = await pool.acquire(backend, fresh=fresh)
-            except (ConnectFailed, ConnectTimedOut) as exc:
-                outcome = (False, exc.kind)
-                if attempt < max_attempts:
-                    continue
-                raise
+            conn = None if fresh else pool.take_idle(backend)
+            if conn is None:
+                try:
+                    with trio.CancelScope(deadline=exchange.total_at) as total:
+                        conn = await pool.acquire(backend, fresh=fresh)
+                except (ConnectFailed, ConnectTimedOut) as exc:
+                    outcome = (False, exc.kind)
+                    if attempt < max_attempts:
+                        continue
+                    raise
+                if total.cancelled_caught or conn is None:
+                    raise GatewayTimeout("total request time exceeded", kind="total_timeout")
             reusable = False
             try:
                 await exchange.run(conn, request_bytes_for(backend))
@@ -68,15 +77,13 @@ async def forward(
                 outcome = (False, "stale_connection")
                 raise
             except HttpError as exc:
-                if not exc.kind.startswith("client") and exc.kind not in (
-                    "body_too_large",
-                    "body_timeout",
-                ):
+                if not exc.kind.startswith("client") and exc.kind not in _NOT_THE_BACKENDS:
                     outcome = (False, exc.kind)
                 raise
             finally:
-                with trio.CancelScope(shield=True):
-                    await pool.release(conn, reusable=reusable)
+                if not pool.keep(conn, reusable=reusable):
+                    with trio.CancelScope(shield=True):
+                        await pool.discard(conn)
             ok = exchange.s.status < 500
             outcome = (ok, "ok" if ok else "status_5xx")
             return backend
