@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -306,8 +307,11 @@ def test_all_backends_down_closes_connection_without_hanging(gateway_factory) ->
     started = time.monotonic()
     try:
         answer = echo_once(port, b"nobody")
-    except ConnectionResetError:
-        answer = b""  # closed with our unread bytes in its buffer: the kernel sends RST
+    except OSError as exc:
+        # Closed with our unread bytes in its buffer, the kernel sends RST; depending on
+        # when it lands, our send, shutdown or recv reports it.
+        assert exc.errno in (errno.ECONNRESET, errno.ENOTCONN, errno.EPIPE), exc
+        answer = b""
     assert answer == b""
     assert time.monotonic() - started < 5  # 2 refused connects, no hanging
 

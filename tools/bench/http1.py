@@ -41,6 +41,7 @@ DIRECT = "direct (no proxy)"
 # `pool_max_idle_per_backend`); above --connections, so no proxy reconnects in steady state.
 UPSTREAM_IDLE_KEEPALIVE = 64
 PROXY_NAMES = ("expressgateway", "nginx", "haproxy")
+BASELINE = "expressgateway@baseline"
 
 
 class WrkError(RuntimeError):
@@ -68,6 +69,12 @@ class Row:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration-s", type=float, default=8.0, help="per round (default 8)")
     add_run_arguments(parser, PROXY_NAMES, connections=32, harness="wrk and the backend")
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="also run ExpressGateway from this source tree (e.g. an export of HEAD) as "
+        f"{BASELINE!r}, interleaved with the others: an A/B of a change in one session",
+    )
 
 
 # ---- the backend and the proxies --------------------------------------------------------
@@ -167,9 +174,12 @@ listen bench
     return _wait_listening(proxy, processes=1)
 
 
-def start_expressgateway_h1(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:
+def start_expressgateway_h1(
+    workdir: Path, port: int, backend_port: int, cpus: list[int], tree: Path | None = None
+) -> Proxy:
     """One worker, no access log (nginx and HAProxy log nothing either), unlimited keep-alive
-    (nginx: 1000000), as many idle upstream connections as nginx keeps (``keepalive``)."""
+    (nginx: 1000000), as many idle upstream connections as nginx keeps (``keepalive``);
+    ``tree``: run that source tree instead of this one (see --baseline-tree)."""
     listener = f"""[[listeners]]
 name = "bench"
 address = "127.0.0.1:{port}"
@@ -179,9 +189,15 @@ pool_max_idle_per_backend = {UPSTREAM_IDLE_KEEPALIVE}
 [[listeners.backends]]
 address = "127.0.0.1:{backend_port}"
 """
-    return start_expressgateway_with(
-        workdir, "expressgateway-h1", listener, cpus, port, "max_keepalive_requests = 0\n"
+    if tree is None:
+        return start_expressgateway_with(
+            workdir, "expressgateway-h1", listener, cpus, port, "max_keepalive_requests = 0\n"
+        )
+    proxy = start_expressgateway_with(
+        workdir, "baseline-h1", listener, cpus, port, "max_keepalive_requests = 0\n", tree
     )
+    proxy.name = BASELINE
+    return proxy
 
 
 STARTERS = {
@@ -254,6 +270,11 @@ def _measure_all(
             proxies[name] = STARTERS[name](
                 workdir, free_port(), backend.port, cpu_list(args.proxy_cpus)
             )
+        if args.baseline_tree is not None:
+            print(f"… starting {BASELINE} from {args.baseline_tree}", flush=True)
+            proxies[BASELINE] = start_expressgateway_h1(
+                workdir, free_port(), backend.port, cpu_list(args.proxy_cpus), args.baseline_tree
+            )
         samples: dict[str, list[Sample]] = {name: [] for name in proxies}
         for proxy in proxies.values():
             run_wrk(proxy.port if proxy else backend.port, args)  # warm-up: pools filled
@@ -282,7 +303,7 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         f"{args.rounds} interleaved round(s) (median); proxy on CPU {args.proxy_cpus}, wrk+backend on "
         f"CPU {args.harness_cpus}; 1 worker/thread each; backend: nginx `return 200`",
         "",
-        f"{'proxy':<18} {'requests/s':>11} {'CPU-µs/req':>11} {'proxy CPU%':>10}"
+        f"{'proxy':<23} {'requests/s':>11} {'CPU-µs/req':>11} {'proxy CPU%':>10}"
         f" {'rps vs nginx':>12} {'CPU/req vs nginx':>16}  version",
     ]
     for r in rows:
@@ -290,7 +311,7 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         cpu = "-" if direct else f"{r.cpu_us_per_request:.1f}"
         pct = "-" if direct else f"{r.cpu_percent:.0f}"
         lines.append(
-            f"{r.name:<18} {r.requests_per_s:>11.0f} {cpu:>11} {pct:>10}"
+            f"{r.name:<23} {r.requests_per_s:>11.0f} {cpu:>11} {pct:>10}"
             f" {_ratio(r.rps_vs_nginx):>12} {_ratio(r.cpu_vs_nginx):>16}  {r.version}"
         )
     lines += [

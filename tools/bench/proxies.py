@@ -126,13 +126,17 @@ def add_run_arguments(
 
 
 def _spawn(
-    argv: list[str], cpus: list[int], log_path: Path, env: dict[str, str] | None = None
+    argv: list[str],
+    cpus: list[int],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> subprocess.Popen[bytes]:
     prefix = ["taskset", "-c", ",".join(map(str, cpus))] if cpus else []
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             prefix + argv,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -167,10 +171,18 @@ def _wait_listening(proxy: Proxy, processes: int) -> Proxy:
 
 
 def start_expressgateway_with(
-    workdir: Path, name: str, listener_toml: str, cpus: list[int], port: int, extra_toml: str = ""
+    workdir: Path,
+    name: str,
+    listener_toml: str,
+    cpus: list[int],
+    port: int,
+    extra_toml: str = "",
+    tree: Path = ROOT,
 ) -> Proxy:
     """One worker serving ``listener_toml`` (a ``[[listeners]]`` table); ready when the
-    supervisor sends READY=1 (sd_notify, as under systemd). Every bench starts it this way."""
+    supervisor sends READY=1 (sd_notify, as under systemd). Every bench starts it this way.
+    ``tree``: the source tree to run (another checkout, for an A/B in the same session); its
+    packages shadow this venv's through the working directory and PYTHONPATH."""
     config = workdir / f"{name}.toml"
     config.write_text(
         f"""[runtime]
@@ -188,8 +200,10 @@ access_log = false
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(notify_path)
     env = {**os.environ, "NOTIFY_SOCKET": notify_path, "LOG_LEVEL": "warning"}
+    if tree != ROOT:
+        env["PYTHONPATH"] = str(tree)
     log_path = workdir / f"{name}.log"
-    proc = _spawn([str(BIN / "expressgateway"), str(config)], cpus, log_path, env)
+    proc = _spawn([str(BIN / "expressgateway"), str(config)], cpus, log_path, env, tree)
     version = _version([str(BIN / "expressgateway"), "--version"])
     proxy = Proxy("expressgateway", version, proc, port, log_path)
     with notify:

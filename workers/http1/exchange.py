@@ -1,31 +1,40 @@
 """One proxied request/response exchange between an H1 client and an H1 upstream.
 
-Owns: sending a request whose body is already parsed in one write and relaying the response
-in the same task; streaming a body still arriving up while the response comes down
-concurrently; each step bounded by its timeout (body idle, response head) through one moving
-cancel-scope deadline per task, and by one read of window; coalescing the response head with
-the body bytes already parsed; response re-framing for the client (HEAD/204/304, chunked,
-until-close, HTTP/1.0); trailers; and the decision whether the upstream connection is clean
-enough to pool. Must never choose a backend
-or retry (``upstream`` does) and never parse bytes itself (``message_reader`` does).
+Owns: choosing the exchange's shape (``buffered_request``: the whole request is here, one
+task; ``streaming_request``: a body still arriving, upload beside the response relay), the
+per-request state the connection records, and the response relay both shapes share: the
+final head (interim responses skipped), re-framing for the client (HEAD/204/304, chunked,
+until-close, HTTP/1.0), trailers, coalescing the response head with the body bytes already
+parsed (at most one read's worth, so the window stays bounded), each step under the task's
+moving deadline (``exchange_steps``), and the decision whether the upstream connection is
+clean enough to pool. Must never choose a backend or retry (``upstream`` does) and never
+parse bytes itself (``message_reader`` does).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
 
-from gateway.http.errors import BadGateway, BodyTooLarge, GatewayTimeout, HttpError, RequestTimeout
+from gateway.http.errors import BadGateway, HttpError
 from gateway.http.framing import BodyFraming, BodyKind, response_body_framing
 from gateway.http.h1_relay_heads import client_response_head
 from gateway.http.h1_wire import encode_chunk, encode_last_chunk
 from gateway.http.hop_by_hop import strip_hop_by_hop
 from gateway.http.limits import HttpLimits
 from gateway.http.model import HeaderList, comma_tokens, first_header
-from gateway.http.responses import CONTINUE_100, reason_for
+from gateway.http.responses import reason_for
+from workers.http1.buffered_request import run_buffered
+from workers.http1.exchange_steps import (
+    CLIENT_WRITE,
+    UP_BODY_IDLE,
+    ClientGone,
+    StaleConnection,
+    StepTimer,
+    lapse_error,
+)
 from workers.http1.message_reader import (
     DATA,
     END,
@@ -36,18 +45,10 @@ from workers.http1.message_reader import (
     ParsedHead,
 )
 from workers.http1.pool import UpstreamConn
-from workers.http1.socket_io import send_all
+from workers.http1.socket_io import send_now, send_rest
+from workers.http1.streaming_request import run_streaming
 
-
-class StaleConnection(BadGateway):
-    """A reused upstream connection died before it produced any response byte."""
-
-    kind = "stale_connection"
-
-
-class ClientGone(HttpError):
-    status = 400
-    kind = "client_abort"
+__all__ = ["ClientGone", "Exchange", "ExchangeState", "StaleConnection"]
 
 
 @dataclass(slots=True)
@@ -69,46 +70,6 @@ class ExchangeState:
     backend_id: str | None = None
     failure: HttpError | None = None
     request_trailers: HeaderList = field(default_factory=list)
-
-
-# What a lapsed step deadline (or a broken stream during that step) means; see Exchange._lapse.
-UP_HEAD_WRITE = 0
-UP_BODY_WRITE = 1
-CLIENT_CONTINUE = 2
-CLIENT_BODY_IDLE = 3
-RESPONSE_HEAD = 4
-UP_BODY_IDLE = 5
-CLIENT_WRITE = 6
-TOTAL = 7  # the request's total_timeout_ms, which bounds every step
-
-
-class StepTimer:
-    """One cancel scope per task whose deadline moves with each step, capped by the total.
-
-    Entering and leaving a scope per send and per receive (plus one for the total timeout)
-    cost more than the proxying itself; moving one deadline is a heap push. ``step``
-    remembers which error a lapse means: the step's own, or TOTAL when the total deadline
-    is the nearer one.
-    """
-
-    __slots__ = ("scope", "step", "total_at")
-
-    def __init__(self, total_at: float, step: int, timeout_s: float = math.inf) -> None:
-        # Born armed for its first step: a deadline set before the scope is entered costs
-        # nothing extra.
-        deadline = trio.current_time() + timeout_s
-        if deadline >= total_at:
-            deadline, step = total_at, TOTAL
-        self.scope = trio.CancelScope(deadline=deadline)
-        self.step = step
-        self.total_at = total_at
-
-    def arm(self, timeout_s: float, step: int) -> None:
-        deadline = trio.current_time() + timeout_s
-        if deadline >= self.total_at:
-            deadline, step = self.total_at, TOTAL
-        self.scope.deadline = deadline
-        self.step = step
 
 
 class Exchange:
@@ -159,153 +120,16 @@ class Exchange:
         if s.request_framing.kind is BodyKind.NONE or (
             not s.expect_continue and self.client_reader.has_complete_message()
         ):
-            await self._run_buffered(conn, up_reader, request_bytes)
+            await run_buffered(self, conn, up_reader, request_bytes)
         else:
-            await self._run_streaming(conn, up_reader, request_bytes)
+            await run_streaming(self, conn, up_reader, request_bytes)
         if not s.upload_done:
             s.close_after = True
             s.upstream_reusable = False
 
-    # ---- the common case: the whole request is here, one task, one scope ----------------------
+    # ---- steps shared by both shapes (called by buffered_request and streaming_request) ----
 
-    async def _run_buffered(
-        self, conn: UpstreamConn, up_reader: MessageReader, request_bytes: bytes
-    ) -> None:
-        timer = StepTimer(self.total_at, UP_HEAD_WRITE, self.body_timeout_s)
-        with timer.scope:
-            await self._exchange_buffered(conn, up_reader, request_bytes, timer)
-        if timer.scope.cancelled_caught:
-            raise self._lapse(timer.step)
-
-    async def _exchange_buffered(
-        self, conn: UpstreamConn, up_reader: MessageReader, request_bytes: bytes, timer: StepTimer
-    ) -> None:
-        s = self.s
-        if s.request_framing.kind is not BodyKind.NONE:
-            request_bytes = self._with_buffered_body(request_bytes)
-        await self._send(conn.stream, request_bytes, timer, UP_HEAD_WRITE, armed=True)
-        if s.bytes_in:
-            s.body_sent = True
-        s.upload_done = True
-        timer.arm(self.head_timeout_s, RESPONSE_HEAD)
-        await self._relay_response(conn, up_reader, timer)
-
-    def _with_buffered_body(self, request_bytes: bytes) -> bytes:
-        """Head + the whole (already parsed) body in one write, re-framed for the next hop."""
-        s = self.s
-        chunked = s.request_framing.kind is BodyKind.CHUNKED
-        parts = [request_bytes]
-        events = self.client_reader.events
-        while True:
-            tag, payload = events.popleft()
-            if tag == DATA:
-                assert isinstance(payload, bytes)
-                s.bytes_in += len(payload)
-                if s.bytes_in > self.limits.max_body_bytes:
-                    raise BodyTooLarge("request body over the cap")
-                parts.append(encode_chunk(payload) if chunked else payload)
-            elif tag == TRAILERS:
-                assert isinstance(payload, list)
-                s.request_trailers = strip_hop_by_hop(payload)
-            elif tag == END:
-                if chunked:
-                    parts.append(encode_last_chunk(s.request_trailers))
-                return b"".join(parts)
-            else:
-                raise BadGateway(f"unexpected client event {tag}", kind="internal")
-
-    # ---- a body still arriving: upload and response relay run concurrently -------------------
-
-    async def _run_streaming(
-        self, conn: UpstreamConn, up_reader: MessageReader, request_bytes: bytes
-    ) -> None:
-        s = self.s
-        await self._send_alone(conn.stream, request_bytes, UP_HEAD_WRITE)
-        # No head deadline until the upload finishes (the total timeout covers a slow client).
-        self.relay_timer = relay = StepTimer(self.total_at, RESPONSE_HEAD)
-        try:
-            async with trio.open_nursery() as nursery:
-                if s.expect_continue:
-                    await self._send_alone(self.client, CONTINUE_100, CLIENT_CONTINUE)
-                upload = StepTimer(self.total_at, CLIENT_BODY_IDLE)
-                nursery.start_soon(self._guard, nursery.cancel_scope, upload, self._upload, conn)
-                await self._guard(
-                    nursery.cancel_scope, relay, self._relay_response, conn, up_reader
-                )
-                if not s.upload_done:
-                    nursery.cancel_scope.cancel()  # response complete: the upload stops here
-        finally:
-            self.relay_timer = None
-        if s.failure is not None:
-            raise s.failure
-
-    async def _send_alone(self, stream: trio.abc.Stream, data: bytes, step: int) -> None:
-        timer = StepTimer(self.total_at, step, self.body_timeout_s)
-        with timer.scope:
-            await self._send(stream, data, timer, step, armed=True)
-        if timer.scope.cancelled_caught:
-            raise self._lapse(step)
-
-    async def _timed(
-        self, timer: StepTimer, fn: Callable[..., Awaitable[None]], *args: object
-    ) -> None:
-        with timer.scope:
-            await fn(*args, timer)
-        if timer.scope.cancelled_caught:
-            raise self._lapse(timer.step)
-
-    async def _guard(
-        self,
-        scope: trio.CancelScope,
-        timer: StepTimer,
-        fn: Callable[..., Awaitable[None]],
-        *args: object,
-    ) -> None:
-        try:
-            await self._timed(timer, fn, *args)
-        except HttpError as exc:
-            if self.s.failure is None:
-                self.s.failure = exc
-            scope.cancel()
-
-    def _upload_finished(self) -> None:
-        self.s.upload_done = True
-        relay = self.relay_timer
-        if relay is not None and relay.step == RESPONSE_HEAD:
-            relay.arm(self.head_timeout_s, RESPONSE_HEAD)
-
-    async def _upload(self, conn: UpstreamConn, timer: StepTimer) -> None:
-        s = self.s
-        chunked = s.request_framing.kind is BodyKind.CHUNKED
-        reader = self.client_reader
-        while True:
-            timer.arm(self.body_timeout_s, CLIENT_BODY_IDLE)
-            tag, payload = await reader.next_event()
-            if tag == DATA:
-                assert isinstance(payload, bytes)
-                s.bytes_in += len(payload)
-                if s.bytes_in > self.limits.max_body_bytes:
-                    raise BodyTooLarge("request body over the cap")
-                out = encode_chunk(payload) if chunked else payload
-                await self._send(conn.stream, out, timer, UP_BODY_WRITE)
-                s.body_sent = True
-            elif tag == TRAILERS:
-                assert isinstance(payload, list)
-                s.request_trailers = strip_hop_by_hop(payload)
-            elif tag == END:
-                if chunked:
-                    last = encode_last_chunk(s.request_trailers)
-                    await self._send(conn.stream, last, timer, UP_BODY_WRITE)
-                self._upload_finished()
-                return
-            elif tag == EOF_EVENT:
-                raise ClientGone("client closed during request body")
-            else:
-                raise BadGateway(f"unexpected client event {tag}", kind="internal")
-
-    # ---- steps shared by both shapes -----------------------------------------------------------
-
-    async def _send(
+    async def send(
         self,
         stream: trio.abc.Stream,
         data: bytes,
@@ -314,34 +138,23 @@ class Exchange:
         *,
         armed: bool = False,
     ) -> None:
-        """send_all within the body timeout (``armed``: the timer already holds it for this
-        step); a broken stream means the same as a lapse of ``step``."""
-        if not armed:
-            timer.arm(self.body_timeout_s, step)
-        try:
-            await send_all(stream, data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise self._lapse(step) from None
+        """send_all within the body timeout; a broken stream means a lapse of ``step``.
 
-    def _lapse(self, step: int) -> HttpError:
-        """The typed error of a step that timed out or whose stream broke (built only then)."""
-        if step == UP_HEAD_WRITE:
-            if self.conn_reused:
-                return StaleConnection()
-            return BadGateway("upstream write failed", kind="upstream_write")
-        if step == UP_BODY_WRITE:
-            return BadGateway("upstream write failed", kind="upstream_write")
-        if step == CLIENT_CONTINUE:
-            return ClientGone()
-        if step == CLIENT_BODY_IDLE:
-            return RequestTimeout("request body idle", kind="body_timeout")
-        if step == RESPONSE_HEAD:
-            return GatewayTimeout("upstream response head timed out", kind="head_timeout")
-        if step == UP_BODY_IDLE:
-            return GatewayTimeout("upstream body idle", kind="upstream_body_timeout")
-        if step == TOTAL:
-            return GatewayTimeout("total request time exceeded", kind="total_timeout")
-        return ClientGone("client write failed", kind="client_write")
+        The timeout bounds waiting for room, so ``timer`` is armed for ``step`` (unless
+        ``armed``: it already holds it) only when the kernel did not take it all at once.
+        """
+        try:
+            sent = send_now(stream, data)
+            if sent < len(data):
+                if not armed:
+                    timer.arm(self.body_timeout_s, step)
+                await send_rest(stream, data, sent)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise lapse_error(step, self.conn_reused) from None
+
+    def lapse(self, step: int) -> HttpError:
+        """The typed error of a step that timed out or whose stream broke."""
+        return lapse_error(step, self.conn_reused)
 
     async def _read_final_head(self, conn: UpstreamConn, up_reader: MessageReader) -> ParsedHead:
         while True:
@@ -369,7 +182,7 @@ class Exchange:
             return up if up.kind is BodyKind.CHUNKED else BodyFraming(BodyKind.CHUNKED), False
         return BodyFraming(BodyKind.UNTIL_CLOSE), True  # HTTP/1.0: raw bytes, then close
 
-    async def _relay_response(
+    async def relay_response(
         self, conn: UpstreamConn, up_reader: MessageReader, timer: StepTimer
     ) -> None:
         s = self.s
@@ -405,7 +218,7 @@ class Exchange:
         if pending:
             data = pending[0] if len(pending) == 1 else b"".join(pending)
             pending.clear()
-            await self._send(self.client, data, timer, CLIENT_WRITE)
+            await self.send(self.client, data, timer, CLIENT_WRITE)
             self.s.response_started = True
 
     async def _relay_response_body(

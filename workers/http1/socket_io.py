@@ -4,8 +4,18 @@ trio.SocketStream wraps every call in a conflict detector, a generator-based err
 context manager and a memoryview; for a proxy doing four socket calls per request that wrapper
 costs as much as the call. For a ``trio.SocketStream`` (a final class) these functions call its
 public ``socket`` directly and translate OS errors the way SocketStream does; any other stream
-(TLS, memory streams in tests) goes through the ordinary Stream API. Cancellation and
-scheduling points are the trio socket's own, so timeouts and fairness are unchanged.
+(TLS, memory streams in tests) goes through the ordinary Stream API.
+
+Both go to the descriptor with ``os.read``/``os.write`` (trio's socket methods add a context
+manager, a cancel check and a frame or two per call). A receive is always a checkpoint: one
+that would block waits in ``wait_readable`` (which delivers cancellation), one that gets bytes
+at once is followed by ``trio.lowlevel.checkpoint()`` (so a peer that always has bytes ready
+can neither starve other tasks nor outrun a deadline; if that checkpoint delivers a
+cancellation the bytes read are dropped, and every cancellation here ends the connection).
+A send the kernel takes at once is not a scheduling point (trio's own send yields to the run
+loop after every successful call, a full scheduler pass per response); only a full buffer
+waits (``wait_writable``, a checkpoint that also delivers a lapsed deadline). Fairness and
+deadlines still hold because every exchange alternates sends with receives.
 Must never buffer, retry or swallow an error: a broken or closed socket raises exactly the
 trio.BrokenResourceError / trio.ClosedResourceError the Stream API would.
 """
@@ -13,6 +23,7 @@ trio.BrokenResourceError / trio.ClosedResourceError the Stream API would.
 from __future__ import annotations
 
 import errno
+import os
 
 import trio
 
@@ -26,28 +37,67 @@ def _translate(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceEr
 
 
 async def receive_some(stream: trio.abc.Stream, max_bytes: int) -> bytes | bytearray:
-    """``stream.receive_some(max_bytes)``; b"" at EOF."""
+    """``stream.receive_some(max_bytes)``; b"" at EOF. Always a checkpoint."""
     if type(stream) is not trio.SocketStream:
         return await stream.receive_some(max_bytes)
+    sock = stream.socket
     try:
-        return await stream.socket.recv(max_bytes)
+        try:
+            data = os.read(sock.fileno(), max_bytes)  # fileno() is -1 once closed: EBADF
+        except BlockingIOError:
+            pass
+        else:
+            await trio.lowlevel.checkpoint()
+            return data
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                return os.read(sock.fileno(), max_bytes)
+            except BlockingIOError:
+                pass
+    except OSError as exc:
+        raise _translate(exc) from exc
+
+
+def send_now(stream: trio.abc.Stream, data: bytes) -> int:
+    """Write what the kernel takes without waiting; how many bytes of ``data`` went out.
+
+    0 for streams other than a plain ``trio.SocketStream`` (``send_rest`` sends it all).
+    Never a scheduling point, so a caller arms its write deadline only when this falls short.
+    """
+    if type(stream) is not trio.SocketStream or not data:
+        return 0
+    sock = stream.socket
+    if sock.did_shutdown_SHUT_WR:
+        raise trio.ClosedResourceError("can't send data after sending EOF")
+    try:
+        return os.write(sock.fileno(), data)  # fileno() is -1 once closed: EBADF
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        raise _translate(exc) from exc
+
+
+async def send_rest(stream: trio.abc.Stream, data: bytes, sent: int) -> None:
+    """Send ``data[sent:]`` (after ``send_now`` fell short), waiting for room as needed."""
+    if type(stream) is not trio.SocketStream:
+        await stream.send_all(data[sent:] if sent else data)
+        return
+    sock = stream.socket
+    try:
+        with memoryview(data) as view:
+            while sent < len(data):
+                await trio.lowlevel.wait_writable(sock)
+                try:
+                    sent += os.write(sock.fileno(), view[sent:])
+                except BlockingIOError:
+                    pass
     except OSError as exc:
         raise _translate(exc) from exc
 
 
 async def send_all(stream: trio.abc.Stream, data: bytes) -> None:
-    """``stream.send_all(data)``."""
-    if type(stream) is not trio.SocketStream or not data:
-        await stream.send_all(data)
-        return
-    sock = stream.socket
-    if sock.did_shutdown_SHUT_WR:
-        raise trio.ClosedResourceError("can't send data after sending EOF")
-    try:
-        sent = await sock.send(data)
-        if sent < len(data):
-            with memoryview(data) as view:
-                while sent < len(data):
-                    sent += await sock.send(view[sent:])
-    except OSError as exc:
-        raise _translate(exc) from exc
+    """``stream.send_all(data)``; no scheduling point when the kernel takes it all at once."""
+    sent = send_now(stream, data)
+    if sent < len(data):
+        await send_rest(stream, data, sent)

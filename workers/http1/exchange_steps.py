@@ -1,0 +1,87 @@
+"""The steps of one proxied exchange, their moving deadline, and what a lapse of each means.
+
+Owns: the step ids, StepTimer (one cancel scope per task whose deadline moves with each step,
+capped by the request's total deadline), the typed error a lapsed or broken step stands for
+(``lapse_error``), and the two exchange errors the connection tells apart (StaleConnection,
+ClientGone). Must never perform I/O or decide retries (``upstream`` does).
+"""
+
+from __future__ import annotations
+
+import math
+
+import trio
+
+from gateway.http.errors import BadGateway, GatewayTimeout, HttpError, RequestTimeout
+
+
+class StaleConnection(BadGateway):
+    """A reused upstream connection died before it produced any response byte."""
+
+    kind = "stale_connection"
+
+
+class ClientGone(HttpError):
+    status = 400
+    kind = "client_abort"
+
+
+# What a lapsed step deadline (or a broken stream during that step) means; see lapse_error.
+UP_HEAD_WRITE = 0
+UP_BODY_WRITE = 1
+CLIENT_CONTINUE = 2
+CLIENT_BODY_IDLE = 3
+RESPONSE_HEAD = 4
+UP_BODY_IDLE = 5
+CLIENT_WRITE = 6
+TOTAL = 7  # the request's total_timeout_ms, which bounds every step
+
+
+class StepTimer:
+    """One cancel scope per task whose deadline moves with each step, capped by the total.
+
+    Entering and leaving a scope per send and per receive (plus one for the total timeout)
+    cost more than the proxying itself; moving one deadline is a heap push. ``step``
+    remembers which error a lapse means: the step's own, or TOTAL when the total deadline
+    is the nearer one.
+    """
+
+    __slots__ = ("scope", "step", "total_at")
+
+    def __init__(self, total_at: float, step: int, timeout_s: float = math.inf) -> None:
+        # Born armed for its first step: a deadline set before the scope is entered costs
+        # nothing extra.
+        deadline = trio.current_time() + timeout_s
+        if deadline >= total_at:
+            deadline, step = total_at, TOTAL
+        self.scope = trio.CancelScope(deadline=deadline)
+        self.step = step
+        self.total_at = total_at
+
+    def arm(self, timeout_s: float, step: int) -> None:
+        deadline = trio.current_time() + timeout_s
+        if deadline >= self.total_at:
+            deadline, step = self.total_at, TOTAL
+        self.scope.deadline = deadline
+        self.step = step
+
+
+def lapse_error(step: int, conn_reused: bool) -> HttpError:
+    """The typed error of a step that timed out or whose stream broke (built only then)."""
+    if step == UP_HEAD_WRITE:
+        if conn_reused:
+            return StaleConnection()
+        return BadGateway("upstream write failed", kind="upstream_write")
+    if step == UP_BODY_WRITE:
+        return BadGateway("upstream write failed", kind="upstream_write")
+    if step == CLIENT_CONTINUE:
+        return ClientGone()
+    if step == CLIENT_BODY_IDLE:
+        return RequestTimeout("request body idle", kind="body_timeout")
+    if step == RESPONSE_HEAD:
+        return GatewayTimeout("upstream response head timed out", kind="head_timeout")
+    if step == UP_BODY_IDLE:
+        return GatewayTimeout("upstream body idle", kind="upstream_body_timeout")
+    if step == TOTAL:
+        return GatewayTimeout("total request time exceeded", kind="total_timeout")
+    return ClientGone("client write failed", kind="client_write")
