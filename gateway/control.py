@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from gateway.errors import ControlError
+
 MAX_REQUEST_BYTES = 64 * 1024
 
 Command = Literal["status", "workers", "reload", "drain", "stop", "backends", "kernel"]
@@ -31,7 +33,7 @@ class Response(msgspec.Struct, frozen=True, kw_only=True):
     errors: list[str] = []
 
 
-class BadRequest(ValueError):
+class BadRequest(ControlError, ValueError):
     pass
 
 

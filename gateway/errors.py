@@ -85,10 +85,3 @@ class UpstreamConnectError(UpstreamError):
 
 class UpstreamTimeout(UpstreamError):
     status = 504
-
-
-class NoHealthyBackend(UpstreamError):
-    status = 503
-
-    def __init__(self, detail: str = "") -> None:
-        super().__init__("no_backend", detail)

@@ -14,12 +14,13 @@ from collections.abc import Iterator
 import msgspec
 
 from gateway.config.plan import GatewayPlan
+from gateway.errors import GatewayError
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 _LEN = struct.Struct(">I")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(GatewayError, ValueError):
     """The peer sent a frame that is not a valid message."""
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from gateway.errors import GatewayError
+
 
 class WorkerState(StrEnum):
     STARTING = "starting"
@@ -24,7 +26,7 @@ class WorkerInput(StrEnum):
     EXITED = "exited"
 
 
-class IllegalTransition(RuntimeError):
+class IllegalTransition(GatewayError, RuntimeError):
     pass
 
 

@@ -23,11 +23,12 @@ from collections.abc import Sequence
 from gateway.balancer.base import BackendStats, Policy
 from gateway.balancer.latency_ewma import record_latency
 from gateway.balancer.registry import make_policy
+from gateway.errors import GatewayError
 
 DEFAULT_EWMA_DECAY_S = 10.0
 
 
-class AccountingError(RuntimeError):
+class AccountingError(GatewayError, RuntimeError):
     """A counter would go negative: an end without a matching start."""
 
 

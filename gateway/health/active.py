@@ -21,6 +21,8 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gateway.errors import GatewayError
+
 
 class ActiveState(enum.Enum):
     UNKNOWN = "unknown"
@@ -51,7 +53,7 @@ _TRANSITIONS: dict[tuple[ActiveState, _Verdict], ActiveState] = {
 }
 
 
-class HealthTransitionError(RuntimeError):
+class HealthTransitionError(GatewayError, RuntimeError):
     """A (state, verdict) pair outside the transition table: a bug, never input."""
 
 

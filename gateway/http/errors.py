@@ -1,12 +1,15 @@
 """Typed HTTP errors that carry their wire meaning (status, whether to close, a log kind).
 
-Owns the error hierarchy of the HTTP data path. Must never perform I/O or log.
+Owns the HTTP branch of the one error hierarchy (gateway/errors.py). Must never perform
+I/O or log.
 """
 
 from __future__ import annotations
 
+from gateway.errors import GatewayError
 
-class HttpError(Exception):
+
+class HttpError(GatewayError):
     """An error that ends an exchange with ``status`` (or a close if a response already began)."""
 
     status: int = 500
