@@ -55,6 +55,26 @@ def wait_for_udp_echo(port: int, timeout_s: float = 10.0) -> None:
     raise TimeoutError(f"no UDP echo on 127.0.0.1:{port} after {timeout_s}s")
 
 
+def tcp_config(
+    listen_port: int, backend_ports: list[int], extra: str = "", runtime: str = ""
+) -> str:
+    backends = "".join(
+        f'[[listeners.backends]]\naddress = "127.0.0.1:{p}"\n' for p in backend_ports
+    )
+    return f"""
+[runtime]
+drain_timeout_ms = 3000
+{runtime}
+
+[[listeners]]
+name = "echo"
+address = "127.0.0.1:{listen_port}"
+protocol = "tcp"
+{extra}
+{backends}
+"""
+
+
 class DemoBackends:
     """`tools.demo_backends` in a subprocess."""
 

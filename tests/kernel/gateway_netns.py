@@ -9,63 +9,22 @@ gateway.steering.flow_hash and the seed the gateway reports.
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
-import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from kernel_netns import Veth, in_netns
 from running_gateway import ROOT, RunningGateway
 
 from gateway import steering
 
-if TYPE_CHECKING:
-    from conftest import Veth  # the `veth` fixture of tests/kernel/conftest.py
-
-CLONE_NEWNET = 0x40000000
-
 TCP_PORT, TCP6_PORT, NEW_PORT, UDP_PORT = 8080, 8081, 8082, 8053
 BACKEND_PORT, UDP_BACKEND_PORT, METRICS_PORT = 9000, 9053, 9100
-
-
-def setns(path: str) -> None:
-    """Enter a network namespace on this thread only (3.11 has no os.setns; notes P5/P6).
-
-    Kept here rather than imported from conftest: `from conftest import` resolves to
-    whichever test directory's conftest pytest loaded first."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    """Run the block (and processes it starts) in netns `name`; the mount namespace is
-    kept, so bpffs pins stay visible."""
-    home = os.open("/proc/self/ns/net", os.O_RDONLY)
-    try:
-        setns(f"/run/netns/{name}")
-        yield
-    finally:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.setns(home, CLONE_NEWNET)
-        os.close(home)
-
-
-def sh(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True, text=True)
 
 
 def gateway_config(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Veth, in_netns, sh
+from kernel_netns import Veth, in_netns, sh
 
 from gateway import steering
 from kernel.datapath import Datapath

@@ -16,7 +16,6 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 from gateway_netns import (
@@ -27,21 +26,16 @@ from gateway_netns import (
     NetnsGateway,
     echo_flow,
     gateway_config,
-    in_netns,
     pick_flows,
-    setns,
-    sh,
     start_backend,
     udp_flow,
     wait_for,
 )
+from kernel_netns import Veth, in_netns, setns, sh
 from running_gateway import RunningGateway, free_port
 
 from gateway.errors import EXIT_UNAVAILABLE
 from kernel import bpffs
-
-if TYPE_CHECKING:
-    from conftest import Veth  # the `veth` fixture of tests/kernel/conftest.py
 
 pytestmark = [pytest.mark.root]
 

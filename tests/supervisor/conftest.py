@@ -15,26 +15,6 @@ def echo_backends() -> Iterator[list[int]]:
     backends.stop()
 
 
-def tcp_config(
-    listen_port: int, backend_ports: list[int], extra: str = "", runtime: str = ""
-) -> str:
-    backends = "".join(
-        f'[[listeners.backends]]\naddress = "127.0.0.1:{p}"\n' for p in backend_ports
-    )
-    return f"""
-[runtime]
-drain_timeout_ms = 3000
-{runtime}
-
-[[listeners]]
-name = "echo"
-address = "127.0.0.1:{listen_port}"
-protocol = "tcp"
-{extra}
-{backends}
-"""
-
-
 @pytest.fixture
 def gateway_factory(tmp_path: Path) -> Iterator[type]:
     started: list[RunningGateway] = []

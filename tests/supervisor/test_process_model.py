@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import tcp_config
-from running_gateway import echo_once, free_port, on_cpu
+from running_gateway import echo_once, free_port, on_cpu, tcp_config
 
 
 def cpus_allowed(pid: int) -> str:
