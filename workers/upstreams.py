@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import structlog
 
 from gateway.balancer import Balancer, extract_key, parse_hash_key
+from gateway.balancer.maglev import table_size_for
 from gateway.config.plan import BackendPlan, ListenerPlan
 from gateway.health import FailureKind, OutlierDetector, OutlierSettings, eligible
 from gateway.health.outlier import Ejected
@@ -42,8 +43,8 @@ class UpstreamSet:
         self.index = {b.id: i for i, b in enumerate(self.backends)}
         b = plan.balancer
         options: dict[str, int] = {}
-        if b.policy == "maglev" and len(self.backends) <= 64:
-            options["table_size"] = 4099  # small pools: a 65537-slot fill costs ~35 ms per rebuild
+        if b.policy == "maglev":
+            options["table_size"] = table_size_for(len(self.backends))
         self.balancer = Balancer(
             b.policy,
             [(x.id, x.weight) for x in self.backends],

@@ -28,6 +28,15 @@ from gateway.balancer.key_hash import hash64
 from gateway.balancer.table_cache import TableCache
 
 DEFAULT_TABLE_SIZE = 65_537
+SMALL_POOL_TABLE_SIZE = 4_099  # prime, >= 64 slots per backend up to 64 backends
+
+
+def table_size_for(backend_count: int) -> int:
+    """The table a live worker builds: small pools get 4099 slots (still M >> N), since a
+    65537-slot fill costs ~35 ms of the worker's loop at every eligible-set change."""
+    return SMALL_POOL_TABLE_SIZE if backend_count <= 64 else DEFAULT_TABLE_SIZE
+
+
 _OFFSET_SEED = 0x4D41474C  # "MAGL"
 _SKIP_SEED = 0x45563031  # "EV01"
 
