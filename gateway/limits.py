@@ -1,8 +1,8 @@
 """Connection admission: the per-IP cap and the in-flight cap of one worker.
 
-Pure counters: `admit` decides, `release` undoes. The caps are per worker process;
-the config's values are divided across workers by the plan's consumer where a
-global figure is wanted (documented in conf/README.md).
+Pure counters: `admit` decides, `release` undoes. The caps are per worker process,
+applied as configured (not divided): with W workers the gateway-wide ceiling is
+W x cap, as conf/README.md §8 documents.
 """
 
 from __future__ import annotations

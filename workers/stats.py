@@ -11,22 +11,12 @@ from gateway.metrics.worker import WorkerMetrics
 
 
 class ListenerStats:
-    __slots__ = (
-        "connect_latency_sum_s",
-        "connects_total",
-        "metrics",
-        "name",
-        "requests_total",
-        "resets_total",
-    )
+    __slots__ = ("metrics", "name", "requests_total")
 
     def __init__(self, name: str, metrics: WorkerMetrics) -> None:
         self.name = name
         self.metrics = metrics
         self.requests_total = 0
-        self.resets_total = 0
-        self.connects_total = 0
-        self.connect_latency_sum_s = 0.0
 
     def bytes_in(self, n: int) -> None:
         self.metrics.bytes[(self.name, "in")] += n
@@ -45,13 +35,6 @@ class ListenerStats:
     ) -> None:
         self.requests_total += 1
         self.metrics.request_done(self.name, backend, status, duration_s, bytes_in, bytes_out)
-
-    def connect_latency(self, seconds: float) -> None:
-        self.connect_latency_sum_s += seconds
-        self.connects_total += 1
-
-    def reset(self) -> None:
-        self.resets_total += 1
 
     def no_backend(self) -> None:
         self.metrics.upstream_error(self.name, "", "no_backend")

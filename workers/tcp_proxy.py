@@ -52,7 +52,6 @@ async def connect_with_retries(
             break
         tried.append(i)
         backend = upstreams.backends[i]
-        started = time.monotonic()
         try:
             upstream = await open_upstream(
                 backend,
@@ -65,7 +64,6 @@ async def connect_with_retries(
             stats.upstream_error(backend.id, exc.kind)
             continue
         upstreams.record(i, ok=True)
-        stats.connect_latency(time.monotonic() - started)
         return i, upstream
     return None
 
@@ -82,7 +80,7 @@ async def _relay_sockets(
                 on_downstream_bytes=stats.bytes_out,
             )
         except PeerReset:
-            stats.reset()
+            pass  # one side reset: the relay ends and both sockets are closed below
         finally:
             for sock in (client, backend):
                 try:
@@ -103,7 +101,7 @@ async def relay_to_upstream(
             client, backend, on_upstream_bytes=stats.bytes_in, on_downstream_bytes=stats.bytes_out
         )
     except PeerReset:
-        stats.reset()
+        pass  # one side reset: the relay ends and both streams are closed below
     finally:
         await close_streams(client, backend)
 

@@ -65,7 +65,6 @@ class UpstreamPool:
         self.limits = limits
         self._connect = connect or open_backend_stream
         self._slots: dict[Backend, _BackendSlots] = {}
-        self.connects_total = 0
 
     def _slots_for(self, backend: Backend) -> _BackendSlots:
         slots = self._slots.get(backend)
@@ -122,7 +121,6 @@ class UpstreamPool:
         except BaseException:
             slots.limiter.release()
             raise
-        self.connects_total += 1
         slots.open_count += 1
         return UpstreamConn(backend, stream)
 
