@@ -28,33 +28,37 @@ if TYPE_CHECKING:
 async def run_buffered(
     ex: Exchange, conn: UpstreamConn, up_reader: MessageReader, request_bytes: bytes
 ) -> None:
-    """Send the whole request, then relay the response; one task, one cancel scope.
+    """Send the whole request, then relay the response under the connection's LazyDeadline.
 
-    The request usually goes out in one non-waiting write before the scope exists, so the
-    scope is born with the response-head deadline and no deadline moves in the common case.
+    The request usually goes out in one non-waiting write; the rest of the exchange enters
+    no cancel scope (the connection's watcher enforces the deadline).
     """
     s = ex.s
     if s.request_framing.kind is not BodyKind.NONE:
         request_bytes = _with_buffered_body(ex, request_bytes)
+    stream = conn.stream
     try:
-        sent = send_now(conn.stream, request_bytes)
+        sent = send_now(stream, request_bytes)
+        if sent < len(request_bytes):
+            await _send_rest_in_time(ex, stream, request_bytes, sent)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         raise ex.lapse(UP_HEAD_WRITE) from None
-    if sent < len(request_bytes):
-        timer = StepTimer(ex.total_at, UP_HEAD_WRITE, ex.body_timeout_s)
-    else:
-        timer = StepTimer(ex.total_at, RESPONSE_HEAD, ex.head_timeout_s)
+    if s.bytes_in:
+        s.body_sent = True
+    s.upload_done = True
+    timer = ex.deadline
+    timer.total_at = ex.total_at
+    timer.arm(ex.head_timeout_s, RESPONSE_HEAD)
+    await ex.relay_response(conn, up_reader, timer)
+
+
+async def _send_rest_in_time(ex: Exchange, stream: trio.abc.Stream, data: bytes, sent: int) -> None:
+    """The rest of a request the kernel did not take at once, under a scope of its own (rare):
+    a lapse here must surface as an error ``upstream`` can retry (a stale pooled
+    connection), not as the connection's lapse."""
+    timer = StepTimer(ex.total_at, UP_HEAD_WRITE, ex.body_timeout_s)
     with timer.scope:
-        if sent < len(request_bytes):
-            try:
-                await send_rest(conn.stream, request_bytes, sent)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                raise ex.lapse(UP_HEAD_WRITE) from None
-            timer.arm(ex.head_timeout_s, RESPONSE_HEAD)
-        if s.bytes_in:
-            s.body_sent = True
-        s.upload_done = True
-        await ex.relay_response(conn, up_reader, timer)
+        await send_rest(stream, data, sent)
     if timer.scope.cancelled_caught:
         raise ex.lapse(timer.step)
 

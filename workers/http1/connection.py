@@ -30,6 +30,13 @@ from gateway.http.responses import error_response_h1
 from workers.http1.backend import Backend
 from workers.http1.context import H1Context, RequestRecord
 from workers.http1.exchange import ClientGone, Exchange, ExchangeState
+from workers.http1.exchange_steps import (
+    KEEPALIVE_IDLE,
+    REQUEST_HEAD,
+    UNWATCHED,
+    LazyDeadline,
+    lapse_error,
+)
 from workers.http1.message_reader import END, EOF_EVENT, HEAD, UPGRADE, MessageReader, ParsedHead
 from workers.http1.upstream import forward
 from workers.http1.websocket import is_websocket_request, proxy_websocket
@@ -38,11 +45,6 @@ from workers.http1.websocket import is_websocket_request, proxy_websocket
 # the drain deadline): a request already on its way from the client is then served with
 # "Connection: close" instead of being met by a close it cannot tell from a failure.
 DRAIN_IDLE_GRACE_S = 1.0
-
-# What the connection waits for, as seen by its deadline watcher (watch_deadlines).
-_BUSY = 0  # inside a request: the exchange's own deadlines apply
-_IDLE = 1  # keep-alive, no byte of the next request yet: a lapse closes without a word
-_HEAD = 2  # a request head is arriving: a lapse is 408
 
 
 def peer_of(stream: trio.abc.Stream) -> str:
@@ -67,12 +69,8 @@ async def serve_h1_connection(
             with conn.life:
                 await conn.serve()
             nursery.cancel_scope.cancel()
-        if conn.life.cancel_called and conn.waiting == _HEAD:
-            await conn._fail(
-                RequestTimeout("request head too slow", kind="header_timeout"),
-                None,
-                conn.head_started_at,
-            )
+        if conn.deadline.lapsed:
+            await conn.answer_lapse()
     finally:
         await trio.aclose_forcefully(stream)
 
@@ -90,50 +88,68 @@ class _ClientConnection:
         self.total_timeout_s = ctx.limits.total_timeout_ms / 1000
         self.idle_close_at = math.inf  # set when drain begins
         self.served = 0
-        # Header and idle deadlines are plain floats watched by one task (watch_deadlines),
-        # which cancels ``life`` on a lapse; a request costs no cancel scope or heap push here.
+        self.now = trio.lowlevel.current_clock().current_time
+        # Every deadline of the connection (keep-alive idle, request head, the buffered
+        # exchange's steps) is one LazyDeadline watched by one task (watch_deadlines), which
+        # cancels ``life`` on a lapse: a request costs no cancel scope or heap push.
         self.life = trio.CancelScope()
-        self.waiting = _BUSY
-        self.head_deadline_at = math.inf
+        self.deadline = LazyDeadline(self.now)
+        self.exchange.deadline = self.deadline
+        # The request in progress, for the answer to a lapse (answer_lapse).
         self.head_started_at = 0.0
+        self.current: tuple[RequestHead, ExchangeState | None] | None = None
 
     def _lapse_at(self) -> float:
-        if self.waiting == _HEAD:
-            return self.head_deadline_at
-        if self.waiting == _IDLE:
-            return min(self.head_deadline_at, self.idle_close_at)
-        return math.inf
+        d = self.deadline
+        if d.step == KEEPALIVE_IDLE:
+            return min(d.at, self.idle_close_at)
+        return d.at
 
     async def watch_deadlines(self) -> None:
-        """Close on the header or idle deadline, and set the idle close when drain begins.
+        """Cancel ``life`` when the deadline lapses; set the idle close when drain begins.
 
-        Wakes at the nearest deadline, at least every header_timeout_s: a deadline set later
-        is never nearer than that, so none is missed; after drain also at ``idle_close_at``.
+        Sleeps until the deadline it read (the hot path pulls that wake in when it moves the
+        deadline earlier, see LazyDeadline) or until drain begins.
         """
         draining = self.ctx.draining
-        period_s = self.header_timeout_s
+        d = self.deadline
         while True:
-            now = trio.current_time()
             lapse_at = self._lapse_at()
-            if now >= lapse_at:
+            if self.now() >= lapse_at:
+                d.lapsed = True
                 self.life.cancel()
                 return
-            wake_at = min(lapse_at, now + period_s)
-            if draining.is_set():
-                if self.idle_close_at > now:
-                    wake_at = min(wake_at, self.idle_close_at)
-                await trio.sleep_until(wake_at)
-                continue
-            with trio.move_on_at(wake_at):
-                await draining.wait()
             if draining.is_set() and self.idle_close_at == math.inf:
-                now = trio.current_time()
+                now = self.now()
                 grace_at = max(now, self.ctx.drain_deadline_at)
                 self.idle_close_at = min(now + DRAIN_IDLE_GRACE_S, grace_at)
+                continue
+            with trio.CancelScope(deadline=lapse_at) as d.wake_scope:
+                d.wake_at = lapse_at
+                try:
+                    if draining.is_set():
+                        await trio.sleep_forever()
+                    await draining.wait()
+                finally:
+                    d.wake_at = -math.inf
+                    d.wake_scope = None
+
+    async def answer_lapse(self) -> None:
+        """The connection's deadline lapsed: 408 for a slow head, the exchange step's error
+        for a request in progress, a plain close for an idle keep-alive."""
+        step = self.deadline.step
+        if step == REQUEST_HEAD:
+            exc: HttpError = RequestTimeout("request head too slow", kind="header_timeout")
+            await self._fail(exc, None, self.head_started_at)
+        elif step != KEEPALIVE_IDLE and self.current is not None:
+            head, state = self.current
+            exc = lapse_error(step, self.exchange.conn_reused)
+            await self._fail(exc, head, self.head_started_at, state)
 
     async def serve(self) -> None:
         while True:
-            started_at = self.head_started_at = trio.current_time()
+            started_at = self.head_started_at = self.now()
+            self.current = None
             try:
                 head = await self._read_head()
             except HttpError as exc:
@@ -148,26 +164,21 @@ class _ClientConnection:
     async def _read_head(self) -> ParsedHead | None:
         """The next request head; None when the client left or we close an idle connection."""
         reader = self.reader
-        now = trio.current_time()
-        self.head_deadline_at = now + self.header_timeout_s
+        d = self.deadline
+        head_at = self.head_started_at + self.header_timeout_s
         if reader.idle:
-            if min(self.head_deadline_at, self.idle_close_at) <= now:
+            idle_at = min(head_at, self.idle_close_at)
+            if idle_at <= self.head_started_at:
                 return None
-            self.waiting = _IDLE
-        else:
-            self.waiting = _HEAD
-        try:
-            if self.waiting == _IDLE:
-                await reader.fill()
-                if self.life.cancel_called:
-                    return None  # the idle deadline passed as the bytes came: close as idle
-                self.waiting = _HEAD
-            tag, payload = await reader.next_event()
-            if self.life.cancel_called:
-                return None  # the head deadline passed as the head completed: 408 on the way out
-        finally:
-            if not self.life.cancel_called:
-                self.waiting = _BUSY
+            d.set(idle_at, KEEPALIVE_IDLE)
+            await reader.fill()
+            if d.lapsed:
+                return None  # the idle deadline passed as the bytes came: close as idle
+        d.set(head_at, REQUEST_HEAD)
+        tag, payload = await reader.next_event()
+        if d.lapsed:
+            return None  # the head deadline passed as the head completed: 408 on the way out
+        d.set(math.inf, UNWATCHED)
         if tag == HEAD:
             assert isinstance(payload, ParsedHead)
             return payload
@@ -212,6 +223,7 @@ class _ClientConnection:
         """Proxy one request; True when the connection may carry another."""
         head = self._request(parsed)
         state: ExchangeState | None = None
+        self.current = (head, None)
         try:
             if head.method == b"CONNECT":
                 raise NotImplementedMethod("CONNECT is not proxied")
@@ -242,6 +254,7 @@ class _ClientConnection:
                 expect_continue=bool(expect) and framing.kind is not BodyKind.NONE,
                 close_after=self._should_close(head),
             )
+            self.current = (head, state)
             exchange = self.exchange
             exchange.s = state
 
@@ -250,8 +263,9 @@ class _ClientConnection:
 
             # The total timeout is enforced inside (the exchange's step deadlines and the
             # connect wait are capped by it), so no scope of its own is entered per request.
-            exchange.total_at = trio.current_time() + self.total_timeout_s
+            exchange.total_at = self.now() + self.total_timeout_s
             await forward(self.ctx, exchange, head, build, self.client)
+            self.deadline.set(math.inf, UNWATCHED)
         except HttpError as exc:
             await self._fail(exc, head, started_at, state)
             return False
@@ -297,7 +311,7 @@ class _ClientConnection:
                 status=result.status,
                 bytes_in=result.bytes_in,
                 bytes_out=result.bytes_out,
-                duration_s=trio.current_time() - started_at,
+                duration_s=self.now() - started_at,
                 backend_id=result.backend_id,
                 client=self.client,
                 error_kind=result.error_kind,
@@ -313,6 +327,7 @@ class _ClientConnection:
         state: ExchangeState | None = None,
     ) -> None:
         """Answer with a small error response (unless one already began) and record it."""
+        self.deadline.set(math.inf, UNWATCHED)  # the answer has its own bound below
         status = 0
         if (state is None or not state.response_started) and not isinstance(exc, ClientGone):
             status = exc.status
@@ -345,7 +360,7 @@ class _ClientConnection:
                 status=status if status is not None else (state.status if state else 0),
                 bytes_in=state.bytes_in if state else 0,
                 bytes_out=state.bytes_out if state else 0,
-                duration_s=trio.current_time() - started_at,
+                duration_s=self.now() - started_at,
                 backend_id=backend_id,
                 client=self.client,
                 error_kind=error_kind,

@@ -31,8 +31,10 @@ from workers.http1.exchange_steps import (
     CLIENT_WRITE,
     UP_BODY_IDLE,
     ClientGone,
+    LazyDeadline,
     StaleConnection,
     StepTimer,
+    Timer,
     lapse_error,
 )
 from workers.http1.message_reader import (
@@ -80,6 +82,7 @@ class Exchange:
         "client",
         "client_reader",
         "conn_reused",
+        "deadline",
         "draining",
         "head_timeout_s",
         "limits",
@@ -104,6 +107,8 @@ class Exchange:
         self.body_timeout_s = limits.body_timeout_ms / 1000
         self.head_timeout_s = limits.head_timeout_ms / 1000
         self.relay_timer: StepTimer | None = None
+        # The connection's deadline, which the buffered shape moves (the connection sets it).
+        self.deadline = LazyDeadline(trio.current_time)
         self.conn_reused = False
         self.total_at = math.inf  # the current request's total deadline, set per request
 
@@ -133,7 +138,7 @@ class Exchange:
         self,
         stream: trio.abc.Stream,
         data: bytes,
-        timer: StepTimer,
+        timer: Timer,
         step: int,
         *,
         armed: bool = False,
@@ -183,7 +188,7 @@ class Exchange:
         return BodyFraming(BodyKind.UNTIL_CLOSE), True  # HTTP/1.0: raw bytes, then close
 
     async def relay_response(
-        self, conn: UpstreamConn, up_reader: MessageReader, timer: StepTimer
+        self, conn: UpstreamConn, up_reader: MessageReader, timer: Timer
     ) -> None:
         s = self.s
         head = await self._read_final_head(conn, up_reader)
@@ -213,7 +218,7 @@ class Exchange:
         )
         s.upstream_reusable = clean and up_keep and s.upload_done
 
-    async def _flush(self, pending: list[bytes], timer: StepTimer) -> None:
+    async def _flush(self, pending: list[bytes], timer: Timer) -> None:
         """Write what is pending to the client in one send: head and body parts coalesce."""
         if pending:
             data = pending[0] if len(pending) == 1 else b"".join(pending)
@@ -227,7 +232,7 @@ class Exchange:
         up: BodyFraming,
         client_framing: BodyFraming | None,
         head_wire: bytes,
-        timer: StepTimer,
+        timer: Timer,
     ) -> bool:
         """Stream the body after ``head_wire``; True when the upstream is left exactly at a
         message boundary. Whatever is already parsed goes out with the head in one write (at

@@ -18,11 +18,19 @@ from gateway.http.model import RequestHead
 from workers.http1.backend import Backend, ConnectFailed, ConnectTimedOut
 from workers.http1.context import H1Context
 from workers.http1.exchange import Exchange, StaleConnection
+from workers.http1.exchange_steps import lapse_error
 
 IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
 # Exchange failures that say nothing about the backend's health ("client*" kinds neither). The
 # total timeout is the request's budget running out: reported "aborted", as when it cancels.
 _NOT_THE_BACKENDS = frozenset(("body_too_large", "body_timeout", "total_timeout"))
+
+
+def _outcome_of(exc: HttpError, default: tuple[bool, str]) -> tuple[bool, str]:
+    """What a failed exchange says about the backend (client-side kinds say nothing)."""
+    if exc.kind.startswith("client") or exc.kind in _NOT_THE_BACKENDS:
+        return default
+    return (False, exc.kind)
 
 
 async def forward(
@@ -77,8 +85,12 @@ async def forward(
                 outcome = (False, "stale_connection")
                 raise
             except HttpError as exc:
-                if not exc.kind.startswith("client") and exc.kind not in _NOT_THE_BACKENDS:
-                    outcome = (False, exc.kind)
+                outcome = _outcome_of(exc, outcome)
+                raise
+            except trio.Cancelled:
+                if exchange.deadline.lapsed:  # the connection's watcher ended the exchange
+                    lapse = lapse_error(exchange.deadline.step, exchange.conn_reused)
+                    outcome = _outcome_of(lapse, outcome)
                 raise
             finally:
                 if not pool.keep(conn, reusable=reusable):
