@@ -7,13 +7,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
-APT_PACKAGES := clang llvm libbpf-dev bpftool ethtool iproute2 curl openssl netcat-openbsd nginx libnginx-mod-stream haproxy wrk systemd python3-venv
+APT_PACKAGES := clang llvm libbpf-dev bpftool ethtool iproute2 curl openssl netcat-openbsd nginx libnginx-mod-stream haproxy wrk systemd python3-venv python3-dev gcc
 CONFIG ?= conf/default.toml
 PYTEST_ARGS ?=
 
-.PHONY: run test install apt venv bpf lint check clean
+.PHONY: run test install apt venv bpf native lint check clean
 
-install: $(STAMPS)/apt $(STAMPS)/venv bpf
+install: $(STAMPS)/apt $(STAMPS)/venv bpf native
 
 $(STAMPS)/apt: Makefile
 	@mkdir -p $(STAMPS)
@@ -34,6 +34,14 @@ $(STAMPS)/venv: pyproject.toml | $(STAMPS)/apt
 bpf: $(STAMPS)/venv
 	@$(PY) -m kernel.build --out build/bpf
 
+# The hot pure modules compiled by mypyc next to their sources (tools/build_native.py);
+# rebuilt when a listed source changes (it keeps a hash of them).
+native: $(STAMPS)/venv
+	@mkdir -p build
+	@$(PY) -m tools.build_native > build/native.log 2>&1 || { tail -40 build/native.log; exit 1; }
+	@grep '^native:' build/native.log
+	@$(PY) -m tools.build_native --check
+
 run: install
 	@$(PY) -m tools.run_demo --config $(CONFIG)
 
@@ -50,4 +58,5 @@ check: $(STAMPS)/venv
 	@$(PY) -m supervisor.cli --check $(CONFIG)
 
 clean:
+	-$(PY) -m tools.build_native --clean
 	rm -rf $(STAMPS) build .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,19 @@ import pytest
 _skipped_root: list[str] = []
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A mypyc extension older than its source would run instead of the edited code."""
+    from tools.build_native import stale_extensions
+
+    stale = stale_extensions()
+    if stale:
+        pytest.exit(
+            f"stale compiled modules (edited after `make`): {', '.join(stale)}; "
+            "run `make native` or `python -m tools.build_native --clean`",
+            returncode=4,
+        )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() == 0:
         return

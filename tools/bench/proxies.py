@@ -10,6 +10,7 @@ whole process group).
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
 import os
 import signal
 import socket
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+from tools.build_native import native_modules
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BIN = Path(sys.executable).parent
@@ -170,6 +173,11 @@ def _wait_listening(proxy: Proxy, processes: int) -> Proxy:
     raise ProxyStartError(f"{proxy.name} not serving after {READY_TIMEOUT_S}s: {proxy.log_tail()}")
 
 
+def _is_built(tree: Path, source: str) -> bool:
+    src = tree / source
+    return any(src.with_suffix(s).exists() for s in importlib.machinery.EXTENSION_SUFFIXES)
+
+
 def start_expressgateway_with(
     workdir: Path,
     name: str,
@@ -205,6 +213,8 @@ access_log = false
     log_path = workdir / f"{name}.log"
     proc = _spawn([str(BIN / "expressgateway"), str(config)], cpus, log_path, env, tree)
     version = _version([str(BIN / "expressgateway"), "--version"])
+    compiled = len([p for p in native_modules() if _is_built(tree, p)])
+    version += f" (mypyc: {compiled}/{len(native_modules())} hot modules)"
     proxy = Proxy("expressgateway", version, proc, port, log_path)
     with notify:
         notify.settimeout(READY_TIMEOUT_S)

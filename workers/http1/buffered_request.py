@@ -49,6 +49,7 @@ async def run_buffered(
     timer = ex.deadline
     timer.total_at = ex.total_at
     timer.arm(ex.head_timeout_s, RESPONSE_HEAD)
+    up_reader.wait_first = True
     await ex.relay_response(conn, up_reader, timer)
 
 

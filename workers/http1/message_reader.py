@@ -17,7 +17,7 @@ import trio
 from gateway.http.errors import BadGateway, BadRequest, HeadersTooLarge, HttpError
 from gateway.http.limits import READ_MAX_BYTES, HttpLimits
 from gateway.http.model import HeaderList
-from workers.http1.socket_io import receive_some
+from workers.http1.socket_io import receive_some, receive_when_ready
 
 
 @dataclass(slots=True)
@@ -126,6 +126,8 @@ class MessageReader:
         self.upgraded = False
         self.eof = False
         self.last_feed_clean_head_end = False
+        # The next fill follows a request just sent: wait for readability before reading.
+        self.wait_first = False
 
     def too_large(self, detail: str) -> HttpError:
         if self.error_type is BadRequest:
@@ -163,7 +165,11 @@ class MessageReader:
         if self.eof:
             raise self.error_type("read after end of stream", kind="truncated")
         try:
-            data = await receive_some(self.stream, READ_MAX_BYTES)
+            if self.wait_first:
+                self.wait_first = False
+                data = await receive_when_ready(self.stream, READ_MAX_BYTES)
+            else:
+                data = await receive_some(self.stream, READ_MAX_BYTES)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         if not data:

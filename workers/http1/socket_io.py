@@ -59,6 +59,23 @@ async def receive_some(stream: trio.abc.Stream, max_bytes: int) -> bytes | bytea
         raise _translate(exc) from exc
 
 
+async def receive_when_ready(stream: trio.abc.Stream, max_bytes: int) -> bytes | bytearray:
+    """``receive_some`` for a read that almost surely has to wait (a response just requested):
+    waits for readability first instead of paying for a read that fails."""
+    if type(stream) is not trio.SocketStream:
+        return await stream.receive_some(max_bytes)
+    sock = stream.socket
+    try:
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                return os.read(sock.fileno(), max_bytes)
+            except BlockingIOError:
+                pass
+    except OSError as exc:
+        raise _translate(exc) from exc
+
+
 def send_now(stream: trio.abc.Stream, data: bytes) -> int:
     """Write what the kernel takes without waiting; how many bytes of ``data`` went out.
 
