@@ -8,6 +8,7 @@ worker's own outlier detection (consecutive connect errors / timeouts / 5xx).
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -66,6 +67,12 @@ class UpstreamSet:
         self.active_up = [True] * len(self.backends)  # verdicts from the supervisor's prober
         self.consecutive_failures = [0] * len(self.backends)
         self.panic = False
+        # The eligible list is recomputed only when it can change: a verdict, an ejection, or
+        # the end of the earliest ejection (``_eligible_until``); a pick reads it as is.
+        self._eligible: list[int] = []
+        self._eligible_until = -math.inf
+        # Latencies only feed the ewma policy; others skip the clock read and the fold.
+        self.uses_latency = b.policy == "ewma"
 
     @property
     def active_connections(self) -> list[int]:
@@ -75,8 +82,12 @@ class UpstreamSet:
         i = self.index.get(backend_id)
         if i is not None:
             self.active_up[i] = healthy
+            self._eligible_until = -math.inf
 
     def eligible(self, now: float) -> list[int]:
+        """Ascending eligible indices at ``now`` (the caller must not mutate the list)."""
+        if now < self._eligible_until:
+            return self._eligible
         indices, panic = eligible(
             len(self.backends),
             self.active_up,
@@ -88,6 +99,9 @@ class UpstreamSet:
             log.warning(
                 "balancer_panic" if panic else "balancer_panic_over", listener=self.plan.name
             )
+        self._eligible = indices
+        next_change = self.outlier.next_deadline(now)
+        self._eligible_until = math.inf if next_change is None else next_change
         return indices
 
     def key_for(
@@ -108,8 +122,10 @@ class UpstreamSet:
         self, *, exclude: Sequence[int] = (), key: bytes | None = None, now: float | None = None
     ) -> int | None:
         now = time.monotonic() if now is None else now
+        if not exclude:
+            return self.balancer.pick(self.eligible(now), key, now)
         candidates = [i for i in self.eligible(now) if i not in exclude]
-        if not candidates and exclude:
+        if not candidates:
             # Every eligible backend already failed this request: try the others too.
             candidates = [i for i in range(len(self.backends)) if i not in exclude]
         return self.balancer.pick(candidates, key, now)
@@ -124,7 +140,10 @@ class UpstreamSet:
         self.balancer.request_started(i)
 
     def request_finished(self, i: int, latency_s: float | None) -> None:
-        self.balancer.request_finished(i, latency_s, time.monotonic())
+        if latency_s is None or not self.uses_latency:
+            self.balancer.request_finished(i, None, 0.0)
+        else:
+            self.balancer.request_finished(i, latency_s, time.monotonic())
 
     def record(self, i: int, *, ok: bool, kind: str = "", now: float | None = None) -> None:
         """Feed passive health with one attempt's outcome."""
@@ -132,6 +151,7 @@ class UpstreamSet:
         self.consecutive_failures[i] = 0 if ok else self.consecutive_failures[i] + 1
         verdict = self.outlier.record(i, ok, None if ok else failure_kind(kind), now)
         if isinstance(verdict, Ejected):
+            self._eligible_until = -math.inf
             log.warning(
                 "backend_ejected",
                 listener=self.plan.name,
