@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import trio
 
 from gateway.http.errors import BadGateway, HttpError
-from gateway.http.framing import BodyFraming, BodyKind, response_body_framing
+from gateway.http.framing import NO_BODY, BodyFraming, BodyKind, response_body_framing
 from gateway.http.h1_relay_heads import client_response_head
 from gateway.http.h1_wire import encode_chunk, encode_last_chunk
 from gateway.http.hop_by_hop import strip_hop_by_hop
@@ -100,7 +100,18 @@ class Exchange:
         draining: trio.Event | None = None,
     ) -> None:
         self.draining = draining
-        self.s: ExchangeState = state  # type: ignore[assignment]  # set per request
+        # The current request's state, set per request (a closed placeholder until then).
+        self.s: ExchangeState = (
+            state
+            if state is not None
+            else ExchangeState(
+                method=b"",
+                client_version=b"1.1",
+                request_framing=NO_BODY,
+                expect_continue=False,
+                close_after=True,
+            )
+        )
         self.client = client
         self.client_reader = client_reader
         self.limits = limits

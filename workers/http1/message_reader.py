@@ -78,9 +78,9 @@ class _Callbacks:
         p = r.parser
         version = p.get_http_version()
         head = ParsedHead(
-            p.get_method() if r.is_request else b"",
+            p.get_method() if isinstance(p, httptools.HttpRequestParser) else b"",
             r.target,
-            0 if r.is_request else p.get_status_code(),
+            p.get_status_code() if isinstance(p, httptools.HttpResponseParser) else 0,
             b"1.1" if version == "1.1" else version.encode(),
             r.headers,
             p.should_upgrade(),
