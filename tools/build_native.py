@@ -92,11 +92,17 @@ def built_extensions() -> list[Path]:
 def stale_extensions() -> list[str]:
     """Compiled modules whose source changed after the build (they would shadow the edit)."""
     stale = []
+    # Compiled modules call each other through the shared runtime, which holds every
+    # module's native code: a source newer than it is stale even if its own extension is gone.
+    shared = [p.stat().st_mtime for p in ROOT.glob(_SHARED_GLOB)]
+    built_at = min(shared) if shared else None
     for source in native_modules():
-        src = ROOT / source
-        for ext in _extension_paths(source):
-            if ext.exists() and ext.stat().st_mtime < src.stat().st_mtime:
-                stale.append(source)
+        src_mtime = (ROOT / source).stat().st_mtime
+        exts = [e for e in _extension_paths(source) if e.exists()]
+        if any(e.stat().st_mtime < src_mtime for e in exts) or (
+            built_at is not None and built_at < src_mtime
+        ):
+            stale.append(source)
     return stale
 
 
@@ -147,6 +153,10 @@ def build() -> None:
     cmd.build_temp = str(BUILD_DIR / "temp")  # type: ignore[attr-defined]
     cmd.ensure_finalized()
     cmd.run()
+    # build_ext copies unchanged objects with their old times: stamp every extension now, so
+    # "older than its source" keeps meaning "built before the edit".
+    for ext in [*built_extensions(), *ROOT.glob(_SHARED_GLOB)]:
+        os.utime(ext)
     STAMP.write_text(digest)
     print(f"native: compiled {len(modules)} modules with mypyc")
 
