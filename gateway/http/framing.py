@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Final
 
 from gateway.http.errors import BadGateway, BadRequest, HttpError
 from gateway.http.model import HeaderList
@@ -23,10 +24,19 @@ class BodyKind(enum.Enum):
     UNTIL_CLOSE = "until_close"
 
 
-@dataclass(frozen=True, slots=True)
+# init=False + explicit __init__: mypyc builds it natively (a generated __init__ runs interpreted).
+# Final: read-only (mypy checks it; compiled, a write raises) as frozen=True was.
+@dataclass(slots=True, init=False)
 class BodyFraming:
-    kind: BodyKind
-    length: int = 0
+    kind: Final[BodyKind]
+    length: Final[int]
+
+    def __init__(self, kind: BodyKind, length: int = 0) -> None:
+        self.kind = kind
+        self.length = length
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.length))
 
 
 NO_BODY = BodyFraming(BodyKind.NONE)

@@ -8,7 +8,7 @@ their chunk size and window).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gateway.http.errors import BadGateway, BadRequest
 
@@ -17,23 +17,52 @@ HeaderList = list[Header]
 Trailers = HeaderList
 
 
-@dataclass(slots=True)
+# init=False + explicit __init__: mypyc builds it natively (a generated __init__ runs interpreted).
+@dataclass(slots=True, init=False)
 class RequestHead:
     method: bytes
     scheme: bytes
     authority: bytes
     path: bytes
-    headers: HeaderList = field(default_factory=list)
+    headers: HeaderList
     # The front's protocol version: b"1.0", b"1.1", b"2", b"3".
-    http_version: bytes = b"1.1"
+    http_version: bytes
+
+    def __init__(
+        self,
+        method: bytes,
+        scheme: bytes,
+        authority: bytes,
+        path: bytes,
+        headers: HeaderList | None = None,
+        http_version: bytes = b"1.1",
+    ) -> None:
+        self.method = method
+        self.scheme = scheme
+        self.authority = authority
+        self.path = path
+        self.headers = [] if headers is None else headers
+        self.http_version = http_version
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ResponseHead:
     status: int
-    reason: bytes = b""
-    headers: HeaderList = field(default_factory=list)
-    http_version: bytes = b"1.1"
+    reason: bytes
+    headers: HeaderList
+    http_version: bytes
+
+    def __init__(
+        self,
+        status: int,
+        reason: bytes = b"",
+        headers: HeaderList | None = None,
+        http_version: bytes = b"1.1",
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = [] if headers is None else headers
+        self.http_version = http_version
 
 
 def header_values(headers: HeaderList, name: bytes) -> list[bytes]:

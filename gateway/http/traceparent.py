@@ -7,19 +7,31 @@ Owns the traceparent grammar (W3C Trace Context Level 1 §3.2). Randomness is in
 
 from __future__ import annotations
 
+import binascii
 import random
 from dataclasses import dataclass
+from typing import Final
 
 _HEX = frozenset(b"0123456789abcdef")
 _ZERO_TRACE = b"0" * 32
 _ZERO_SPAN = b"0" * 16
 
 
-@dataclass(frozen=True, slots=True)
+# init=False + explicit __init__: mypyc builds it natively (a generated __init__ runs interpreted).
+# Final: read-only (mypy checks it; compiled, a write raises) as frozen=True was.
+@dataclass(slots=True, init=False)
 class TraceContext:
-    trace_id: bytes  # 32 lowercase hex
-    parent_id: bytes  # 16 lowercase hex
-    flags: int
+    trace_id: Final[bytes]  # 32 lowercase hex
+    parent_id: Final[bytes]  # 16 lowercase hex
+    flags: Final[int]
+
+    def __init__(self, trace_id: bytes, parent_id: bytes, flags: int) -> None:
+        self.trace_id = trace_id
+        self.parent_id = parent_id
+        self.flags = flags
+
+    def __hash__(self) -> int:
+        return hash((self.trace_id, self.parent_id, self.flags))
 
     def encode(self) -> bytes:
         return b"00-%s-%s-%02x" % (self.trace_id, self.parent_id, self.flags)
@@ -55,7 +67,7 @@ def _random_hex(rng: random.Random, bits: int) -> bytes:
     while True:
         n = rng.getrandbits(bits)
         if n:
-            return b"%0*x" % (bits // 4, n)
+            return binascii.hexlify(n.to_bytes(bits // 8, "big"))  # cheaper than b"%0*x" %
 
 
 def child_context(inbound: TraceContext | None, rng: random.Random) -> TraceContext:

@@ -20,7 +20,8 @@ from workers.http1.backend import Backend, Connect
 from workers.http1.pool import UpstreamPool
 
 
-@dataclass(slots=True)
+# init=False + explicit __init__: mypyc builds it natively (a generated __init__ runs interpreted).
+@dataclass(slots=True, init=False)
 class RequestRecord:
     listener: str
     method: str
@@ -32,6 +33,30 @@ class RequestRecord:
     backend_id: str | None
     client: str
     error_kind: str | None
+
+    def __init__(
+        self,
+        listener: str,
+        method: str,
+        path: str,
+        status: int,
+        bytes_in: int,
+        bytes_out: int,
+        duration_s: float,
+        backend_id: str | None,
+        client: str,
+        error_kind: str | None,
+    ) -> None:
+        self.listener = listener
+        self.method = method
+        self.path = path
+        self.status = status
+        self.bytes_in = bytes_in
+        self.bytes_out = bytes_out
+        self.duration_s = duration_s
+        self.backend_id = backend_id
+        self.client = client
+        self.error_kind = error_kind
 
 
 # (request head, client ip, backends already tried for this request) -> the next backend

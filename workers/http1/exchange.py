@@ -14,7 +14,7 @@ parse bytes itself (``message_reader`` does).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
@@ -53,7 +53,8 @@ from workers.http1.streaming_request import run_streaming
 __all__ = ["ClientGone", "Exchange", "ExchangeState", "StaleConnection"]
 
 
-@dataclass(slots=True)
+# init=False + explicit __init__: mypyc builds it natively (a generated __init__ runs interpreted).
+@dataclass(slots=True, init=False)
 class ExchangeState:
     """What one request carried; read by the connection for its access record."""
 
@@ -62,16 +63,40 @@ class ExchangeState:
     request_framing: BodyFraming
     expect_continue: bool
     close_after: bool
-    bytes_in: int = 0
-    bytes_out: int = 0
-    status: int = 0
-    response_started: bool = False
-    upload_done: bool = False
-    body_sent: bool = False
-    upstream_reusable: bool = False
-    backend_id: str | None = None
-    failure: HttpError | None = None
-    request_trailers: HeaderList = field(default_factory=list)
+    bytes_in: int
+    bytes_out: int
+    status: int
+    response_started: bool
+    upload_done: bool
+    body_sent: bool
+    upstream_reusable: bool
+    backend_id: str | None
+    failure: HttpError | None
+    request_trailers: HeaderList
+
+    def __init__(
+        self,
+        method: bytes,
+        client_version: bytes,
+        request_framing: BodyFraming,
+        expect_continue: bool,
+        close_after: bool,
+    ) -> None:
+        self.method = method
+        self.client_version = client_version
+        self.request_framing = request_framing
+        self.expect_continue = expect_continue
+        self.close_after = close_after
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.status = 0
+        self.response_started = False
+        self.upload_done = False
+        self.body_sent = False
+        self.upstream_reusable = False
+        self.backend_id = None
+        self.failure = None
+        self.request_trailers = []
 
 
 class Exchange:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
+from typing import Final
 
 import httptools
 import trio
@@ -19,8 +20,13 @@ from gateway.http.limits import READ_MAX_BYTES, HttpLimits
 from gateway.http.model import HeaderList
 from workers.http1.socket_io import receive_some, receive_when_ready
 
+# Bound once (compiled, each ``httptools.X`` is a module attribute lookup).
+_RequestParser: Final = httptools.HttpRequestParser
+_ResponseParser: Final = httptools.HttpResponseParser
 
-@dataclass(slots=True)
+
+# init=False + explicit __init__: mypyc builds it natively (a generated __init__ runs interpreted).
+@dataclass(slots=True, init=False)
 class ParsedHead:
     method: bytes  # b"" for responses
     target: bytes  # request target, b"" for responses
@@ -28,6 +34,22 @@ class ParsedHead:
     http_version: bytes
     headers: HeaderList
     upgrade: bool
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        status: int,
+        http_version: bytes,
+        headers: HeaderList,
+        upgrade: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.status = status
+        self.http_version = http_version
+        self.headers = headers
+        self.upgrade = upgrade
 
 
 # Event tags; events are (tag, payload) tuples to keep the hot path allocation-light.
@@ -78,9 +100,9 @@ class _Callbacks:
         p = r.parser
         version = p.get_http_version()
         head = ParsedHead(
-            p.get_method() if isinstance(p, httptools.HttpRequestParser) else b"",
+            p.get_method() if isinstance(p, _RequestParser) else b"",
             r.target,
-            p.get_status_code() if isinstance(p, httptools.HttpResponseParser) else 0,
+            p.get_status_code() if isinstance(p, _ResponseParser) else 0,
             b"1.1" if version == "1.1" else version.encode(),
             r.headers,
             p.should_upgrade(),

@@ -12,6 +12,7 @@ import collections
 import select
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 import trio
 
@@ -19,6 +20,10 @@ from gateway.http.errors import NoBackend
 from gateway.http.limits import PoolLimits
 from workers.http1.backend import Backend, Connect, connect_with_timeout, open_backend_stream
 from workers.http1.message_reader import MessageReader
+
+# Bound once (compiled, each ``select.X`` is a module attribute lookup).
+_poll: Final = select.poll
+_POLL_READABLE: Final = select.POLLIN | select.POLLPRI
 
 
 @dataclass(slots=True)
@@ -56,8 +61,8 @@ def _has_pending_input(stream: trio.abc.Stream) -> bool:
         return True  # closed under us
     # Readable without blocking means stray bytes (desync), EOF or an error: all unusable.
     # One poll(2) with a zero timeout; cheaper than wrapping the fd in a socket to MSG_PEEK.
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLPRI)
+    poller = _poll()
+    poller.register(fd, _POLL_READABLE)
     return bool(poller.poll(0))
 
 

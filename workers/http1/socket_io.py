@@ -24,10 +24,20 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import Final
 
 import trio
 
 _CLOSED_ERRNOS = frozenset((errno.EBADF, errno.ENOTSOCK))
+
+# Bound once: compiled, ``trio.lowlevel.wait_readable`` is two module attribute lookups per
+# call; a Final name is a C static.
+_SocketStream: Final = trio.SocketStream
+_read: Final = os.read
+_write: Final = os.write
+_checkpoint: Final = trio.lowlevel.checkpoint
+_wait_readable: Final = trio.lowlevel.wait_readable
+_wait_writable: Final = trio.lowlevel.wait_writable
 
 
 def _translate(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
@@ -38,21 +48,21 @@ def _translate(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceEr
 
 async def receive_some(stream: trio.abc.Stream, max_bytes: int) -> bytes | bytearray:
     """``stream.receive_some(max_bytes)``; b"" at EOF. Always a checkpoint."""
-    if type(stream) is not trio.SocketStream:
+    if type(stream) is not _SocketStream:
         return await stream.receive_some(max_bytes)
     sock = stream.socket
     try:
         try:
-            data = os.read(sock.fileno(), max_bytes)  # fileno() is -1 once closed: EBADF
+            data = _read(sock.fileno(), max_bytes)  # fileno() is -1 once closed: EBADF
         except BlockingIOError:
             pass
         else:
-            await trio.lowlevel.checkpoint()
+            await _checkpoint()
             return data
         while True:
-            await trio.lowlevel.wait_readable(sock)
+            await _wait_readable(sock)
             try:
-                return os.read(sock.fileno(), max_bytes)
+                return _read(sock.fileno(), max_bytes)
             except BlockingIOError:
                 pass
     except OSError as exc:
@@ -62,14 +72,14 @@ async def receive_some(stream: trio.abc.Stream, max_bytes: int) -> bytes | bytea
 async def receive_when_ready(stream: trio.abc.Stream, max_bytes: int) -> bytes | bytearray:
     """``receive_some`` for a read that almost surely has to wait (a response just requested):
     waits for readability first instead of paying for a read that fails."""
-    if type(stream) is not trio.SocketStream:
+    if type(stream) is not _SocketStream:
         return await stream.receive_some(max_bytes)
     sock = stream.socket
     try:
         while True:
-            await trio.lowlevel.wait_readable(sock)
+            await _wait_readable(sock)
             try:
-                return os.read(sock.fileno(), max_bytes)
+                return _read(sock.fileno(), max_bytes)
             except BlockingIOError:
                 pass
     except OSError as exc:
@@ -82,13 +92,13 @@ def send_now(stream: trio.abc.Stream, data: bytes) -> int:
     0 for streams other than a plain ``trio.SocketStream`` (``send_rest`` sends it all).
     Never a scheduling point, so a caller arms its write deadline only when this falls short.
     """
-    if type(stream) is not trio.SocketStream or not data:
+    if type(stream) is not _SocketStream or not data:
         return 0
     sock = stream.socket
     if sock.did_shutdown_SHUT_WR:
         raise trio.ClosedResourceError("can't send data after sending EOF")
     try:
-        return os.write(sock.fileno(), data)  # fileno() is -1 once closed: EBADF
+        return _write(sock.fileno(), data)  # fileno() is -1 once closed: EBADF
     except BlockingIOError:
         return 0
     except OSError as exc:
@@ -97,16 +107,16 @@ def send_now(stream: trio.abc.Stream, data: bytes) -> int:
 
 async def send_rest(stream: trio.abc.Stream, data: bytes, sent: int) -> None:
     """Send ``data[sent:]`` (after ``send_now`` fell short), waiting for room as needed."""
-    if type(stream) is not trio.SocketStream:
+    if type(stream) is not _SocketStream:
         await stream.send_all(data[sent:] if sent else data)
         return
     sock = stream.socket
     try:
         with memoryview(data) as view:
             while sent < len(data):
-                await trio.lowlevel.wait_writable(sock)
+                await _wait_writable(sock)
                 try:
-                    sent += os.write(sock.fileno(), view[sent:])
+                    sent += _write(sock.fileno(), view[sent:])
                 except BlockingIOError:
                     pass
     except OSError as exc:
