@@ -56,6 +56,7 @@ _SINGLE = (
     "workers/http1/connection.py",
     "workers/http1/context.py",
     "workers/upstreams.py",
+    "workers/readiness.py",
     "workers/stats.py",
     "workers/http1_listener.py",
 )

@@ -38,6 +38,7 @@ from workers.http1.exchange_steps import (
     lapse_error,
 )
 from workers.http1.message_reader import END, EOF_EVENT, HEAD, UPGRADE, MessageReader, ParsedHead
+from workers.http1.socket_io import forget
 from workers.http1.upstream import forward
 from workers.http1.websocket import is_websocket_request, proxy_websocket
 
@@ -72,6 +73,7 @@ async def serve_h1_connection(
         if conn.deadline.lapsed:
             await conn.answer_lapse()
     finally:
+        forget(stream)
         await trio.aclose_forcefully(stream)
 
 

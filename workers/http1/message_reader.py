@@ -18,7 +18,7 @@ import trio
 from gateway.http.errors import BadGateway, BadRequest, HeadersTooLarge, HttpError
 from gateway.http.limits import READ_MAX_BYTES, HttpLimits
 from gateway.http.model import HeaderList
-from workers.http1.socket_io import receive_some, receive_when_ready
+from workers.http1.socket_io import receive_some, receive_when_ready, watch
 
 # Bound once (compiled, each ``httptools.X`` is a module attribute lookup).
 _RequestParser: Final = httptools.HttpRequestParser
@@ -127,6 +127,8 @@ class MessageReader:
 
     def __init__(self, stream: trio.abc.Stream, limits: HttpLimits, *, is_request: bool) -> None:
         self.stream = stream
+        # A plain TCP socket is registered for edge-triggered reads (workers.readiness).
+        self.readiness = watch(stream)
         self.is_request = is_request
         self.max_headers = limits.max_headers
         self.max_header_bytes = limits.max_header_bytes
@@ -189,9 +191,9 @@ class MessageReader:
         try:
             if self.wait_first:
                 self.wait_first = False
-                data = await receive_when_ready(self.stream, READ_MAX_BYTES)
+                data = await receive_when_ready(self.stream, READ_MAX_BYTES, self.readiness)
             else:
-                data = await receive_some(self.stream, READ_MAX_BYTES)
+                data = await receive_some(self.stream, READ_MAX_BYTES, self.readiness)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         if not data:

@@ -20,6 +20,7 @@ from gateway.http.errors import NoBackend
 from gateway.http.limits import PoolLimits
 from workers.http1.backend import Backend, Connect, connect_with_timeout, open_backend_stream
 from workers.http1.message_reader import MessageReader
+from workers.http1.socket_io import forget
 
 # Bound once (compiled, each ``select.X`` is a module attribute lookup).
 _poll: Final = select.poll
@@ -168,6 +169,7 @@ class UpstreamPool:
     async def _close(self, slots: _BackendSlots, conn: UpstreamConn) -> None:
         slots.open_count -= 1
         slots.limiter.release()
+        forget(conn.stream)
         await trio.aclose_forcefully(conn.stream)
 
     async def aclose(self) -> None:

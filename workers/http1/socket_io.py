@@ -28,6 +28,8 @@ from typing import Final
 
 import trio
 
+from workers.readiness import Readiness, current_readiness, existing_readiness
+
 _CLOSED_ERRNOS = frozenset((errno.EBADF, errno.ENOTSOCK))
 
 # Bound once: compiled, ``trio.lowlevel.wait_readable`` is two module attribute lookups per
@@ -46,8 +48,11 @@ def _translate(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceEr
     return trio.BrokenResourceError(f"socket connection broken: {exc}")
 
 
-async def receive_some(stream: trio.abc.Stream, max_bytes: int) -> bytes | bytearray:
-    """``stream.receive_some(max_bytes)``; b"" at EOF. Always a checkpoint."""
+async def receive_some(
+    stream: trio.abc.Stream, max_bytes: int, readiness: Readiness | None = None
+) -> bytes | bytearray:
+    """``stream.receive_some(max_bytes)``; b"" at EOF. Always a checkpoint. ``readiness``:
+    where the socket is registered (see ``watch``); None waits through trio."""
     if type(stream) is not _SocketStream:
         return await stream.receive_some(max_bytes)
     sock = stream.socket
@@ -59,31 +64,57 @@ async def receive_some(stream: trio.abc.Stream, max_bytes: int) -> bytes | bytea
         else:
             await _checkpoint()
             return data
-        while True:
-            await _wait_readable(sock)
-            try:
-                return _read(sock.fileno(), max_bytes)
-            except BlockingIOError:
-                pass
+        return await _wait_and_read(sock, max_bytes, readiness)
     except OSError as exc:
         raise _translate(exc) from exc
 
 
-async def receive_when_ready(stream: trio.abc.Stream, max_bytes: int) -> bytes | bytearray:
+async def receive_when_ready(
+    stream: trio.abc.Stream, max_bytes: int, readiness: Readiness | None = None
+) -> bytes | bytearray:
     """``receive_some`` for a read that almost surely has to wait (a response just requested):
     waits for readability first instead of paying for a read that fails."""
     if type(stream) is not _SocketStream:
         return await stream.receive_some(max_bytes)
-    sock = stream.socket
     try:
-        while True:
-            await _wait_readable(sock)
-            try:
-                return _read(sock.fileno(), max_bytes)
-            except BlockingIOError:
-                pass
+        return await _wait_and_read(stream.socket, max_bytes, readiness)
     except OSError as exc:
         raise _translate(exc) from exc
+
+
+async def _wait_and_read(
+    sock: trio.socket.SocketType, max_bytes: int, readiness: Readiness | None
+) -> bytes:
+    while True:
+        if readiness is None:
+            await _wait_readable(sock)
+        else:
+            await readiness.wait_readable(sock.fileno())
+        try:
+            return _read(sock.fileno(), max_bytes)
+        except BlockingIOError:
+            pass
+
+
+def watch(stream: trio.abc.Stream) -> Readiness | None:
+    """Register a plain TCP stream's socket with this run's Readiness (for its whole life);
+    None for other streams."""
+    if type(stream) is not _SocketStream:
+        return None
+    readiness = current_readiness()
+    readiness.register(stream.socket.fileno())
+    return readiness
+
+
+def forget(stream: trio.abc.Stream) -> None:
+    """Before closing a stream ``watch`` may have registered: wake a task waiting on it with
+    ClosedResourceError (as trio does for its own waiters) and drop its ready flag."""
+    if type(stream) is not _SocketStream:
+        return
+    readiness = existing_readiness()
+    fd = stream.socket.fileno()
+    if readiness is not None and fd >= 0:
+        readiness.notify_closing(fd)
 
 
 def send_now(stream: trio.abc.Stream, data: bytes) -> int:
