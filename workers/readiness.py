@@ -90,6 +90,14 @@ class Readiness:
         readers[fd] = _current_task()
         await _park(_abort_for(readers, fd))
 
+    def flagged(self, fd: int) -> bool:
+        """An event reached ``fd`` while nobody waited on it (bytes, EOF or an error may be
+        waiting, or were read since: the flag is only cleared by a wait or ``unflag``)."""
+        return fd in self._ready
+
+    def unflag(self, fd: int) -> None:
+        self._ready.discard(fd)
+
     def notify_closing(self, fd: int) -> None:
         """``fd`` is about to be closed: its waiter (if any) gets ClosedResourceError."""
         self._ready.discard(fd)

@@ -49,9 +49,9 @@ class PoolExhausted(NoBackend):
     kind = "pool_exhausted"
 
 
-def _has_pending_input(stream: trio.abc.Stream) -> bool:
+def _has_pending_input(conn: UpstreamConn) -> bool:
     """True when an idle connection has bytes or EOF waiting: it cannot be reused safely."""
-    sock = getattr(stream, "socket", None)
+    sock = getattr(conn.stream, "socket", None)
     if sock is None:
         return False
     try:
@@ -60,11 +60,21 @@ def _has_pending_input(stream: trio.abc.Stream) -> bool:
         return True
     if fd < 0:
         return True  # closed under us
+    reader = conn.reader
+    readiness = reader.readiness if reader is not None else None
+    if readiness is not None and not readiness.flagged(fd):
+        # Watched, and no event since its reader last read: nothing arrived that the
+        # dispatcher has seen (nginx watches its idle upstream connections the same way).
+        return False
     # Readable without blocking means stray bytes (desync), EOF or an error: all unusable.
     # One poll(2) with a zero timeout; cheaper than wrapping the fd in a socket to MSG_PEEK.
     poller = _poll()
     poller.register(fd, _POLL_READABLE)
-    return bool(poller.poll(0))
+    if poller.poll(0):
+        return True
+    if readiness is not None:
+        readiness.unflag(fd)  # a stale flag (its bytes were read with an earlier batch)
+    return False
 
 
 def _clock() -> Callable[[], float]:
@@ -107,7 +117,7 @@ class UpstreamPool:
             return None
         conn = slots.idle[-1]
         if self._now() - conn.idle_since >= self.limits.idle_timeout_s or (
-            _has_pending_input(conn.stream)
+            _has_pending_input(conn)
         ):
             return None
         slots.idle.pop()
@@ -120,9 +130,7 @@ class UpstreamPool:
         now = trio.current_time()
         while slots.idle and not fresh:
             conn = slots.idle.pop()
-            if now - conn.idle_since < self.limits.idle_timeout_s and not _has_pending_input(
-                conn.stream
-            ):
+            if now - conn.idle_since < self.limits.idle_timeout_s and not _has_pending_input(conn):
                 conn.reused = True
                 return conn
             await self._close(slots, conn)
