@@ -3,6 +3,7 @@ stale extension is detected instead of silently shadowing its edited source."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.machinery
 import os
@@ -51,3 +52,54 @@ def test_a_source_edited_after_the_build_is_reported_stale(tmp_path: Path) -> No
             assert source in build_native.stale_extensions()
         finally:
             fake.unlink()
+
+
+def _awaits_while_handling(source: str) -> list[str]:
+    """Places in ``source`` where a compiled coroutine would yield with an exception in flight."""
+    tree = ast.parse((build_native.ROOT / source).read_text())
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.AsyncWith):
+            found.append(f"{source}:{node.lineno}: async with")
+        blocks: list[list[ast.stmt]] = []
+        if isinstance(node, ast.Try | ast.TryStar):
+            blocks.append(node.finalbody)
+        if isinstance(node, ast.ExceptHandler):
+            blocks.append(node.body)
+        for block in blocks:
+            for stmt in block:
+                for inner in ast.walk(stmt):
+                    if isinstance(inner, ast.Await | ast.AsyncFor | ast.AsyncWith):
+                        found.append(f"{source}:{inner.lineno}: await in except/finally")
+    return found
+
+
+def test_compiled_coroutines_never_await_while_an_exception_is_handled() -> None:
+    # A mypyc coroutine that yields there leaks the exception to the next task (see
+    # tools/build_native's docstring); it must hold the exception and await outside.
+    found = [
+        place
+        for source in build_native.native_modules()
+        for place in _awaits_while_handling(source)
+    ]
+    assert not found, found
+
+
+def test_the_await_check_finds_the_pattern() -> None:
+    source = "workers/http1/serve.py"  # interpreted on purpose: it opens a nursery
+    assert source not in build_native.native_modules()
+    found = _awaits_while_handling(source)
+    assert any("async with" in place for place in found)
+    assert any("await in except/finally" in place for place in found)
+
+
+def test_an_extension_of_a_module_no_longer_compiled_is_reported_and_cleaned() -> None:
+    source = "workers/http1/serve.py"  # interpreted on purpose
+    orphan = (build_native.ROOT / source).with_suffix(importlib.machinery.EXTENSION_SUFFIXES[0])
+    orphan.write_bytes(b"")
+    try:
+        assert orphan in build_native.orphan_extensions()
+        assert str(orphan.relative_to(build_native.ROOT)) in build_native.stale_extensions()
+    finally:
+        orphan.unlink(missing_ok=True)
+    assert orphan not in build_native.orphan_extensions()

@@ -15,8 +15,16 @@ about a sixth less CPU per proxied request, the workers/http1 ones another fifth
 Left interpreted on purpose: exception modules (mypyc-compiled exception classes lose their
 class-level ``status``/``kind`` defaults), classes inheriting from builtins other than
 ``object`` (``balancer.py``'s AccountingError, ``health/active.py``), msgspec Structs,
-modules with ``continue`` inside ``try/finally`` (unsupported: ``http1/upstream.py``,
-``http1/websocket.py``), and the rest of ``workers/`` and ``supervisor/`` (not per request).
+modules with ``continue`` inside ``try/finally`` (unsupported: ``http1/websocket.py``),
+modules that open nurseries (``http1/serve.py``, ``http1/streaming_request.py``: see below),
+and the rest of ``workers/`` and ``supervisor/`` (not per request).
+
+A compiled coroutine must never await inside an ``except`` or ``finally`` block, nor use
+``async with``: it does not swap the thread's exception state when it yields as an interpreted
+one does, so the exception being handled leaks to whichever task runs next (seen: a lapse's
+Cancelled in one connection re-raised by another's handler). Compiled code holds the
+exception, does its awaiting outside the handler, then re-raises;
+``tests/test_native_build.py`` checks every listed module for the pattern.
 
 Owns: the module list, the build (into ``build/native``), a stamp of the sources' hash so an
 unchanged tree is not rebuilt, and ``--check`` (exit 1 when an extension is older than its
@@ -43,6 +51,7 @@ STAMP = BUILD_DIR / "sources.sha256"
 GROUP_NAME = "gateway.native"
 _SHARED_GLOB = "gateway/native__mypyc*.so"
 _PACKAGES = ("gateway/http", "gateway/balancer", "gateway/health")
+_MANAGED_ROOTS = ("gateway", "workers")  # where extensions of listed modules may appear
 _SINGLE = (
     "gateway/metrics/worker.py",
     "gateway/metrics/families.py",
@@ -50,10 +59,10 @@ _SINGLE = (
     "workers/http1/exchange.py",
     "workers/http1/exchange_steps.py",
     "workers/http1/buffered_request.py",
-    "workers/http1/streaming_request.py",
     "workers/http1/socket_io.py",
     "workers/http1/pool.py",
     "workers/http1/connection.py",
+    "workers/http1/upstream.py",
     "workers/http1/context.py",
     "workers/upstreams.py",
     "workers/readiness.py",
@@ -90,9 +99,32 @@ def built_extensions() -> list[Path]:
     return [ext for source in native_modules() for ext in _extension_paths(source) if ext.exists()]
 
 
+def orphan_extensions() -> list[Path]:
+    """Extensions beside a source that is no longer compiled (left by an older module list):
+    they would import a module the shared runtime no longer has."""
+    listed = {ext for source in native_modules() for ext in _extension_paths(source)}
+    shared = set(ROOT.glob(_SHARED_GLOB))
+    found = {
+        ext
+        for top in _MANAGED_ROOTS
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES
+        for ext in (ROOT / top).rglob("*" + suffix)
+    }
+    return sorted(
+        ext
+        for ext in found
+        if ext not in listed and ext not in shared and ext.with_name(_source_name(ext)).exists()
+    )
+
+
+def _source_name(ext: Path) -> str:
+    return ext.name.split(".", 1)[0] + ".py"
+
+
 def stale_extensions() -> list[str]:
-    """Compiled modules whose source changed after the build (they would shadow the edit)."""
-    stale = []
+    """Compiled modules whose source changed after the build (they would shadow the edit),
+    and extensions of modules no longer compiled."""
+    stale = [str(ext.relative_to(ROOT)) for ext in orphan_extensions()]
     # Compiled modules call each other through the shared runtime, which holds every
     # module's native code: a source newer than it is stale even if its own extension is gone.
     shared = [p.stat().st_mtime for p in ROOT.glob(_SHARED_GLOB)]
@@ -118,7 +150,7 @@ def _sources_digest(modules: list[str]) -> str:
 
 def remove_extensions() -> int:
     removed = 0
-    for ext in built_extensions():
+    for ext in [*built_extensions(), *orphan_extensions()]:
         ext.unlink()
         removed += 1
     for shared in ROOT.glob(_SHARED_GLOB):
@@ -171,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = stale_extensions()
         for source in stale:
-            print(f"native: {source} changed after it was compiled; run `make` (or --clean)")
+            print(
+                f"native: {source} is stale (edited after compiling, or no longer listed);"
+                " run `make native` (or --clean)"
+            )
         return 1 if stale else 0
     if args.clean:
         print(f"native: removed {remove_extensions()} files")

@@ -1,4 +1,5 @@
-"""serve_h1_connection: one client connection of an HTTP/1.1 listener, from accept to close.
+"""ClientConnection: one client connection of an HTTP/1.1 listener, from accept to close
+(``serve.serve_h1_connection`` runs it).
 
 Owns: the keep-alive loop (requests processed strictly one after another, so pipelined
 requests are safe), the header timeout and idle close, admission and smuggling checks via
@@ -38,7 +39,6 @@ from workers.http1.exchange_steps import (
     lapse_error,
 )
 from workers.http1.message_reader import END, EOF_EVENT, HEAD, UPGRADE, MessageReader, ParsedHead
-from workers.http1.socket_io import forget
 from workers.http1.upstream import forward
 from workers.http1.websocket import is_websocket_request, proxy_websocket
 
@@ -59,25 +59,7 @@ def peer_of(stream: trio.abc.Stream) -> str:
     return str(peer[0]) if isinstance(peer, tuple) else str(peer)
 
 
-async def serve_h1_connection(
-    stream: trio.abc.Stream, ctx: H1Context, client_addr: str | None = None
-) -> None:
-    """Serve one client connection until it closes; never raises for peer behaviour."""
-    conn = _ClientConnection(stream, ctx, client_addr or peer_of(stream))
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(conn.watch_deadlines)
-            with conn.life:
-                await conn.serve()
-            nursery.cancel_scope.cancel()
-        if conn.deadline.lapsed:
-            await conn.answer_lapse()
-    finally:
-        forget(stream)
-        await trio.aclose_forcefully(stream)
-
-
-class _ClientConnection:
+class ClientConnection:
     def __init__(self, stream: trio.abc.Stream, ctx: H1Context, client: str) -> None:
         self.stream = stream
         self.ctx = ctx
@@ -152,10 +134,13 @@ class _ClientConnection:
         while True:
             started_at = self.head_started_at = self.now()
             self.current = None
+            failure: HttpError | None = None
             try:
                 head = await self._read_head()
             except HttpError as exc:
-                await self._fail(exc, None, started_at)
+                failure = exc  # answered outside the handler: no await inside except
+            if failure is not None:
+                await self._fail(failure, None, started_at)
                 return
             if head is None:
                 return
@@ -225,6 +210,7 @@ class _ClientConnection:
         """Proxy one request; True when the connection may carry another."""
         head = self._request(parsed)
         state: ExchangeState | None = None
+        failure: HttpError | None = None
         self.current = (head, None)
         try:
             if head.method == b"CONNECT":
@@ -269,8 +255,11 @@ class _ClientConnection:
             await forward(self.ctx, exchange, head, build, self.client)
             self.deadline.set(math.inf, UNWATCHED)
         except HttpError as exc:
-            await self._fail(exc, head, started_at, state)
+            failure = exc  # answered outside the handler: no await inside except
+        if failure is not None:
+            await self._fail(failure, head, started_at, state)
             return False
+        assert state is not None
         self._record(head, started_at, state, state.backend_id, None)
         return not state.close_after
 

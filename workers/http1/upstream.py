@@ -33,6 +33,12 @@ def _outcome_of(exc: HttpError, default: tuple[bool, str]) -> tuple[bool, str]:
     return (False, exc.kind)
 
 
+# What one attempt asks of the retry loop in ``forward``.
+_DONE = 0  # the exchange ran (whatever its status): answer with it
+_RETRY = 1  # nothing reached a backend (connect failed): next pick
+_RETRY_FRESH = 2  # a reused connection was found dead: next pick on a new connection
+
+
 async def forward(
     ctx: H1Context,
     exchange: Exchange,
@@ -41,12 +47,10 @@ async def forward(
     client: str,
 ) -> Backend:
     """Run ``exchange`` against a backend, retrying only when it is safe; returns the backend."""
-    pool = ctx.upstream_pool()
     max_attempts = max(1, ctx.limits.pool.max_attempts)
     replayable = (
         head.method in IDEMPOTENT_METHODS and exchange.s.request_framing.kind is BodyKind.NONE
     )
-    now = exchange.deadline.now  # the trio clock's bound method: one call, not three
     fresh = False
     attempt = 0
     tried: list[Backend] = []
@@ -56,49 +60,84 @@ async def forward(
         if backend is None:
             raise NoBackend("no backend available")
         tried.append(backend)
-        exchange.s.backend_id = backend.id
-        started_at = now()
-        # Every pick gets exactly one on_backend_result, so load counters stay balanced;
-        # outcomes that say nothing about the backend are reported as "aborted".
-        outcome: tuple[bool, str] = (True, "aborted")
-        try:
-            conn = None if fresh else pool.take_idle(backend)
-            if conn is None:
-                try:
-                    with trio.CancelScope(deadline=exchange.total_at) as total:
-                        conn = await pool.acquire(backend, fresh=fresh)
-                except (ConnectFailed, ConnectTimedOut) as exc:
-                    outcome = (False, exc.kind)
-                    if attempt < max_attempts:
-                        continue
-                    raise
-                if total.cancelled_caught or conn is None:
-                    raise GatewayTimeout("total request time exceeded", kind="total_timeout")
-            reusable = False
+        step = await _attempt(
+            ctx,
+            exchange,
+            backend,
+            request_bytes_for,
+            fresh=fresh,
+            may_retry=attempt < max_attempts,
+            replayable=replayable,
+        )
+        if step == _DONE:
+            return backend
+        if step == _RETRY_FRESH:
+            fresh = True
+
+
+async def _attempt(
+    ctx: H1Context,
+    exchange: Exchange,
+    backend: Backend,
+    request_bytes_for: Callable[[Backend], bytes],
+    *,
+    fresh: bool,
+    may_retry: bool,
+    replayable: bool,
+) -> int:
+    """One backend: connection, exchange, pool return, and exactly one passive-health report
+    (so load counters stay balanced); outcomes that say nothing about the backend are
+    reported as "aborted".
+
+    Compiled by mypyc, so nothing here awaits inside an ``except`` or ``finally`` block: a
+    compiled coroutine that yields there leaves its exception in the thread's exception
+    state for other tasks to pick up (seen as a lapse's Cancelled escaping another
+    connection). The exchange's failure is held, the connection returned, then re-raised.
+    """
+    pool = ctx.upstream_pool()
+    now = exchange.deadline.now  # the trio clock's bound method: one call, not three
+    exchange.s.backend_id = backend.id
+    started_at = now()
+    outcome: tuple[bool, str] = (True, "aborted")
+    try:
+        conn = None if fresh else pool.take_idle(backend)
+        if conn is None:
             try:
-                await exchange.run(conn, request_bytes_for(backend))
-                reusable = exchange.s.upstream_reusable
-            except StaleConnection:
-                if replayable and attempt < max_attempts and not exchange.s.response_started:
-                    fresh = True
-                    outcome = (True, "retry_stale")
-                    continue
-                outcome = (False, "stale_connection")
+                with trio.CancelScope(deadline=exchange.total_at) as total:
+                    conn = await pool.acquire(backend, fresh=fresh)
+            except (ConnectFailed, ConnectTimedOut) as exc:
+                outcome = (False, exc.kind)
+                if may_retry:
+                    return _RETRY
                 raise
-            except HttpError as exc:
-                outcome = _outcome_of(exc, outcome)
-                raise
-            except trio.Cancelled:
-                if exchange.deadline.lapsed:  # the connection's watcher ended the exchange
-                    lapse = lapse_error(exchange.deadline.step, exchange.conn_reused)
-                    outcome = _outcome_of(lapse, outcome)
-                raise
-            finally:
-                if not pool.keep(conn, reusable=reusable):
-                    with trio.CancelScope(shield=True):
-                        await pool.discard(conn)
+            if total.cancelled_caught or conn is None:
+                raise GatewayTimeout("total request time exceeded", kind="total_timeout")
+        reusable = False
+        failure: BaseException | None = None
+        try:
+            await exchange.run(conn, request_bytes_for(backend))
+            reusable = exchange.s.upstream_reusable
+        except BaseException as exc:  # held for the pool return, then re-raised
+            failure = exc
+        if not pool.keep(conn, reusable=reusable):
+            with trio.CancelScope(shield=True):
+                await pool.discard(conn)
+        if failure is None:
             ok = exchange.s.status < 500
             outcome = (ok, "ok" if ok else "status_5xx")
-            return backend
-        finally:
-            ctx.on_backend_result(backend, outcome[0], outcome[1], now() - started_at)
+            return _DONE
+        if isinstance(failure, StaleConnection):
+            if replayable and may_retry and not exchange.s.response_started:
+                outcome = (True, "retry_stale")
+                return _RETRY_FRESH
+            outcome = (False, "stale_connection")
+        elif isinstance(failure, HttpError):
+            outcome = _outcome_of(failure, outcome)
+        elif isinstance(failure, trio.Cancelled) and exchange.deadline.lapsed:
+            # The connection's watcher ended the exchange: report what the lapse means.
+            outcome = _outcome_of(
+                lapse_error(exchange.deadline.step, exchange.conn_reused), outcome
+            )
+        raise failure
+    finally:
+        ctx.on_backend_result(backend, outcome[0], outcome[1], now() - started_at)

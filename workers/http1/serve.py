@@ -1,0 +1,34 @@
+"""serve_h1_connection: run one client connection (``connection.ClientConnection``) with its
+deadline watcher, answer a lapse, close the stream.
+
+Interpreted on purpose (tools/build_native leaves it out): it opens the connection's nursery,
+and a mypyc-compiled coroutine must never await while an exception is being handled
+(``async with`` does, on the way out): it would leave that exception in the thread's exception
+state for whichever task runs next. Must never raise for peer behaviour.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from workers.http1.connection import ClientConnection, peer_of
+from workers.http1.context import H1Context
+from workers.http1.socket_io import forget
+
+
+async def serve_h1_connection(
+    stream: trio.abc.Stream, ctx: H1Context, client_addr: str | None = None
+) -> None:
+    """Serve one client connection until it closes; never raises for peer behaviour."""
+    conn = ClientConnection(stream, ctx, client_addr or peer_of(stream))
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.watch_deadlines)
+            with conn.life:
+                await conn.serve()
+            nursery.cancel_scope.cancel()
+        if conn.deadline.lapsed:
+            await conn.answer_lapse()
+    finally:
+        forget(stream)
+        await trio.aclose_forcefully(stream)
