@@ -158,7 +158,10 @@ class ClientConnection:
             if idle_at <= self.head_started_at:
                 return None
             d.set(idle_at, KEEPALIVE_IDLE)
-            await reader.fill()
+            # A request already waiting is read without a checkpoint: every request this
+            # loop serves either ends the connection or parks on its upstream read, which is
+            # where cancellation, deadlines and the other tasks get their turn.
+            await reader.fill(checkpoint=False)
             if d.lapsed:
                 return None  # the idle deadline passed as the bytes came: close as idle
         d.set(head_at, REQUEST_HEAD)

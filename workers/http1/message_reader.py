@@ -184,8 +184,9 @@ class MessageReader:
             await self.fill()
         return self.events.popleft()
 
-    async def fill(self) -> None:
-        """One read, fed to the parser. EOF queues an EOF_EVENT."""
+    async def fill(self, checkpoint: bool = True) -> None:
+        """One read, fed to the parser. EOF queues an EOF_EVENT. ``checkpoint`` False: bytes
+        already waiting are taken without yielding (see ``socket_io.receive_some``)."""
         if self.eof:
             raise self.error_type("read after end of stream", kind="truncated")
         try:
@@ -193,7 +194,7 @@ class MessageReader:
                 self.wait_first = False
                 data = await receive_when_ready(self.stream, READ_MAX_BYTES, self.readiness)
             else:
-                data = await receive_some(self.stream, READ_MAX_BYTES, self.readiness)
+                data = await receive_some(self.stream, READ_MAX_BYTES, self.readiness, checkpoint)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         if not data:

@@ -49,10 +49,15 @@ def _translate(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceEr
 
 
 async def receive_some(
-    stream: trio.abc.Stream, max_bytes: int, readiness: Readiness | None = None
+    stream: trio.abc.Stream,
+    max_bytes: int,
+    readiness: Readiness | None = None,
+    checkpoint: bool = True,
 ) -> bytes | bytearray:
-    """``stream.receive_some(max_bytes)``; b"" at EOF. Always a checkpoint. ``readiness``:
-    where the socket is registered (see ``watch``); None waits through trio."""
+    """``stream.receive_some(max_bytes)``; b"" at EOF. Always a checkpoint, unless
+    ``checkpoint`` is False and bytes were already waiting: only for a caller that is sure to
+    yield soon anyway. ``readiness``: where the socket is registered (see ``watch``); None
+    waits through trio."""
     if type(stream) is not _SocketStream:
         return await stream.receive_some(max_bytes)
     sock = stream.socket
@@ -62,7 +67,8 @@ async def receive_some(
         except BlockingIOError:
             pass
         else:
-            await _checkpoint()
+            if checkpoint:
+                await _checkpoint()
             return data
         return await _wait_and_read(sock, max_bytes, readiness)
     except OSError as exc:

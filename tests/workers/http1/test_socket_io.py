@@ -23,6 +23,20 @@ async def test_receive_with_bytes_ready_is_still_a_checkpoint() -> None:
         assert scope.cancelled_caught  # a peer that always has bytes cannot outrun a deadline
 
 
+async def test_receive_without_checkpoint_takes_ready_bytes_without_yielding() -> None:
+    a, b = _pair()
+    async with a, b:
+        await send_all(a, b"ready")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            assert await receive_some(b, 100, None, checkpoint=False) == b"ready"
+        assert not scope.cancelled_caught  # no yield: the caller promised one soon
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await receive_some(b, 100, None, checkpoint=False)  # nothing ready: it must wait
+        assert scope.cancelled_caught
+
+
 async def test_receive_waits_then_returns_bytes_and_eof() -> None:
     a, b = _pair()
     async with b:
