@@ -7,6 +7,8 @@ line number where the TOML text gives it. Never opens files: callers pass bytes.
 
 from __future__ import annotations
 
+import json
+import re
 import tomllib
 import types
 import typing
@@ -19,6 +21,7 @@ from gateway.config.schema import Config
 from gateway.errors import ConfigError, Problem
 
 _MAX_CONFIG_BYTES = 4 * 1024 * 1024
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def load_config(data: bytes, source: str = "") -> Config:
@@ -64,6 +67,8 @@ def _toml_error_line(message: str) -> int | None:
 def _join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
+    if not _BARE_KEY.fullmatch(key):  # '' or spaces, dots...: quoted, as TOML writes it
+        key = json.dumps(key)
     return f"{path}.{key}" if path else key
 
 

@@ -25,10 +25,23 @@ _NUL: Final = 0x00
 _UNDERSCORE: Final = 0x5F
 
 
+# Field names seen valid lately (a few dozen in practice): a set lookup instead of a scan per
+# field. Bounded (emptied when full); only valid names are kept.
+_NAMES_SEEN: Final[set[bytes]] = set()
+_NAMES_SEEN_MAX: Final = 1024
+
+
 def is_field_name(name: bytes) -> bool:
     """A lowercase RFC 9110 token (names reach us lowercased)."""
+    if name in _NAMES_SEEN:
+        return True
     # translate() deletes the token bytes in C: anything left is not a token character.
-    return bool(name) and not name.translate(None, _TOKEN_BYTES)
+    if not name or name.translate(None, _TOKEN_BYTES):
+        return False
+    if len(_NAMES_SEEN) >= _NAMES_SEEN_MAX:
+        _NAMES_SEEN.clear()
+    _NAMES_SEEN.add(name)
+    return True
 
 
 def is_field_value(value: bytes) -> bool:
@@ -71,7 +84,7 @@ def _resolve_authority(head: RequestHead) -> None:
     hosts = [v for n, v in head.headers if n == b"host"]
     if len(hosts) > 1:
         raise BadRequest("multiple host headers", kind="bad_authority")
-    absolute = _split_absolute_target(head.path)
+    absolute = None if head.path.startswith(b"/") else _split_absolute_target(head.path)
     if absolute is not None:
         head.authority, head.path = absolute
     elif hosts:

@@ -6,6 +6,8 @@ names or consult config.
 
 from __future__ import annotations
 
+from typing import Final
+
 # C0 controls, SP, DEL and the delimiters that have no place in an http authority
 # (RFC 9110 §4.2: no userinfo; ',' would mean several Host values were folded together).
 _FORBIDDEN = frozenset(range(0x00, 0x21)) | {0x7F} | set(b',@/?#\\"<>{}|^`')
@@ -45,5 +47,19 @@ def split_authority(value: bytes) -> tuple[bytes, bytes | None] | None:
     return host, port
 
 
+# Valid authorities seen lately: a request's Host is almost always one of a few names, and a
+# set lookup costs a fraction of the parse. Bounded (emptied when full); only valid values
+# are kept, so a client cannot grow it with garbage.
+_VALID_SEEN: Final[set[bytes]] = set()
+_VALID_SEEN_MAX: Final = 1024
+
+
 def is_valid_authority(value: bytes) -> bool:
-    return split_authority(value) is not None
+    if value in _VALID_SEEN:
+        return True
+    if split_authority(value) is None:
+        return False
+    if len(_VALID_SEEN) >= _VALID_SEEN_MAX:
+        _VALID_SEEN.clear()
+    _VALID_SEEN.add(value)
+    return True

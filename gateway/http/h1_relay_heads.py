@@ -11,6 +11,7 @@ Must never decide a rule of its own, parse bytes or touch I/O; randomness is inj
 from __future__ import annotations
 
 import random
+from typing import Final
 
 from gateway.http.forwarding import VIA_TOKEN
 from gateway.http.framing import BodyFraming, BodyKind
@@ -20,10 +21,10 @@ from gateway.http.traceparent import child_context, parse_traceparent
 
 # Fields that never reach the next hop as received: hop-by-hop (RFC 9110 §7.6.1), the ones we
 # re-derive (framing, Expect which we answer ourselves) and the X-Forwarded ones we replace.
-_REQUEST_DROP = HOP_BY_HOP | frozenset(
+_REQUEST_DROP: Final = HOP_BY_HOP | frozenset(
     (b"expect", b"content-length", b"x-forwarded-proto", b"x-forwarded-host")
 )
-_RESPONSE_DROP = HOP_BY_HOP | frozenset((b"content-length", b"transfer-encoding"))
+_RESPONSE_DROP: Final = HOP_BY_HOP | frozenset((b"content-length", b"transfer-encoding"))
 _CRLF = b"\r\n"
 
 
@@ -37,6 +38,24 @@ def _connection_listed(headers: HeaderList) -> frozenset[bytes]:
                 if token:
                     out.append(token)
     return frozenset(out)
+
+
+def _drop_with_listed(drop: frozenset[bytes], headers: HeaderList) -> frozenset[bytes]:
+    """``drop`` plus the names Connection lists; ``drop`` itself when it lists nothing new
+    (``keep-alive``/``close``, the usual case, are hop-by-hop already)."""
+    listed = _connection_listed(headers)
+    return drop if listed <= drop else drop | listed
+
+
+# "HTTP/1.1 200 " per status code seen (at most 900 of them): the status line is prefix + reason.
+_STATUS_PREFIX: Final[dict[int, bytes]] = {}
+
+
+def _status_line(status: int, reason: bytes) -> bytes:
+    prefix = _STATUS_PREFIX.get(status)
+    if prefix is None:
+        prefix = _STATUS_PREFIX[status] = b"HTTP/1.1 %d " % status
+    return prefix + reason
 
 
 def _framing_line(framing: BodyFraming) -> bytes | None:
@@ -62,8 +81,8 @@ def upstream_request_head(
     """The request head for an HTTP/1.1 next hop, with Host, X-Forwarded-*, Via, traceparent."""
     drop = _REQUEST_DROP
     if any(n == b"connection" for n, _ in headers):
-        drop = drop | _connection_listed(headers)
-    lines = [b"%s %s HTTP/1.1" % (method, path)]
+        drop = _drop_with_listed(drop, headers)
+    lines = [method + b" " + path + b" HTTP/1.1"]
     xff: list[bytes] = []
     via: list[bytes] = []
     traceparents: list[bytes] = []
@@ -121,8 +140,8 @@ def client_response_head(
     """
     drop = _RESPONSE_DROP
     if any(n == b"connection" for n, _ in headers):
-        drop = drop | _connection_listed(headers)
-    lines = [b"HTTP/1.1 %d %s" % (status, reason)]
+        drop = _drop_with_listed(drop, headers)
+    lines = [_status_line(status, reason)]
     lines += [n + b": " + v for n, v in headers if n not in drop]
     if framing is not None:
         framing_line = _framing_line(framing)

@@ -15,6 +15,7 @@ from typing import Final
 _HEX = frozenset(b"0123456789abcdef")
 _ZERO_TRACE = b"0" * 32
 _ZERO_SPAN = b"0" * 16
+_FLAGS_HEX: Final = tuple(b"-%02x" % flags for flags in range(256))
 
 
 # init=False + explicit __init__: mypyc builds it natively (a generated __init__ runs interpreted).
@@ -34,7 +35,7 @@ class TraceContext:
         return hash((self.trace_id, self.parent_id, self.flags))
 
     def encode(self) -> bytes:
-        return b"00-%s-%s-%02x" % (self.trace_id, self.parent_id, self.flags)
+        return b"00-" + self.trace_id + b"-" + self.parent_id + _FLAGS_HEX[self.flags & 0xFF]
 
 
 def _is_hex(value: bytes) -> bool:
@@ -72,10 +73,13 @@ def _random_hex(rng: random.Random, bits: int) -> bytes:
 
 def child_context(inbound: TraceContext | None, rng: random.Random) -> TraceContext:
     """Keep the trace id (or start a sampled-off trace) and give the next hop a new span id."""
-    span_id = _random_hex(rng, 64)
     if inbound is None:
-        return TraceContext(_random_hex(rng, 128), span_id, 0)
-    return TraceContext(inbound.trace_id, span_id, inbound.flags)
+        ids = _random_hex(rng, 192)  # one draw for a 128-bit trace id and a 64-bit span id
+        trace_id, span_id = ids[:32], ids[32:]
+        if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:  # all-zero ids are invalid
+            trace_id, span_id = _random_hex(rng, 128), _random_hex(rng, 64)
+        return TraceContext(trace_id, span_id, 0)
+    return TraceContext(inbound.trace_id, _random_hex(rng, 64), inbound.flags)
 
 
 def apply_traceparent(headers: list[tuple[bytes, bytes]], rng: random.Random) -> TraceContext:

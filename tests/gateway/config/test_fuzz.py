@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -102,3 +103,11 @@ def test_arbitrary_bytes(data: bytes) -> None:
 @given(st.text(alphabet="[]=\".,:{}\n abc123_-#'", max_size=200))
 def test_arbitrary_toml_like_text(text: str) -> None:
     compile_or_config_error(text.encode())
+
+
+def test_a_key_toml_must_quote_is_named_quoted() -> None:
+    # Found by test_arbitrary_toml_like_text: ''=1 used to give a problem with an empty path.
+    with pytest.raises(ConfigError) as caught:
+        compile_config(b"''=1\n\"a b\"=2\n", online_cpus=[0, 1])
+    paths = {p.path for p in caught.value.problems}
+    assert '""' in paths and '"a b"' in paths
