@@ -26,9 +26,10 @@ _UNDERSCORE: Final = 0x5F
 
 
 # Field names seen valid lately (a few dozen in practice): a set lookup instead of a scan per
-# field. Bounded (emptied when full); only valid names are kept.
+# field. Bounded (emptied when full, short names only); only valid names are kept.
 _NAMES_SEEN: Final[set[bytes]] = set()
 _NAMES_SEEN_MAX: Final = 1024
+_SEEN_MAX_LEN: Final = 64
 
 
 def is_field_name(name: bytes) -> bool:
@@ -38,9 +39,10 @@ def is_field_name(name: bytes) -> bool:
     # translate() deletes the token bytes in C: anything left is not a token character.
     if not name or name.translate(None, _TOKEN_BYTES):
         return False
-    if len(_NAMES_SEEN) >= _NAMES_SEEN_MAX:
-        _NAMES_SEEN.clear()
-    _NAMES_SEEN.add(name)
+    if len(name) <= _SEEN_MAX_LEN:
+        if len(_NAMES_SEEN) >= _NAMES_SEEN_MAX:
+            _NAMES_SEEN.clear()
+        _NAMES_SEEN.add(name)
     return True
 
 

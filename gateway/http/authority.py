@@ -48,10 +48,11 @@ def split_authority(value: bytes) -> tuple[bytes, bytes | None] | None:
 
 
 # Valid authorities seen lately: a request's Host is almost always one of a few names, and a
-# set lookup costs a fraction of the parse. Bounded (emptied when full); only valid values
-# are kept, so a client cannot grow it with garbage.
+# set lookup costs a fraction of the parse. Bounded (emptied when full, short values only);
+# only valid values are kept, so a client cannot grow it with garbage.
 _VALID_SEEN: Final[set[bytes]] = set()
 _VALID_SEEN_MAX: Final = 1024
+_SEEN_MAX_LEN: Final = 255
 
 
 def is_valid_authority(value: bytes) -> bool:
@@ -59,7 +60,8 @@ def is_valid_authority(value: bytes) -> bool:
         return True
     if split_authority(value) is None:
         return False
-    if len(_VALID_SEEN) >= _VALID_SEEN_MAX:
-        _VALID_SEEN.clear()
-    _VALID_SEEN.add(value)
+    if len(value) <= _SEEN_MAX_LEN:
+        if len(_VALID_SEEN) >= _VALID_SEEN_MAX:
+            _VALID_SEEN.clear()
+        _VALID_SEEN.add(value)
     return True

@@ -43,8 +43,20 @@ def _connection_listed(headers: HeaderList) -> frozenset[bytes]:
 def _drop_with_listed(drop: frozenset[bytes], headers: HeaderList) -> frozenset[bytes]:
     """``drop`` plus the names Connection lists; ``drop`` itself when it lists nothing new
     (``keep-alive``/``close``, the usual case, are hop-by-hop already)."""
+    values = [v for n, v in headers if n == b"connection"]
+    if len(values) == 1 and values[0] in _NOTHING_NEW:
+        return drop
     listed = _connection_listed(headers)
+    if len(values) == 1 and listed <= HOP_BY_HOP and len(values[0]) <= 32:
+        if len(_NOTHING_NEW) >= 64:
+            _NOTHING_NEW.clear()
+        _NOTHING_NEW.add(values[0])  # hop-by-hop names are in every drop set
     return drop if listed <= drop else drop | listed
+
+
+# Single Connection values seen to list only hop-by-hop names ("keep-alive", "close"...):
+# every drop set holds those, so such a value adds nothing to any. Bounded.
+_NOTHING_NEW: Final[set[bytes]] = set()
 
 
 # "HTTP/1.1 200 " per status code seen (at most 900 of them): the status line is prefix + reason.

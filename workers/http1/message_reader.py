@@ -20,6 +20,12 @@ from gateway.http.limits import READ_MAX_BYTES, HttpLimits
 from gateway.http.model import HeaderList
 from workers.http1.socket_io import receive_some, receive_when_ready, watch
 
+# Field names lowercased, by the spelling received (a few dozen in practice): a dict hit is
+# cheaper than lowering a fresh copy per field. Bounded (emptied when full, short names only).
+_LOWERED: Final[dict[bytes, bytes]] = {}
+_LOWERED_MAX: Final = 1024
+_LOWERED_MAX_LEN: Final = 64
+
 # Bound once (compiled, each ``httptools.X`` is a module attribute lookup).
 _RequestParser: Final = httptools.HttpRequestParser
 _ResponseParser: Final = httptools.HttpResponseParser
@@ -90,7 +96,14 @@ class _Callbacks:
     def on_header(self, name: bytes, value: bytes) -> None:
         r = self.r
         r.head_bytes += len(name) + len(value) + 4
-        r.headers.append((name.lower(), value))
+        lowered = _LOWERED.get(name)
+        if lowered is None:
+            lowered = name.lower()
+            if len(name) <= _LOWERED_MAX_LEN:
+                if len(_LOWERED) >= _LOWERED_MAX:
+                    _LOWERED.clear()
+                _LOWERED[name] = lowered
+        r.headers.append((lowered, value))
         if len(r.headers) > r.max_headers or r.head_bytes > r.max_header_bytes:
             raise r.too_large("header section too large")
 

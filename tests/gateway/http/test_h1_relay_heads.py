@@ -163,3 +163,25 @@ def test_fast_byte_class_checks_match_their_definitions(value: bytes) -> None:
     forbidden = set(range(0x21)) | {0x7F} | set(b',@/?#\\"<>{}|^`')
     if any(b in forbidden for b in value):
         assert not is_valid_authority(value)
+
+
+def test_remembered_connection_values_never_hide_a_listed_name() -> None:
+    # "close" lists only a hop-by-hop name and is remembered; "expect" is dropped from
+    # requests (we answer Expect ourselves) but is an ordinary field in responses, so a
+    # Connection that lists it must still remove it from the response.
+    for _ in range(2):  # the second pass runs on the remembered values
+        close = client_response_head(200, b"OK", [(b"connection", b"close")], NO_BODY, close=False)
+        assert b"connection" not in close.lower()
+        head = client_response_head(
+            200, b"OK", [(b"connection", b"expect"), (b"expect", b"x")], NO_BODY, close=False
+        )
+        assert b"expect" not in head
+        kept = client_response_head(200, b"OK", [(b"expect", b"x")], NO_BODY, close=False)
+        assert b"expect: x" in kept
+
+
+@given(st.binary(max_size=300))
+def test_remembered_names_and_authorities_answer_as_the_checks_do(value: bytes) -> None:
+    # Asked twice: the second answer may come from the bounded memo of valid values.
+    first = (is_field_name(value), is_valid_authority(value))
+    assert (is_field_name(value), is_valid_authority(value)) == first
