@@ -111,12 +111,11 @@ class _Callbacks:
         r = self.r
         r.head_done = True
         p = r.parser
-        version = p.get_http_version()
         head = ParsedHead(
             p.get_method() if isinstance(p, _RequestParser) else b"",
             r.target,
             p.get_status_code() if isinstance(p, _ResponseParser) else 0,
-            b"1.1" if version == "1.1" else version.encode(),
+            _http_version(p, r.headers),
             r.headers,
             p.should_upgrade(),
         )
@@ -133,6 +132,24 @@ class _Callbacks:
             r.headers = []
         r.in_message = False
         r.events.append((END, None))
+
+
+def _http_version(
+    p: httptools.HttpRequestParser | httptools.HttpResponseParser, headers: HeaderList
+) -> bytes:
+    """The message's HTTP version. httptools formats it as a str on every call, which costs
+    more than the rest of the head; for a request with neither Connection nor
+    Proxy-Connection, llhttp keeps it alive exactly when it is HTTP/1.1 (strict llhttp takes
+    0.9, 1.0 and 1.1; only Connection-style fields set its keep-alive flags, and a request
+    never needs EOF), so ``should_keep_alive()`` answers without the string."""
+    if isinstance(p, _RequestParser) and p.should_keep_alive():
+        for n, _ in headers:
+            if n == b"connection" or n == b"proxy-connection":
+                break
+        else:
+            return b"1.1"
+    version = p.get_http_version()
+    return b"1.1" if version == "1.1" else version.encode()
 
 
 class MessageReader:
