@@ -13,6 +13,7 @@ from gateway.http.authority import is_valid_authority
 from gateway.http.errors import BadRequest, HeadersTooLarge
 from gateway.http.limits import HttpLimits
 from gateway.http.model import HeaderList, RequestHead
+from gateway.http.recent import RecentSet
 
 _TOKEN_BYTES = b"abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~"
 _ABSOLUTE_PREFIXES = (b"http://", b"https://")
@@ -26,23 +27,18 @@ _UNDERSCORE: Final = 0x5F
 
 
 # Field names seen valid lately (a few dozen in practice): a set lookup instead of a scan per
-# field. Bounded (emptied when full, short names only); only valid names are kept.
-_NAMES_SEEN: Final[set[bytes]] = set()
-_NAMES_SEEN_MAX: Final = 1024
-_SEEN_MAX_LEN: Final = 64
+# field. Only valid names are kept.
+_NAMES_SEEN: Final = RecentSet(max_items=1024, max_len=64)
 
 
 def is_field_name(name: bytes) -> bool:
     """A lowercase RFC 9110 token (names reach us lowercased)."""
-    if name in _NAMES_SEEN:
+    if _NAMES_SEEN.has(name):
         return True
     # translate() deletes the token bytes in C: anything left is not a token character.
     if not name or name.translate(None, _TOKEN_BYTES):
         return False
-    if len(name) <= _SEEN_MAX_LEN:
-        if len(_NAMES_SEEN) >= _NAMES_SEEN_MAX:
-            _NAMES_SEEN.clear()
-        _NAMES_SEEN.add(name)
+    _NAMES_SEEN.remember(name)
     return True
 
 

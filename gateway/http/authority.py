@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from gateway.http.recent import RecentSet
+
 # C0 controls, SP, DEL and the delimiters that have no place in an http authority
 # (RFC 9110 §4.2: no userinfo; ',' would mean several Host values were folded together).
 _FORBIDDEN = frozenset(range(0x00, 0x21)) | {0x7F} | set(b',@/?#\\"<>{}|^`')
@@ -48,20 +50,14 @@ def split_authority(value: bytes) -> tuple[bytes, bytes | None] | None:
 
 
 # Valid authorities seen lately: a request's Host is almost always one of a few names, and a
-# set lookup costs a fraction of the parse. Bounded (emptied when full, short values only);
-# only valid values are kept, so a client cannot grow it with garbage.
-_VALID_SEEN: Final[set[bytes]] = set()
-_VALID_SEEN_MAX: Final = 1024
-_SEEN_MAX_LEN: Final = 255
+# set lookup costs a fraction of the parse. Only valid values are kept.
+_VALID_SEEN: Final = RecentSet(max_items=1024, max_len=255)
 
 
 def is_valid_authority(value: bytes) -> bool:
-    if value in _VALID_SEEN:
+    if _VALID_SEEN.has(value):
         return True
     if split_authority(value) is None:
         return False
-    if len(value) <= _SEEN_MAX_LEN:
-        if len(_VALID_SEEN) >= _VALID_SEEN_MAX:
-            _VALID_SEEN.clear()
-        _VALID_SEEN.add(value)
+    _VALID_SEEN.remember(value)
     return True

@@ -17,6 +17,7 @@ from gateway.http.forwarding import VIA_TOKEN
 from gateway.http.framing import BodyFraming, BodyKind
 from gateway.http.hop_by_hop import HOP_BY_HOP
 from gateway.http.model import HeaderList
+from gateway.http.recent import RecentSet
 from gateway.http.traceparent import child_context, parse_traceparent
 
 # Fields that never reach the next hop as received: hop-by-hop (RFC 9110 §7.6.1), the ones we
@@ -44,19 +45,17 @@ def _drop_with_listed(drop: frozenset[bytes], headers: HeaderList) -> frozenset[
     """``drop`` plus the names Connection lists; ``drop`` itself when it lists nothing new
     (``keep-alive``/``close``, the usual case, are hop-by-hop already)."""
     values = [v for n, v in headers if n == b"connection"]
-    if len(values) == 1 and values[0] in _NOTHING_NEW:
+    if len(values) == 1 and _NOTHING_NEW.has(values[0]):
         return drop
     listed = _connection_listed(headers)
-    if len(values) == 1 and listed <= HOP_BY_HOP and len(values[0]) <= 32:
-        if len(_NOTHING_NEW) >= 64:
-            _NOTHING_NEW.clear()
-        _NOTHING_NEW.add(values[0])  # hop-by-hop names are in every drop set
+    if len(values) == 1 and listed <= HOP_BY_HOP:
+        _NOTHING_NEW.remember(values[0])  # hop-by-hop names are in every drop set
     return drop if listed <= drop else drop | listed
 
 
 # Single Connection values seen to list only hop-by-hop names ("keep-alive", "close"...):
-# every drop set holds those, so such a value adds nothing to any. Bounded.
-_NOTHING_NEW: Final[set[bytes]] = set()
+# every drop set holds those, so such a value adds nothing to any.
+_NOTHING_NEW: Final = RecentSet(max_items=64, max_len=32)
 
 
 # "HTTP/1.1 200 " per status code seen (at most 900 of them): the status line is prefix + reason.
