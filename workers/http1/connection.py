@@ -36,6 +36,7 @@ from workers.http1.exchange_steps import (
     REQUEST_HEAD,
     UNWATCHED,
     LazyDeadline,
+    clock_now,
     lapse_error,
 )
 from workers.http1.message_reader import END, EOF_EVENT, HEAD, UPGRADE, MessageReader, ParsedHead
@@ -72,7 +73,7 @@ class ClientConnection:
         self.total_timeout_s = ctx.limits.total_timeout_ms / 1000
         self.idle_close_at = math.inf  # set when drain begins
         self.served = 0
-        self.now = trio.lowlevel.current_clock().current_time
+        self.now = clock_now()
         # Every deadline of the connection (keep-alive idle, request head, the buffered
         # exchange's steps) is one LazyDeadline watched by one task (watch_deadlines), which
         # cancels ``life`` on a lapse: a request costs no cancel scope or heap push.

@@ -43,6 +43,15 @@ REQUEST_HEAD = 9  # a request head is arriving: a lapse is 408
 UNWATCHED = 10  # nothing for the watcher (a shape with its own StepTimers, a tunnel)
 
 
+def clock_now() -> Callable[[], float]:
+    """The running trio clock's bound ``current_time`` (one call per read where
+    ``trio.current_time`` makes three); ``trio.current_time`` itself outside a run."""
+    try:
+        return trio.lowlevel.current_clock().current_time
+    except RuntimeError:
+        return trio.current_time
+
+
 class StepTimer:
     """One cancel scope per task whose deadline moves with each step, capped by the total.
 

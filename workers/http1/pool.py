@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import select
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -19,6 +18,7 @@ import trio
 from gateway.http.errors import NoBackend
 from gateway.http.limits import PoolLimits
 from workers.http1.backend import Backend, Connect, connect_with_timeout, open_backend_stream
+from workers.http1.exchange_steps import clock_now
 from workers.http1.message_reader import MessageReader
 from workers.http1.socket_io import forget
 
@@ -77,21 +77,12 @@ def _has_pending_input(conn: UpstreamConn) -> bool:
     return False
 
 
-def _clock() -> Callable[[], float]:
-    """The running trio clock's bound ``current_time`` (one call per read instead of three);
-    ``trio.current_time`` itself when built outside a run."""
-    try:
-        return trio.lowlevel.current_clock().current_time
-    except RuntimeError:
-        return trio.current_time
-
-
 class UpstreamPool:
     def __init__(self, limits: PoolLimits, connect: Connect | None = None) -> None:
         self.limits = limits
         self._connect = connect or open_backend_stream
         self._slots: dict[Backend, _BackendSlots] = {}
-        self._now = _clock()
+        self._now = clock_now()
 
     def _slots_for(self, backend: Backend) -> _BackendSlots:
         slots = self._slots.get(backend)
@@ -127,7 +118,7 @@ class UpstreamPool:
     async def acquire(self, backend: Backend, *, fresh: bool = False) -> UpstreamConn:
         """An idle connection (unless ``fresh``) or a new one; raises typed connect errors."""
         slots = self._slots_for(backend)
-        now = trio.current_time()
+        now = self._now()
         while slots.idle and not fresh:
             conn = slots.idle.pop()
             if now - conn.idle_since < self.limits.idle_timeout_s and not _has_pending_input(conn):
