@@ -16,7 +16,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -76,6 +76,16 @@ def client(ip: str = "127.0.0.1") -> socket.socket:
     s.bind((ip, 0))
     s.settimeout(REPLY_TIMEOUT_S)
     return s
+
+
+@contextlib.contextmanager
+def fresh_clients() -> Iterator[Callable[[], socket.socket]]:
+    """New client sockets that all stay open until the block ends. A closed socket's
+    ephemeral port can be handed to the next one, whose datagrams would then join the
+    gateway session still open for that address (a session is keyed by the client's
+    address): tests that mean "a new session" must never reuse a port."""
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(client())
 
 
 class Reply:
@@ -196,13 +206,14 @@ def test_quic_cid_hash_sends_one_connection_id_to_one_backend(
         )
     )
     backend_of_cid: dict[bytes, set[str]] = {}
-    for n in range(12):
-        dcid = os.urandom(8)
-        # A QUIC long header (RFC 9000 section 17.2): flags, version 1, DCID length, DCID.
-        packet = b"\xc0\x00\x00\x00\x01\x08" + dcid + b"\x00" * 20 + b"%d" % n
-        for _ in range(4):  # four source ports (sessions), one connection ID
-            with client() as s:
-                backend_of_cid.setdefault(dcid, set()).add(ask(s, port, packet).backend)
+    with fresh_clients() as new_client:
+        for n in range(12):
+            dcid = os.urandom(8)
+            # A QUIC long header (RFC 9000 section 17.2): flags, version 1, DCID length, DCID.
+            packet = b"\xc0\x00\x00\x00\x01\x08" + dcid + b"\x00" * 20 + b"%d" % n
+            for _ in range(4):  # four source ports (sessions), one connection ID
+                reply = ask(new_client(), port, packet)
+                backend_of_cid.setdefault(dcid, set()).add(reply.backend)
     assert all(len(b) == 1 for b in backend_of_cid.values()), backend_of_cid
     assert len({next(iter(b)) for b in backend_of_cid.values()}) == 2
 
@@ -292,21 +303,21 @@ def test_icmp_refused_backend_is_ejected_by_passive_health(
             admin=admin,
         )
     )
-    with pinned(0):
+    with pinned(0), fresh_clients() as new_client:
         answered = 0
         for i in range(8):  # round robin: every other new session goes to the dead backend
-            with client() as s:
-                s.settimeout(0.5)
-                try:
-                    assert ask(s, port, b"probe %d" % i).backend == f"127.0.0.1:{udp_backends[0]}"
-                    answered += 1
-                except TimeoutError:
-                    pass
+            s = new_client()
+            s.settimeout(0.5)
+            try:
+                assert ask(s, port, b"probe %d" % i).backend == f"127.0.0.1:{udp_backends[0]}"
+                answered += 1
+            except TimeoutError:
+                pass
         assert 4 <= answered < 8
         # The dead backend is ejected now: every new session is served by the live one.
         for i in range(10):
-            with client() as s:
-                assert ask(s, port, b"after %d" % i).backend == f"127.0.0.1:{udp_backends[0]}"
+            reply = ask(new_client(), port, b"after %d" % i)
+            assert reply.backend == f"127.0.0.1:{udp_backends[0]}"
     time.sleep(1.2)
     samples = scrape(admin)
     refused = metric(
