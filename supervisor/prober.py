@@ -145,7 +145,10 @@ class Prober:
             transition = verdict.health.observe(not problem)
             if transition is not None:
                 up = transition.current is ActiveState.UP
-                log.warning(
+                # A first verdict of up is routine (every start and reload): info. Any
+                # change an operator must look at (down, or back up after down): warning.
+                routine = up and transition.previous is ActiveState.UNKNOWN
+                (log.info if routine else log.warning)(
                     "backend_health_changed",
                     listener=lst.name,
                     backend=backend.id,

@@ -167,6 +167,15 @@ max_ejection_ms = 1000
     assert any(e.get("listener") == "echo" for e in gw.events("balancer_panic")), (
         "no balancer_panic event while every backend was down"
     )
+    # Health changes are logged at a level that matches what an operator must do about them.
+    changes = [
+        (e["backend"], e["previous"], e["current"], e["level"])
+        for e in gw.events("backend_health_changed")
+    ]
+    for p in ports:
+        assert (backend_of(p), "unknown", "up", "info") in changes, changes
+    assert (backend_of(vport), "up", "down", "warning") in changes, changes
+    assert (backend_of(vport), "down", "up", "warning") in changes, changes
 
 
 def _no_backend(admin: int, listener: str) -> float:
