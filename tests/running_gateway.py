@@ -19,24 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tools.ports import free_port as free_port  # tests import it from here
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-# Every port free_port has returned in this test process. The kernel picks a bound-then-closed
-# port at random and may pick it again: two listeners of one config once got the same one.
-_handed_out: set[int] = set()
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A loopback port nothing is bound to now, never one this process was given before."""
-    while True:
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
 
 
 def wait_for_port(port: int, timeout_s: float = 10.0) -> None:

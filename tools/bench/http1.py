@@ -32,9 +32,9 @@ from tools.bench.proxies import (
     _wait_listening,
     add_run_arguments,
     cpu_list,
-    free_port,
     start_expressgateway_with,
 )
+from tools.ports import free_port
 
 DIRECT = "direct (no proxy)"
 # Idle keep-alive connections each proxy may keep to the backend (nginx `keepalive`, our

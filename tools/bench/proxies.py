@@ -31,12 +31,6 @@ NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 READY_TIMEOUT_S = 20.0
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class ProxyStartError(RuntimeError):
     """A proxy exited or did not serve within READY_TIMEOUT_S; carries its log tail."""
 

@@ -20,8 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.bench.proxies import PROXIES, Proxy, add_run_arguments, cpu_list, free_port
+from tools.bench.proxies import PROXIES, Proxy, add_run_arguments, cpu_list
 from tools.bench.tcp_load import DiscardSink, LoadError, make_payload, push
+from tools.ports import free_port
 
 GIB = 1 << 30
 DIRECT = "direct (no proxy)"
