@@ -72,7 +72,8 @@ class H1ResponseBody(BodySource):
         self.reader = reader
         self.until_close = until_close
         self.idle_s = idle_s
-        self.ended = False
+        # A body-less response (HEAD, 204, 304) ends with its head.
+        self.ended = length == 0
 
     async def receive(self) -> bytes:
         self.started = True
@@ -123,6 +124,11 @@ class H1UpstreamResponse(UpstreamResponse):
     async def release(self, *, complete: bool) -> None:
         body = self.body
         assert isinstance(body, H1ResponseBody)
+        events = body.reader.events
+        if body.length == 0 and events and events[0][0] == END:
+            events.popleft()  # the parser's end of a body-less message (204, 304)
+        # After HEAD the parser still expects the body the head declared: at_boundary is
+        # False and the connection is closed rather than trusted.
         reusable = (
             complete
             and self._keep_alive
