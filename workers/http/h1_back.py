@@ -32,6 +32,7 @@ from workers.http1.message_reader import (
     ParsedHead,
 )
 from workers.http1.pool import UpstreamConn, UpstreamPool
+from workers.http1.socket_io import send_now, send_rest
 
 _BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
 
@@ -173,13 +174,18 @@ class H1Back:
                     await self.pool.discard(conn)
 
     async def _send(self, conn: UpstreamConn, data: bytes, *, head: bool) -> None:
-        with trio.move_on_after(self.body_timeout_s) as scope:
-            try:
-                await conn.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                if head and conn.reused:
-                    raise UpstreamLost("reused upstream connection closed") from None
-                raise BadGateway("upstream closed while sending", kind="upstream_write") from None
+        """Write ``data``; the body timeout bounds only a wait for room (most writes finish
+        at once, without a cancel scope or a scheduling point)."""
+        try:
+            sent = send_now(conn.stream, data)
+            if sent == len(data):
+                return
+            with trio.move_on_after(self.body_timeout_s) as scope:
+                await send_rest(conn.stream, data, sent)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if head and conn.reused:
+                raise UpstreamLost("reused upstream connection closed") from None
+            raise BadGateway("upstream closed while sending", kind="upstream_write") from None
         if scope.cancelled_caught:
             raise lapse_error(UP_BODY_WRITE, conn.reused)
 
@@ -194,6 +200,7 @@ class H1Back:
         if reader is None or not reader.at_boundary:
             reader = conn.reader = MessageReader(conn.stream, self.limits, is_request=False)
         reader.begin_exchange()
+        reader.wait_first = True  # the answer takes a round trip: wait, then read once
         with trio.CancelScope() as scope:
             upload.head_scope = scope
             if upload.done:
