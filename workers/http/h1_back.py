@@ -115,8 +115,10 @@ class H1UpstreamResponse(UpstreamResponse):
         conn: UpstreamConn,
         upload: _Upload,
         keep_alive: bool,
+        head_request: bool,
     ) -> None:
         super().__init__(head, body, declared_length)
+        self._head_request = head_request
         self._back = back
         self._conn = conn
         self._upload = upload
@@ -128,15 +130,18 @@ class H1UpstreamResponse(UpstreamResponse):
         events = body.reader.events
         if body.length == 0 and events and events[0][0] == END:
             events.popleft()  # the parser's end of a body-less message (204, 304)
-        # After HEAD the parser still expects the body the head declared: at_boundary is
-        # False and the connection is closed rather than trusted.
+        # After HEAD the parser still expects the body the head declared: the connection is
+        # clean only when the head ended exactly with the last bytes read (the pool then
+        # drops this parser and the next exchange builds a fresh one).
+        reader = body.reader
+        clean_head = self._head_request and reader.last_feed_clean_head_end and not events
         reusable = (
             complete
             and self._keep_alive
             and self._upload.done
             and not self._upload.failed
             and not body.until_close
-            and body.reader.at_boundary
+            and (reader.at_boundary or clean_head)
         )
         pool = self._back.pool
         if not pool.keep(self._conn, reusable=reusable):
@@ -240,6 +245,7 @@ class H1Back:
             conn,
             upload,
             keep_alive,
+            head.method == b"HEAD",
         )
 
     async def _final_head(
