@@ -20,7 +20,7 @@ from workers.http.h2_front import serve_h2_connection
 from workers.http1 import Backend, RequestRecord
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "http1"))
-from h1_peers import BackendPeer, H11Backend, start_backend  # noqa: E402
+from h1_peers import BackendPeer, H11Backend, start_backend
 
 __all__ = ["BackendPeer", "H2Client", "H2Proxy", "start_backend", "start_h2_proxy"]
 
