@@ -30,6 +30,7 @@ from gateway.http import h2_guard
 from gateway.http.errors import BadRequest, NotImplementedMethod
 from gateway.http.limits import H2Limits
 from gateway.http.model import HeaderList, RequestHead, comma_tokens, request_from_pseudo
+from workers.http import h2_repr_patch  # noqa: F401  (a cheaper frame repr, see there)
 from workers.http.context import ProxyContext
 from workers.http.core import proxy_exchange
 from workers.http.front import ClientConn
