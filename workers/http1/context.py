@@ -16,6 +16,7 @@ import trio
 
 from gateway.http.limits import HttpLimits
 from gateway.http.model import RequestHead
+from gateway.http.server_names import ServerNameTable
 from workers.http1.backend import Backend, Connect
 from workers.http1.pool import UpstreamPool
 
@@ -85,6 +86,8 @@ class H1Context:
     drain_deadline_at: float = math.inf
     rng: random.Random = field(default_factory=random.Random)
     pool: UpstreamPool | None = None  # built lazily; shared by every connection of the worker
+    # TLS listeners with several certificates: which one serves which name (the 421 check).
+    server_names: ServerNameTable | None = None
 
     def start_drain(self, grace_s: float) -> None:
         """Begin draining: idle keep-alives close after a short grace (at most grace_s), tunnels
