@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from gateway.config.plan import ListenerTlsPlan
 from workers.http.front import ClientConn, FrontHandler
 from workers.http1 import serve_h1_connection
 from workers.http1_listener import make_h1_context
-from workers.sni_contexts import ListenerCertificates
+from workers.sni_contexts import ListenerCertificates, misdirect_table
 from workers.tls_listener import _handshake
 
 if TYPE_CHECKING:
@@ -56,14 +57,17 @@ def registered_front(name: str, runtime: ListenerRuntime, worker: Worker) -> Fro
 
 
 def make_h1_front(
-    runtime: ListenerRuntime, worker: Worker, certificates: ListenerCertificates
+    runtime: ListenerRuntime,
+    worker: Worker,
+    plan: ListenerTlsPlan,
+    certificates: ListenerCertificates,
 ) -> FrontHandler:
     """Today's HTTP/1.1 proxy behind TLS: scheme https, 421 across certificates."""
     ctx = make_h1_context(runtime, worker)
     ctx.scheme = b"https"
     names = certificates.names
     # One certificate: nothing can be misdirected, and the per-request check costs nothing.
-    ctx.server_names = names if names.count > 1 else None
+    ctx.server_names = misdirect_table(plan)
     runtime.on_drain = ctx.start_drain
 
     async def h1(conn: ClientConn) -> None:
@@ -82,7 +86,7 @@ def make_h1s_handler(runtime: ListenerRuntime, worker: Worker) -> Handler:
     h2_drain = runtime.on_drain  # whatever the H2 front hooked, kept beside the H1 one
     alpn = [p for p in plan.alpn if p != H2_ALPN or h2_front is not None]
     certificates = ListenerCertificates(plan, alpn)
-    h1_front = make_h1_front(runtime, worker, certificates)
+    h1_front = make_h1_front(runtime, worker, plan, certificates)
     if h2_drain is not None:
         h1_drain = runtime.on_drain
         assert h1_drain is not None

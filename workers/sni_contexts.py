@@ -21,6 +21,15 @@ from gateway.http.server_names import ServerNameTable
 from workers.tls_context import certificate_context
 
 
+def misdirect_table(plan: ListenerTlsPlan) -> ServerNameTable | None:
+    """The name table a front checks each request's authority against (``is_misdirected``);
+    None with a single certificate, where nothing can be misdirected and the check is skipped.
+    """
+    if len(plan.certificates) < 2:
+        return None
+    return ServerNameTable.from_names([c.server_names for c in plan.certificates])
+
+
 class ListenerCertificates:
     """Every certificate context of one listener; ``default`` is the one handshakes start in."""
 
