@@ -3,8 +3,9 @@
 
 Owns: the keep-alive loop (requests processed strictly one after another, so pipelined
 requests are safe), the header timeout and idle close, admission and smuggling checks via
-``gateway.http``, the per-request access record, the keep-alive cap, drain, and turning every
-error into a small response or a close. Must never log per request (only ``on_request_done``)
+``gateway.http`` (behind TLS with several certificates also the 421 misdirected check), the
+per-request access record, the keep-alive cap, drain, and turning every error into a small
+response or a close. Must never log per request (only ``on_request_done``)
 and never let client or backend bytes raise out of the handler.
 """
 
