@@ -150,20 +150,11 @@ def test_alpn_negotiates_http11_and_keeps_the_connection_alive(h1s_gateway: H1sG
             assert (status, body) == (200, b"host=api.example.com proto=https\n")
 
 
-def test_a_client_offering_h2_first_is_served_by_a_front_that_exists(
-    h1s_gateway: H1sGateway,
-) -> None:
-    """h2 is offered only when an H2 front is registered; otherwise ALPN settles on http/1.1."""
-    try:
-        from workers.http.registry import FRONTS  # type: ignore[import-not-found]
-
-        h2_built = "h2" in FRONTS
-    except ModuleNotFoundError:
-        h2_built = False
-    with h1s_gateway.connect("api.example.com", alpn=["h2", "http/1.1"]) as tls:
-        assert tls.selected_alpn_protocol() == ("h2" if h2_built else "http/1.1")
-        if not h2_built:
-            assert get(tls, "api.example.com")[0] == 200
+@pytest.mark.parametrize("offer", [["h2", "http/1.1"], ["http/1.1", "h2"]])
+def test_alpn_prefers_h2(h1s_gateway: H1sGateway, offer: list[str]) -> None:
+    """The server's order decides: h2 first, whatever the client's order."""
+    with h1s_gateway.connect("api.example.com", alpn=offer) as tls:
+        assert tls.selected_alpn_protocol() == "h2"
 
 
 @pytest.mark.parametrize(
@@ -211,6 +202,15 @@ def test_curl_verifies_the_certificate_of_each_name(h1s_gateway: H1sGateway, nam
     assert result.returncode == 0, result.stderr
     body, status = result.stdout.rsplit("\n", 1)
     assert status == "200 1.1 0"
+    assert body == f"host={name}:{h1s_gateway.port} proto=https\n"
+
+
+@pytest.mark.parametrize("name", ["api.example.com", "img.example.com"])
+def test_curl_http2_over_alpn(h1s_gateway: H1sGateway, name: str) -> None:
+    result = curl(h1s_gateway, name, "--http2")
+    assert result.returncode == 0, result.stderr
+    body, status = result.stdout.rsplit("\n", 1)
+    assert status == "200 2 0"
     assert body == f"host={name}:{h1s_gateway.port} proto=https\n"
 
 

@@ -1,16 +1,13 @@
 """The h1s handler's front dispatch, in process over loopback with real TLS clients: ALPN
-`h2` reaches the front registered as "h2" in workers.http.registry (h2 is offered only when
-one is, and not when `alpn = ["http/1.1"]`), `http/1.1` or no ALPN reaches the HTTP/1.1
+`h2` reaches the front registered as "h2" in workers.http.registry (a stand-in here; h2 is
+offered only when one is registered, and not when `alpn = ["http/1.1"]`), `http/1.1` or no ALPN reaches the HTTP/1.1
 front; the ClientConn carries scheme https, the client's SNI and the ALPN result."""
 
 from __future__ import annotations
 
 import ssl
-import sys
-import types
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 import trio
@@ -19,7 +16,8 @@ from gateway.config.plan import GatewayPlan, compile_config
 from gateway.metrics.worker import WorkerMetrics
 from tools.make_certs import CertFiles, make_certs
 from workers.access_log import AccessLog
-from workers.http.front import ClientConn
+from workers.http.front import ClientConn, FrontHandler
+from workers.http.registry import FRONTS, FrontKit
 from workers.worker import ListenerRuntime
 
 H2_FRONT_REPLY = b"the registered h2 front\n"
@@ -53,10 +51,10 @@ address = "127.0.0.1:9"
 
 @pytest.fixture
 def h2_registered(monkeypatch: pytest.MonkeyPatch) -> list[ClientConn]:
-    """A stand-in registry whose "h2" front records its ClientConn and answers one line."""
+    """A stand-in "h2" front that records its ClientConn and answers one line."""
     seen: list[ClientConn] = []
 
-    def factory(runtime: Any, worker: Any) -> Any:
+    def factory(kit: FrontKit) -> FrontHandler:
         async def front(conn: ClientConn) -> None:
             seen.append(conn)
             await conn.stream.send_all(H2_FRONT_REPLY)
@@ -64,9 +62,7 @@ def h2_registered(monkeypatch: pytest.MonkeyPatch) -> list[ClientConn]:
 
         return front
 
-    registry = types.ModuleType("workers.http.registry")
-    registry.FRONTS = {"h2": factory}  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "workers.http.registry", registry)
+    monkeypatch.setitem(FRONTS, "h2", factory)
     return seen
 
 
@@ -162,4 +158,15 @@ async def test_tls13_only_refuses_a_tls12_client(certs: CertFiles) -> None:
     assert isinstance(broken, trio.BrokenResourceError)
     assert "PROTOCOL_VERSION" in str(broken.__cause__), broken.__cause__
     _, reply = await exchange(plan, certs, "api.example.com", None, GET)
+    assert reply.startswith(b"HTTP/1.1 503 "), reply
+
+
+async def test_h2_is_not_offered_without_an_h2_front(
+    certs: CertFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delitem(FRONTS, "h2")
+    negotiated, reply = await exchange(
+        plan_for(certs), certs, "api.example.com", ["h2", "http/1.1"], GET
+    )
+    assert negotiated == "http/1.1"
     assert reply.startswith(b"HTTP/1.1 503 "), reply
