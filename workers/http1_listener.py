@@ -121,6 +121,7 @@ def make_h1_context(runtime: ListenerRuntime, worker: Worker) -> H1Context:
             record.bytes_in,
             record.bytes_out,
         )
+        stats.exchange_protocols(record.front, record.back)
         if record.error_kind and record.status in _SECURITY_STATUSES:
             stats.reject(record.error_kind)
         worker.access_log.append(record)

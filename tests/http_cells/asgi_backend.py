@@ -4,7 +4,7 @@ Owns what a cell test needs to see on the far side: ``/headers`` answers with th
 method, path, HTTP version and header list as JSON; ``/echo`` streams the request body back
 (with the request trailers, if any, as response trailers); ``/bytes/N`` streams N bytes of a
 fixed pattern; ``/sha`` answers with the SHA-256 and length of the request body;
-``/trailers`` answers with response trailers; ``/status/N`` answers with status N. Must
+``/trailers`` answers with response trailers; ``/status/N`` answers with status N; ``/slow/MS`` answers after MS milliseconds. Must
 never buffer a whole body (the 1 GiB cells run through it).
 """
 
@@ -106,6 +106,14 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"with trailers", "more_body": can_trail})
         if can_trail:
             await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc123")]})
+    elif path.startswith("/slow/"):
+        import trio
+
+        async for _ in _body_chunks(receive):
+            pass
+        await trio.sleep(int(path.rsplit("/", 1)[1]) / 1000)
+        await _start(send, 200, [(b"content-length", b"4")])
+        await send({"type": "http.response.body", "body": b"slow"})
     elif path.startswith("/status/"):
         async for _ in _body_chunks(receive):
             pass

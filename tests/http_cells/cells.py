@@ -36,6 +36,8 @@ def hypercorn_backend(port: int) -> Iterator[None]:
             f"127.0.0.1:{port}",
             "--workers",
             "1",
+            "--worker-class",
+            "trio",
             "asgi_backend:app",
         ],
         cwd=ROOT / "tests" / "http_cells",
@@ -51,10 +53,12 @@ def hypercorn_backend(port: int) -> Iterator[None]:
 
 
 def cells_config(ports: dict[str, int], backend_port: int, extra_http: str = "") -> str:
+    """One listener per back of CELLS, plus ``short`` (H1 back, a 1 s total timeout)."""
     listeners = []
     for back, port in ports.items():
         protocol = "h2" if back == "h2" else "h1"
         fast = "false" if back == "h1-general" else "true"
+        timeout = "total_timeout_ms = 1000" if back == "short" else ""
         listeners.append(
             f"""
 [[listeners]]
@@ -64,6 +68,7 @@ protocol = "h1"
 [listeners.http]
 max_body_bytes = {MAX_BODY_BYTES}
 h1_fast_path = {fast}
+{timeout}
 {extra_http}
 [[listeners.backends]]
 address = "127.0.0.1:{backend_port}"
@@ -100,7 +105,7 @@ class Cells:
 @contextmanager
 def running_cells(tmp: Path) -> Iterator[Cells]:
     backend_port = free_port()
-    ports = {back: free_port() for back in {b for _, b in CELLS}}
+    ports = {back: free_port() for back in {b for _, b in CELLS} | {"short"}}
     with hypercorn_backend(backend_port):
         gateway = RunningGateway(tmp, cells_config(ports, backend_port))
         try:

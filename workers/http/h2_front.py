@@ -53,7 +53,7 @@ class _Settings(h2.settings.Settings):
 
     hard_stream_cap = 2**31
 
-    @property  # type: ignore[override]
+    @property  # type: ignore[override,misc]
     def max_concurrent_streams(self) -> int:
         return self.hard_stream_cap
 
@@ -153,7 +153,7 @@ class H2ServerConnection:
                 return
             self._on_bytes(data)
 
-    def _on_bytes(self, data: bytes) -> None:
+    def _on_bytes(self, data: bytes | bytearray) -> None:
         self._idle_since = trio.current_time()
         self._ping_sent_at = None  # anything from the client proves it alive
         try:
@@ -227,6 +227,7 @@ class H2ServerConnection:
 
     def _on_request(self, event: h2.events.RequestReceived) -> None:
         sid = event.stream_id
+        ended = event.stream_ended is not None
         now = trio.current_time()
         if (self._closing and sid > self._last_stream_id) or len(
             self.streams
@@ -245,12 +246,12 @@ class H2ServerConnection:
         body = H2RequestBody(
             self,
             sid,
-            _declared_length(head.headers, event.stream_ended),
+            _declared_length(head.headers, ended),
             max_body_bytes=self.ctx.limits.max_body_bytes,
             idle_s=self.ctx.limits.body_timeout_ms / 1000,
-            expect_continue=not event.stream_ended and expect == [b"100-continue"],
+            expect_continue=not ended and expect == [b"100-continue"],
         )
-        if event.stream_ended:
+        if ended:
             body.end()
         st = _Stream(body, H2ResponseSink(self, sid, self.stall_s), trio.CancelScope())
         self.streams[sid] = st
@@ -271,10 +272,8 @@ class H2ServerConnection:
             for ev in self._windows.values():
                 ev.set()
             self._windows.clear()
-        else:
-            ev = self._windows.pop(stream_id, None)
-            if ev is not None:
-                ev.set()
+        elif stream_id in self._windows:
+            self._windows.pop(stream_id).set()
 
     # ---- streams ----
 
@@ -300,7 +299,8 @@ class H2ServerConnection:
             self.ctx.on_request_done(record)
         finally:
             self.streams.pop(sid, None)
-            self._windows.pop(sid, None)
+            if sid in self._windows:
+                del self._windows[sid]
             self._kick()
             if self._closing and not self.streams:
                 self._done.set()
