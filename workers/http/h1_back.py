@@ -32,6 +32,7 @@ from workers.http1.message_reader import (
     ParsedHead,
 )
 from workers.http1.pool import UpstreamConn, UpstreamPool
+from workers.http1.socket_io import send_now, send_rest
 
 _BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
 
@@ -114,8 +115,10 @@ class H1UpstreamResponse(UpstreamResponse):
         conn: UpstreamConn,
         upload: _Upload,
         keep_alive: bool,
+        head_request: bool,
     ) -> None:
         super().__init__(head, body, declared_length)
+        self._head_request = head_request
         self._back = back
         self._conn = conn
         self._upload = upload
@@ -127,15 +130,18 @@ class H1UpstreamResponse(UpstreamResponse):
         events = body.reader.events
         if body.length == 0 and events and events[0][0] == END:
             events.popleft()  # the parser's end of a body-less message (204, 304)
-        # After HEAD the parser still expects the body the head declared: at_boundary is
-        # False and the connection is closed rather than trusted.
+        # After HEAD the parser still expects the body the head declared: the connection is
+        # clean only when the head ended exactly with the last bytes read (the pool then
+        # drops this parser and the next exchange builds a fresh one).
+        reader = body.reader
+        clean_head = self._head_request and reader.last_feed_clean_head_end and not events
         reusable = (
             complete
             and self._keep_alive
             and self._upload.done
             and not self._upload.failed
             and not body.until_close
-            and body.reader.at_boundary
+            and (reader.at_boundary or clean_head)
         )
         pool = self._back.pool
         if not pool.keep(self._conn, reusable=reusable):
@@ -173,13 +179,18 @@ class H1Back:
                     await self.pool.discard(conn)
 
     async def _send(self, conn: UpstreamConn, data: bytes, *, head: bool) -> None:
-        with trio.move_on_after(self.body_timeout_s) as scope:
-            try:
-                await conn.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                if head and conn.reused:
-                    raise UpstreamLost("reused upstream connection closed") from None
-                raise BadGateway("upstream closed while sending", kind="upstream_write") from None
+        """Write ``data``; the body timeout bounds only a wait for room (most writes finish
+        at once, without a cancel scope or a scheduling point)."""
+        try:
+            sent = send_now(conn.stream, data)
+            if sent == len(data):
+                return
+            with trio.move_on_after(self.body_timeout_s) as scope:
+                await send_rest(conn.stream, data, sent)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if head and conn.reused:
+                raise UpstreamLost("reused upstream connection closed") from None
+            raise BadGateway("upstream closed while sending", kind="upstream_write") from None
         if scope.cancelled_caught:
             raise lapse_error(UP_BODY_WRITE, conn.reused)
 
@@ -194,6 +205,7 @@ class H1Back:
         if reader is None or not reader.at_boundary:
             reader = conn.reader = MessageReader(conn.stream, self.limits, is_request=False)
         reader.begin_exchange()
+        reader.wait_first = True  # the answer takes a round trip: wait, then read once
         with trio.CancelScope() as scope:
             upload.head_scope = scope
             if upload.done:
@@ -233,6 +245,7 @@ class H1Back:
             conn,
             upload,
             keep_alive,
+            head.method == b"HEAD",
         )
 
     async def _final_head(

@@ -41,6 +41,8 @@ log = structlog.get_logger("expressgateway.h2")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _READ_BYTES = 65_536
+# Framed bytes a connection may hold before its streams' senders wait for the socket.
+SEND_BACKLOG_BYTES = 256 * 1024
 _MAX_STREAM_ID = 2**31 - 1
 _Codes = h2.errors.ErrorCodes
 _S = h2.settings.SettingCodes
@@ -90,8 +92,8 @@ class H2ServerConnection:
         self.guard = h2_guard.FloodGuard(limits, trio.current_time())
         self.stall_s = ctx.limits.body_timeout_ms / 1000
         self._wake_writer = trio.Event()
-        self._flushed = trio.Event()
-        self._flushed.set()
+        self._backlog = 0  # bytes framed but not yet written to the socket
+        self._drained = trio.Event()
         self._windows: dict[int, trio.Event] = {}
         self._extra: list[bytes] = []
         self._closing = False  # no new stream; done when the last one ends
@@ -342,23 +344,31 @@ class H2ServerConnection:
     # ---- writing ----
 
     def _kick(self) -> None:
-        if self._flushed.is_set():
-            self._flushed = trio.Event()
         self._wake_writer.set()
 
-    async def flushed(self) -> None:
-        """Wait until the writer took what is queued: a stream's send backpressure."""
+    async def room_to_send(self, queued: int) -> None:
+        """Count ``queued`` bytes a stream just framed; while the writer's backlog is past
+        ``SEND_BACKLOG_BYTES``, wait for it to drain (a client that reads slowly holds
+        every stream's sender here, not in memory)."""
+        self._backlog += queued
         self._kick()
-        await self._flushed.wait()
+        while self._backlog > SEND_BACKLOG_BYTES and not self._dead:
+            self._drained = trio.Event()
+            await self._drained.wait()
 
     async def _write_loop(self) -> None:
         while True:
+            # One scheduling round first: frames other streams queue meanwhile leave in the
+            # same write (one syscall for many small HEADERS and DATA frames).
+            await trio.lowlevel.cancel_shielded_checkpoint()
             data = self._take_output()
             if not data:
-                self._flushed.set()
+                self._backlog = 0
+                self._drained.set()
                 self._wake_writer = trio.Event()
                 await self._wake_writer.wait()
                 continue
+            self._backlog = len(data)
             with trio.move_on_after(self.stall_s) as scope:
                 try:
                     await self.stream.send_all(data)

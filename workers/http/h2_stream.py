@@ -133,7 +133,7 @@ class H2ResponseSink:
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             raise self._closed() from None
         self.finished = end
-        await self.conn.flushed()
+        await self.conn.room_to_send(0)
 
     async def send_data(self, data: bytes) -> None:
         conn = self.conn
@@ -154,7 +154,7 @@ class H2ResponseSink:
                 raise self._closed() from None
             view = view[n:]
             self.bytes_out += n
-            await conn.flushed()
+            await conn.room_to_send(n)
 
     async def send_end(self, trailers: HeaderList) -> None:
         try:
@@ -165,7 +165,7 @@ class H2ResponseSink:
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             raise self._closed() from None
         self.finished = True
-        await self.conn.flushed()
+        await self.conn.room_to_send(0)
 
     async def send_error(self, exc: HttpError) -> None:
         body = error_body(exc.status)
