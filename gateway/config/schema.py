@@ -33,6 +33,9 @@ KernelMode = Literal["auto", "native", "generic"]
 UnderscorePolicy = Literal["reject", "drop", "allow"]
 ProxyProtocol = Literal["none", "v1", "v2"]
 
+# What an h1s listener offers in ALPN when `alpn` is not written (server's preference first).
+DEFAULT_ALPN = ("h2", "http/1.1")
+
 _STRUCT = {"frozen": True, "forbid_unknown_fields": True, "kw_only": True}
 
 
@@ -75,10 +78,25 @@ class KernelConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     deny: list[str] = msgspec.field(default_factory=list)
 
 
+class TlsCertificateConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    """One more certificate of an `h1s` listener, chosen by SNI for its server names."""
+
+    server_names: list[str]
+    cert_path: str
+    key_path: str
+
+
 class TlsConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    # The default certificate: served without SNI, for an unknown name, and for server_names.
     cert_path: str
     key_path: str
     tls13_only: bool = False
+    # h1s only: the names the default certificate serves (so a 421 can tell them apart).
+    server_names: list[str] = msgspec.field(default_factory=list)
+    # h1s only: ALPN protocols offered, in the server's order of preference.
+    alpn: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_ALPN))
+    # h1s only: further certificates selected by SNI.
+    certificates: list[TlsCertificateConfig] = msgspec.field(default_factory=list)
 
 
 class BackendTlsConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]

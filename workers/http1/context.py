@@ -16,6 +16,7 @@ import trio
 
 from gateway.http.limits import HttpLimits
 from gateway.http.model import RequestHead
+from gateway.http.server_names import ServerNameTable
 from workers.http1.backend import Backend, Connect
 from workers.http1.pool import UpstreamPool
 
@@ -94,6 +95,8 @@ class H1Context:
     # Set on listeners served by the general proxy core (workers/http/h1_front): called per
     # admitted request as (client stream, reader, client ip, head, state) -> record.
     general: Callable[..., Awaitable[RequestRecord]] | None = None
+    # TLS listeners with several certificates: which one serves which name (the 421 check).
+    server_names: ServerNameTable | None = None
 
     def start_drain(self, grace_s: float) -> None:
         """Begin draining: idle keep-alives close after a short grace (at most grace_s), tunnels
