@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from hyperframe.frame import DataFrame
 from hypothesis import given
 from hypothesis import strategies as st
-from hyperframe.frame import DataFrame
 
 from workers.http import h2_repr_patch
 
