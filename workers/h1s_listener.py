@@ -43,7 +43,7 @@ def make_h1s_handler(runtime: ListenerRuntime, worker: Worker) -> Handler:
     kit = make_front_kit(runtime, worker)  # also hooks drain for every front
     kit.h1.scheme = b"https"
     # None with one certificate: nothing can be misdirected, the per-request check is skipped.
-    kit.h1.server_names = misdirect_table(plan)
+    kit.h1.server_names = kit.proxy.server_names = misdirect_table(plan)
     h1_front = FRONTS["h1"](kit)
     h2_factory = FRONTS.get("h2")
     h2_front = h2_factory(kit) if h2_factory is not None and H2_ALPN in plan.alpn else None

@@ -214,10 +214,17 @@ def test_curl_http2_over_alpn(h1s_gateway: H1sGateway, name: str) -> None:
     assert body == f"host={name}:{h1s_gateway.port} proto=https\n"
 
 
-def test_curl_gets_421_for_a_host_of_another_certificate(h1s_gateway: H1sGateway) -> None:
-    result = curl(h1s_gateway, "api.example.com", "-H", "Host: img.example.com")
+@pytest.mark.parametrize("version", ["--http1.1", "--http2"])
+def test_curl_gets_421_for_a_host_of_another_certificate(
+    h1s_gateway: H1sGateway, version: str
+) -> None:
+    """HTTP/1.1 Host and HTTP/2 :authority alike (curl sends the Host header as :authority)."""
+    result = curl(h1s_gateway, "api.example.com", version, "-H", "Host: img.example.com")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.endswith("\n421 1.1 0")
+    expected = "1.1" if version == "--http1.1" else "2"
+    assert result.stdout.endswith(f"\n421 {expected} 0"), result.stdout
+    ok = curl(h1s_gateway, "api.example.com", version)
+    assert ok.stdout.endswith(f"\n200 {expected} 0"), ok.stdout
 
 
 def test_handshake_deadline_closes_a_silent_client(h1s_gateway: H1sGateway) -> None:

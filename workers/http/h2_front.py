@@ -27,8 +27,14 @@ import trio
 from hyperframe.frame import GoAwayFrame
 
 from gateway.http import h2_guard
-from gateway.http.errors import BadRequest, NotImplementedMethod
+from gateway.http.errors import (
+    BadRequest,
+    HttpError,
+    MisdirectedRequest,
+    NotImplementedMethod,
+)
 from gateway.http.limits import H2Limits
+from gateway.http.misdirected import is_misdirected
 from gateway.http.model import HeaderList, RequestHead, comma_tokens, request_from_pseudo
 from workers.http import h2_repr_patch  # noqa: F401  (a cheaper frame repr, see there)
 from workers.http.context import ProxyContext
@@ -104,6 +110,9 @@ class H2ServerConnection:
         self._idle_since = trio.current_time()
         self._ping_sent_at: float | None = None
         self._nursery: trio.Nursery | None = None
+        # The certificate the handshake chose, for the misdirected-request check (421).
+        names = ctx.server_names
+        self.certificate = names.certificate_for_sni(client.sni) if names is not None else 0
 
     # ---- life ----
 
@@ -285,9 +294,10 @@ class H2ServerConnection:
         record: RequestRecord | None = None
         try:
             with st.scope:
-                if head.method == b"CONNECT":
-                    await st.sink.send_error(NotImplementedMethod("CONNECT is not proxied"))
-                    record = _failed_record(self, head, started_at, 501, "not_implemented")
+                refusal = self._refusal(head)
+                if refusal is not None:
+                    await st.sink.send_error(refusal)
+                    record = _failed_record(self, head, started_at, refusal.status, refusal.kind)
                 else:
                     record = await proxy_exchange(
                         self.ctx,
@@ -307,6 +317,16 @@ class H2ServerConnection:
             self._kick()
             if self._closing and not self.streams:
                 self._done.set()
+
+    def _refusal(self, head: RequestHead) -> HttpError | None:
+        """A request this front answers itself: CONNECT (not proxied) or one for a host
+        another certificate of this listener serves (421, RFC 9113 §9.1.2)."""
+        if head.method == b"CONNECT":
+            return NotImplementedMethod("CONNECT is not proxied")
+        names = self.ctx.server_names
+        if names is not None and is_misdirected(names, self.certificate, head.authority):
+            return MisdirectedRequest("authority served by another certificate")
+        return None
 
     def acknowledge(self, stream_id: int, flow_len: int) -> None:
         """Reopen the client's windows for ``flow_len`` bytes the core took (or dropped)."""
