@@ -152,7 +152,7 @@ class H2Config(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
 
     prior_knowledge: bool = True
     max_concurrent_streams: int = 256
-    initial_stream_window_size: int = 65_535
+    initial_stream_window_size: int = 1_048_576
     initial_connection_window_size: int = 1_048_576
     max_header_list_size: int = 65_536
     max_frame_size: int = 16_384

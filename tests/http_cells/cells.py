@@ -52,7 +52,12 @@ def hypercorn_backend(port: int) -> Iterator[None]:
         proc.wait()
 
 
-def cells_config(ports: dict[str, int], backend_port: int, extra_http: str = "") -> str:
+def cells_config(
+    ports: dict[str, int],
+    backend_port: int,
+    extra_http: str = "",
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> str:
     """One listener per back of CELLS, plus ``short`` (H1 back, a 1 s total timeout)."""
     listeners = []
     for back, port in ports.items():
@@ -66,7 +71,7 @@ name = "cell-{back}"
 address = "127.0.0.1:{port}"
 protocol = "h1"
 [listeners.http]
-max_body_bytes = {MAX_BODY_BYTES}
+max_body_bytes = {max_body_bytes}
 h1_fast_path = {fast}
 {timeout}
 {extra_http}
@@ -103,11 +108,13 @@ class Cells:
 
 
 @contextmanager
-def running_cells(tmp: Path) -> Iterator[Cells]:
+def running_cells(tmp: Path, max_body_bytes: int = MAX_BODY_BYTES) -> Iterator[Cells]:
     backend_port = free_port()
     ports = {back: free_port() for back in {b for _, b in CELLS} | {"short"}}
     with hypercorn_backend(backend_port):
-        gateway = RunningGateway(tmp, cells_config(ports, backend_port))
+        gateway = RunningGateway(
+            tmp, cells_config(ports, backend_port, max_body_bytes=max_body_bytes)
+        )
         try:
             gateway.start()
             yield Cells(gateway, ports)
