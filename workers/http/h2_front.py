@@ -107,7 +107,8 @@ class H2ServerConnection:
         self._dead = False  # fatal: nothing more is read or answered
         self._done = trio.Event()
         self._last_stream_id = _MAX_STREAM_ID  # once closing, streams above it are refused
-        self._idle_since = trio.current_time()
+        self._heard_at = trio.current_time()  # the client's last bytes (PING liveness)
+        self._idle_since = self._heard_at  # the last stream's end (the idle close)
         self._ping_sent_at: float | None = None
         self._nursery: trio.Nursery | None = None
         # The certificate the handshake chose, for the misdirected-request check (421).
@@ -166,7 +167,7 @@ class H2ServerConnection:
             self._on_bytes(data)
 
     def _on_bytes(self, data: bytes | bytearray) -> None:
-        self._idle_since = trio.current_time()
+        self._heard_at = trio.current_time()
         self._ping_sent_at = None  # anything from the client proves it alive
         try:
             events = self.h2.receive_data(data)
@@ -312,6 +313,7 @@ class H2ServerConnection:
             self.ctx.on_request_done(record)
         finally:
             self.streams.pop(sid, None)
+            self._idle_since = trio.current_time()
             if sid in self._windows:
                 del self._windows[sid]
             self._kick()
@@ -439,7 +441,7 @@ class H2ServerConnection:
             if not self.streams and now - self._idle_since >= limits.idle_timeout_s:
                 self._close_when_idle()
                 return
-            if interval > 0 and ping_at is None and now - self._idle_since >= interval:
+            if interval > 0 and ping_at is None and now - self._heard_at >= interval:
                 self._ping_sent_at = now
                 self.h2.ping(b"eg-alive")
                 self._kick()
