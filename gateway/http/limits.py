@@ -11,10 +11,8 @@ from typing import Literal
 
 UnderscorePolicy = Literal["reject", "drop", "allow"]
 
-# The bounded in-flight window of a streamed body: chunks of at most this size, at most this
-# many chunks between reader and writer (8 x 8 KiB in the original, all HTTP versions).
+# The largest chunk an HTTP/2 upstream body hands the core at once (the original's 8 KiB).
 BODY_CHUNK_MAX_BYTES = 8 * 1024
-BODY_WINDOW_CHUNKS = 8
 # One read from a socket on the H1 path; also bounds what one parser feed can queue.
 READ_MAX_BYTES = 64 * 1024
 
