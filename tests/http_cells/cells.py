@@ -84,7 +84,7 @@ protocol = "{protocol}"
     return f"""
 [runtime]
 workers = 1
-drain_timeout_ms = 3000
+drain_timeout_ms = 10000
 
 [observability]
 log_format = "json"
