@@ -121,6 +121,11 @@ def start_datapath(cfg: KernelConfig, *, obj_dir: Path | None = None) -> Datapat
     return DatapathControl(dp, cfg, features, absent)
 
 
+class DatapathApplyFailed(DatapathUnavailable):
+    """The kernel refused part of a config (a map write, an attach): the OS error,
+    translated once here."""
+
+
 class DatapathControl:
     """A running datapath as the supervisor sees it."""
 
@@ -186,7 +191,25 @@ class DatapathControl:
     def apply_config(self, new: KernelConfig, old: KernelConfig | None = None) -> None:
         """Deny list and rate cap from the config. At start (old None) every configured
         CIDR is added (entries adopted from an earlier supervisor stay); at reload the
-        CIDRs removed from the file are removed, and runtime `deny add` entries stay."""
+        CIDRs removed from the file are removed, and runtime `deny add` entries stay.
+
+        Raises DatapathApplyFailed (a map write refused, e.g. a full deny map) or
+        DatapathUnavailable (`required` and an interface cannot be attached); the caller
+        decides (start: exit 69; reload: a failed reload, see `revert_config`)."""
+        try:
+            self._apply_config(new, old)
+        except (BpfError, OSError, ValueError) as exc:
+            raise DatapathApplyFailed(str(exc)) from exc
+
+    def revert_config(self, old: KernelConfig, failed: KernelConfig) -> None:
+        """Best effort after a failed reload: back to `old`'s deny list, rate cap and
+        interfaces. A runtime `deny add` of a CIDR that only `failed` listed goes too."""
+        try:
+            self._apply_config(old, failed)
+        except (BpfError, OSError, ValueError, DatapathUnavailable) as exc:
+            log.error("kernel_revert_failed", error=str(exc))
+
+    def _apply_config(self, new: KernelConfig, old: KernelConfig | None) -> None:
         for cidr in new.deny:
             self.dp.deny_add(cidr)
         if old is not None:
