@@ -252,8 +252,9 @@ class Supervisor:
 
     async def _drain_workers(self, handles: list[WorkerHandle], timeout_s: float) -> None:
         """Drain `handles`; escalate to SIGTERM then SIGKILL past the deadline."""
-        for h in handles:
-            await h.drain(timeout_s)
+        async with trio.open_nursery() as sends:  # one worker not reading delays no other
+            for h in handles:
+                sends.start_soon(h.drain, timeout_s)
         assert self._nursery is not None
         for h in handles:
             self._nursery.start_soon(self._escalate, h, timeout_s)
