@@ -37,7 +37,7 @@ from gateway.metrics.supervisor_metrics import SupervisorMetrics
 from gateway.version import VERSION
 from supervisor.admin import AdminState, serve_admin
 from supervisor.datapath_control import DatapathControl, start_datapath
-from supervisor.metrics_export import build_registry
+from supervisor.metrics_export import build_exporter
 from supervisor.prober import Prober
 from supervisor.sdnotify import Notifier
 from supervisor.sockets import SocketTable, enable_tcp_migrate_req
@@ -76,8 +76,10 @@ class Supervisor:
             max_series_per_family=plan.config.observability.max_series_per_family
         )
         self.metrics = SupervisorMetrics(VERSION)
+        registry, collector = build_exporter(self.aggregator, self.metrics)
         self.admin = AdminState(
-            build_registry(self.aggregator, self.metrics),
+            registry,
+            before_render=collector.freeze,
             api_token_sha256=plan.config.admin.api_token_hash,
         )
         self.datapath: DatapathControl | None = None
