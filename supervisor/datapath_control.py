@@ -118,7 +118,9 @@ def start_datapath(cfg: KernelConfig, *, obj_dir: Path | None = None) -> Datapat
         obj_dir=str(obj_dir),
         hash_seed=dp.config()["hash_seed"],
     )
-    return DatapathControl(dp, cfg, features, absent)
+    control = DatapathControl(dp, cfg, features, absent)
+    control.detach_stale_links()
+    return control
 
 
 class DatapathApplyFailed(DatapathUnavailable):
@@ -172,6 +174,17 @@ class DatapathControl:
         if self.cfg.mode == "native" and not self.features.native_xdp.get(ifname):
             return "generic"  # not required (start would have failed): fall back
         return self.cfg.mode
+
+    def detach_stale_links(self) -> None:
+        """A crashed supervisor leaves its XDP links pinned (on purpose: steering goes on
+        until the next one adopts them). One on an interface this config does not steer
+        (removed from the file, or gone) would steer forever with nobody to own it:
+        detach it."""
+        wanted = set(self.cfg.interfaces) - self.absent
+        for ifname in self.dp.pinned_links():
+            if ifname not in wanted:
+                self.dp.detach(ifname)
+                log.warning("kernel_stale_link_detached", interface=ifname)
 
     def attach_interfaces(self) -> None:
         """XDP on every configured interface that exists (adopted links: program swapped)."""
