@@ -31,7 +31,7 @@ from gateway.errors import (
 from gateway.ipc import Heartbeat, ProtocolError, SetBackendHealth
 from gateway.lifecycle import RestartBackoff, WorkerState
 from gateway.logs import configure_logging
-from gateway.metrics.aggregator import MetricsAggregator
+from gateway.metrics.aggregator import MetricsAggregator, unmergeable
 from gateway.metrics.snapshot import decode_snapshot
 from gateway.metrics.supervisor_metrics import SupervisorMetrics
 from gateway.version import VERSION
@@ -120,6 +120,9 @@ class Supervisor:
                 snapshot = decode_snapshot(heartbeat.metrics)
             except (msgspec.DecodeError, ValueError) as exc:  # ValidationError is a DecodeError
                 raise ProtocolError(f"undecodable metrics snapshot: {exc}") from None
+            problem = unmergeable(snapshot)
+            if problem:  # merged later with the others' series, it would fail every scrape
+                raise ProtocolError(f"metrics snapshot: {problem}")
             self.aggregator.update(handle.metrics_source, snapshot)
 
     async def _broadcast_health(self, listener: str, backend_id: str, healthy: bool) -> None:
@@ -236,9 +239,11 @@ class Supervisor:
 
     async def _abandon(self, handles: list[WorkerHandle]) -> None:
         """Stop a generation that will not serve, and wait until its workers are gone."""
+        async with trio.open_nursery() as sends:
+            for h in handles:
+                h.respawn = False
+                sends.start_soon(h.stop)
         for h in handles:
-            h.respawn = False
-            await h.stop()
             h.kill()
         for h in handles:
             await h.exited.wait()
@@ -290,10 +295,23 @@ class Supervisor:
             self.state = "reloading"
             try:
                 return await self._reload_locked()
+            except Exception as exc:  # the reload's boundary (SIGHUP has no other)
+                return await self._reload_crashed(exc)
             finally:
                 if self.state == "reloading":
                     self.state = "running"
                 self.notifier.ready(self._status_line())
+
+    async def _reload_crashed(self, exc: Exception) -> Response:
+        """An unexpected error in a reload: stop whatever of the new generation started;
+        the current one keeps serving."""
+        log.exception("reload_crashed", generation=self.generation)
+        await self._abandon([w for w in self.workers if w.generation > self.generation])
+        self.reloads["failed"] += 1
+        self.metrics.reload_finished("internal_error")
+        errors = [f"reload failed: {type(exc).__name__}: {exc}", "old generation keeps serving"]
+        self.last_reload = {"result": "internal_error", "errors": errors}
+        return Response(ok=False, errors=errors)
 
     async def _reload_locked(self) -> Response:
         from supervisor.cli import read_plan
@@ -448,8 +466,9 @@ class Supervisor:
         log.info("supervisor_stopping", graceful=not now)
         live = [w for w in self.workers if w.state is not WorkerState.EXITED]
         if now:
-            for w in live:
-                await w.stop()
+            async with trio.open_nursery() as sends:
+                for w in live:
+                    sends.start_soon(w.stop)
             with trio.move_on_after(1.0):
                 for w in live:
                     await w.exited.wait()

@@ -14,6 +14,7 @@ import signal
 import socket
 import struct
 import time
+import urllib.request
 from typing import Any
 
 import pytest
@@ -21,6 +22,8 @@ from channel_tap import steal_fd, supervisor_end, worker_control_fd
 from running_gateway import RunningGateway, echo_once, free_port, on_cpu, tcp_config
 
 from gateway.ipc import BecameReady, Heartbeat, encode
+from gateway.metrics import FAMILIES, Kind
+from gateway.metrics.snapshot import HistogramValue, MetricsSnapshot, encode_snapshot
 
 pytestmark = [pytest.mark.root]  # pidfd_getfd on the gateway's processes
 
@@ -69,6 +72,7 @@ def _exit_event(gw: RunningGateway, pid: int) -> dict[str, Any]:
     raise AssertionError(f"no worker_exited for {pid}")
 
 
+_HIST = next(f for f in FAMILIES if f.kind is Kind.HISTOGRAM)
 MALFORMED = {
     "oversized_length": struct.pack(">I", 0xFFFFFFFF),
     "undecodable_body": struct.pack(">I", 1) + b"\xc1",
@@ -76,13 +80,26 @@ MALFORMED = {
         Heartbeat(active_connections=0, handled_connections=0, handled_requests=0, metrics=b"\x01")
     ),
     "ready_twice": encode(BecameReady(pid=1)),
+    "histogram_of_another_layout": encode(
+        Heartbeat(
+            active_connections=0,
+            handled_connections=0,
+            handled_requests=0,
+            metrics=encode_snapshot(
+                MetricsSnapshot(
+                    histograms={_HIST.name: {tuple("x" for _ in _HIST.labels): HistogramValue([1])}}
+                )
+            ),
+        )
+    ),
 }
 
 
 @pytest.mark.slow
 def test_malformed_worker_frames_end_that_worker_only(gateway_factory, echo_backends) -> None:
-    port = free_port()
-    gw = gateway_factory.start(tcp_config(port, echo_backends))
+    port, admin = free_port(), free_port()
+    observability = f'[observability]\nmetrics_bind = "127.0.0.1:{admin}"\n'
+    gw = gateway_factory.start(observability + tcp_config(port, echo_backends))
     supervisor_pid = gw.proc.pid
     victim, survivor = _two_workers(gw)
     held = _held_connection(port, survivor["cpu"])
@@ -104,12 +121,15 @@ def test_malformed_worker_frames_end_that_worker_only(gateway_factory, echo_back
         assert survivor["pid"] in {w["pid"] for w in gw.ready_workers()}, what
         assert _echoes(held, what.encode()), f"the other worker's connection broke on {what}"
         assert echo_once(port, b"fresh") == b"fresh"
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as r:
+            assert r.status == 200 and b"expressgateway_" in r.read()
         victim = replacement
     faults = [e["detail"] for e in gw.events("worker_fault")]
     assert any("exceeds" in f for f in faults), faults
     assert any("undecodable message" in f for f in faults), faults
     assert any("metrics snapshot" in f for f in faults), faults
-    assert any("ready on became_ready" in f or "cannot go from ready" in f for f in faults), faults
+    assert any("cannot go from ready" in f for f in faults), faults
+    assert any("buckets" in f for f in faults), faults
     assert gw.ctl_json("status")["data"]["state"] == "running"
     held.close()
 
