@@ -374,11 +374,11 @@ async def test_metrics_render_runs_off_the_event_loop(admin: Admin) -> None:
         assert not scrape_done.is_set()
         probe_started = trio.current_time()
         assert (await admin.request("GET", "/livez")).status == 200
-        assert trio.current_time() - probe_started < 0.5
+        assert trio.current_time() - probe_started < 0.8
         await scrape_done.wait()
         assert trio.current_time() - started >= 1.0
         n.cancel_scope.cancel()
-    assert max(lateness) < 0.25, max(lateness)
+    assert max(lateness) < 0.5, max(lateness)  # on the loop, it would be >= 1 s
 
 
 async def test_render_failure_answers_500_and_keeps_serving(admin: Admin) -> None:

@@ -152,7 +152,7 @@ def test_sigstopped_worker_is_replaced_on_its_cpu(gateway_factory, echo_backends
             pass
     # judged after the 3 s timeout, not before; SIGABRT stays pending on a stopped
     # process, so SIGKILL (1 s later) ends it; then the respawn.
-    assert 3.0 <= took_s <= 9.0, took_s
+    assert 3.0 <= took_s <= 12.0, took_s
     event = _exit_event(gw, victim["pid"])
     assert event["fault"].startswith("unresponsive: no heartbeat"), event
     assert event["how"] == "signal SIGKILL", event
@@ -197,7 +197,8 @@ def test_reload_is_not_stalled_by_a_worker_that_stopped_reading(
         except ProcessLookupError:
             pass
     assert out.returncode == 0, out.stderr
-    assert took_s < 15, f"reload took {took_s:.1f}s behind a worker that does not read"
+    # boot + the 5 s send timeout; unbounded (held until the worker reads) without it
+    assert took_s < 20, f"reload took {took_s:.1f}s behind a worker that does not read"
     event = _exit_event(gw, victim["pid"])
     assert event["fault"].startswith("send_timeout: Drain not taken"), event
     rows = gw.ready_workers()
