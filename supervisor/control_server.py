@@ -97,10 +97,13 @@ async def _read_line(stream: trio.SocketStream) -> bytes:
 
 
 def peer_credentials(stream: trio.SocketStream) -> tuple[int, int]:
-    """(uid, pid) of the process at the other end of a unix stream socket."""
-    raw = stream.socket.getsockopt(
-        stdsocket.SOL_SOCKET, stdsocket.SO_PEERCRED, struct.calcsize("3i")
-    )
+    """(uid, pid) of the process at the other end of a unix stream socket; -1 if unknown."""
+    try:
+        raw = stream.socket.getsockopt(
+            stdsocket.SOL_SOCKET, stdsocket.SO_PEERCRED, struct.calcsize("3i")
+        )
+    except OSError:
+        return -1, -1
     pid, uid, _gid = struct.unpack("3i", raw)
     return uid, pid
 
