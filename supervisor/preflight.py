@@ -7,13 +7,15 @@ files readable and PEM, the key private to its owner (mode 0600 or stricter, as 
 original required), the key matching the certificate (loaded exactly as workers load
 it), the certificate not expired; the same for every SNI certificate of an `h1s` listener
 (`[[listeners.tls.certificates]]`). For backend TLS: the CA bundle loads, and
-`verify = false` is logged as a warning. Must never open sockets.
+`verify = false` is logged as a warning. As root: `runtime.worker_user` exists.
+Must never open sockets.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import pwd
 import ssl
 import stat
 
@@ -125,6 +127,18 @@ def preflight(plan: GatewayPlan, *, source: str = "", now: datetime.datetime | N
     """Raise ConfigError listing every file problem; log warnings for what only deserves one."""
     now = now or datetime.datetime.now(datetime.UTC)
     problems: list[Problem] = []
+    worker_user = plan.config.runtime.worker_user
+    if worker_user and os.geteuid() == 0:
+        try:
+            pwd.getpwnam(worker_user)
+        except KeyError:
+            problems.append(
+                Problem(
+                    "runtime.worker_user",
+                    f"user {worker_user!r} does not exist on this machine; create it "
+                    f"(useradd --system {worker_user}) or name another unprivileged user",
+                )
+            )
     for i, lst in enumerate(plan.config.listeners):
         if lst.tls is not None:
             for key, message in listener_tls_problems(lst.tls, lst.name, now):

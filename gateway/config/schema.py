@@ -50,6 +50,8 @@ class RuntimeConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     max_inflight_connections: int = 65_536
     max_keepalive_requests: int = 100
     header_underscore_policy: UnderscorePolicy = "reject"
+    worker_user: str = "nobody"  # workers switch to it when the supervisor runs as root
+    worker_heartbeat_timeout_ms: int = 10_000
 
 
 class ObservabilityConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]

@@ -31,6 +31,7 @@ _H2_WINDOW_MAX = 2**31 - 1  # RFC 9113 §6.9.1
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _IFNAME = re.compile(r"^[^/\s:]{1,15}$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _STATUS_RANGE = re.compile(r"^([1-5][0-9]{2})(?:-([1-5][0-9]{2}))?$")
 _TOKEN_HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -161,6 +162,17 @@ def _runtime(config: Config, online_cpus: Sequence[int], c: _Collector) -> None:
     c.in_range(
         "runtime.max_keepalive_requests", rt.max_keepalive_requests, 1, 10_000_000, zero_ok=True
     )
+    c.in_range(
+        "runtime.worker_heartbeat_timeout_ms", rt.worker_heartbeat_timeout_ms, 3_000, 600_000
+    )
+    if rt.worker_user and not _USER.match(rt.worker_user):
+        c.add(
+            "runtime.worker_user",
+            f'must be a user name ([a-z_][a-z0-9_-]*, at most 32) or "" (keep the '
+            f"supervisor's user), got {rt.worker_user!r}",
+        )
+    if rt.worker_user == "root":
+        c.add("runtime.worker_user", 'must be an unprivileged user, got "root"')
     if not rt.control_socket.startswith("/"):
         c.add("runtime.control_socket", f"must be an absolute path, got {rt.control_socket!r}")
     elif len(rt.control_socket.encode()) > 107:
