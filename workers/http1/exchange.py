@@ -234,7 +234,9 @@ class Exchange:
         client_framing, must_close = self._client_framing(up_framing)
         # Drain may have begun while the backend worked: this response announces the close.
         draining = self.draining is not None and self.draining.is_set()
-        s.close_after = s.close_after or must_close or draining
+        # A final answer while the upload still streams (an early 401/413) ends the
+        # connection unless the upload finishes first: announce the close now.
+        s.close_after = s.close_after or must_close or draining or not s.upload_done
         declared: int | None = None
         if client_framing is None and head.status != 204 and not 100 <= head.status < 200:
             cl = first_header(head.headers, b"content-length")

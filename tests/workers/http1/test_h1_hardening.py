@@ -113,3 +113,52 @@ async def test_endless_response_trailer_is_502(nursery: trio.Nursery) -> None:
     # The head and body went out before the trailer: the client sees no terminator.
     assert data.startswith(b"HTTP/1.1 200 ") and not data.endswith(b"0\r\n\r\n")
     assert proxy.records[-1].error_kind == "upstream_headers_too_large"
+
+
+# ---- item 5: an early backend answer while the upload still streams ------------------------
+
+
+async def _early_answer_backend(nursery: trio.Nursery, answer: bytes) -> int:
+    """A backend that reads only the request head, answers at once and closes with the body
+    still arriving (its kernel resets the connection: unread data)."""
+
+    async def serve(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return
+            data += chunk
+        await stream.send_all(answer)
+        stream.socket.close()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(trio.serve_listeners, serve, listeners)
+    return listeners[0].socket.getsockname()[1]
+
+
+@pytest.mark.parametrize("status", [401, 413])
+async def test_early_backend_answer_reaches_the_client(nursery: trio.Nursery, status: int) -> None:
+    from workers.http1 import Backend
+
+    answer = b"HTTP/1.1 %d No\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno" % status
+    port = await _early_answer_backend(nursery, answer)
+    neighbour = await start_backend(nursery)
+    early = Backend("early", "127.0.0.1", port)
+    ok = Backend("ok", "127.0.0.1", neighbour.port)
+    proxy = await start_proxy(nursery, [early, ok])  # round robin: early first
+    for _ in range(3):
+        stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+        head = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (64 << 20)
+        sent = [0]
+        async with trio.open_nursery() as upload:
+            upload.start_soon(_flood, stream, head, 64 << 20, sent)
+            data = await _read_until_close(stream)
+            upload.cancel_scope.cancel()
+        assert data.startswith(b"HTTP/1.1 %d " % status), data[:80]
+        assert data.endswith(b"\r\n\r\nno")
+        record = proxy.records[-1]
+        assert (record.status, record.error_kind, record.backend_id) == (status, None, "early")
+        await _neighbour_is_served(proxy.port)  # the other backend serves meanwhile
+    # An early answer is an answer: never a failure held against the backend.
+    assert [r for r in proxy.results if r[0] == "early"] == [("early", True, "ok")] * 3
