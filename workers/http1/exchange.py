@@ -4,7 +4,8 @@ Owns: choosing the exchange's shape (``buffered_request``: the whole request is 
 task; ``streaming_request``: a body still arriving, upload beside the response relay), the
 per-request state the connection records, and the response relay both shapes share: the
 final head (interim responses skipped), re-framing for the client (HEAD/204/304, chunked,
-until-close, HTTP/1.0), trailers, coalescing the response head with the body bytes already
+until-close, HTTP/1.0; a close-delimited body cut by a reset or a TLS end without
+close_notify is relayed without its terminator, then the close), trailers, coalescing the response head with the body bytes already
 parsed (at most one read's worth, so the window stays bounded), each step under the task's
 moving deadline (``exchange_steps``), and the decision whether the upstream connection is
 clean enough to pool. Must never choose a backend or retry (``upstream`` does) and never
@@ -302,7 +303,12 @@ class Exchange:
             elif tag == TRAILERS:
                 assert isinstance(payload, list)
                 trailers = strip_hop_by_hop(payload)
-            elif tag == END or (tag == EOF_EVENT and up.kind is BodyKind.UNTIL_CLOSE):
+            elif tag == END or (
+                # A close-delimited body ends at a clean close only: a reset or a TLS end
+                # without close_notify truncates it (RFC 9112 §6.3, RFC 8446 §6.1), and the
+                # client must see that as a missing terminator, never a complete body.
+                tag == EOF_EVENT and up.kind is BodyKind.UNTIL_CLOSE and not up_reader.eof_error
+            ):
                 if chunked_out:
                     pending.append(encode_last_chunk(trailers))
                 await self._flush(pending, timer)
@@ -310,5 +316,7 @@ class Exchange:
             else:
                 await self._flush(pending, timer)  # the client gets what arrived, then a close
                 if tag == EOF_EVENT:
+                    if up_reader.eof_error:
+                        raise BadGateway("upstream reset mid-body", kind="upstream_reset")
                     raise BadGateway("upstream closed mid-body", kind="upstream_truncated")
                 raise BadGateway(f"unexpected upstream event {tag}", kind="upstream_protocol")

@@ -162,3 +162,75 @@ async def test_early_backend_answer_reaches_the_client(nursery: trio.Nursery, st
         await _neighbour_is_served(proxy.port)  # the other backend serves meanwhile
     # An early answer is an answer: never a failure held against the backend.
     assert [r for r in proxy.results if r[0] == "early"] == [("early", True, "ok")] * 3
+
+
+# ---- item 6: a close-delimited response cut by a reset or a TLS end without close_notify ---
+
+
+def _tls_contexts(tmp_path):  # type: ignore[no-untyped-def]
+    import ssl
+
+    from tools.make_certs import make_certs
+
+    certs = make_certs(tmp_path / "certs")
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(certs.cert, certs.key)
+    client = ssl.create_default_context(cafile=str(certs.ca_cert))
+    return server, client
+
+
+@pytest.mark.parametrize(
+    ("ending", "complete"),
+    [
+        ("tcp_fin", True),
+        ("tcp_reset", False),
+        ("tls_close_notify", True),
+        ("tls_without_close_notify", False),
+    ],
+)
+async def test_close_delimited_body_is_complete_only_after_a_clean_close(
+    nursery: trio.Nursery, tmp_path, ending: str, complete: bool
+) -> None:
+    from workers.http1 import Backend
+
+    tls = ending.startswith("tls")
+    server_ctx, client_ctx = _tls_contexts(tmp_path) if tls else (None, None)
+
+    async def serve(tcp: trio.SocketStream) -> None:
+        stream: trio.abc.Stream = tcp
+        if server_ctx is not None:
+            stream = trio.SSLStream(tcp, server_ctx, server_side=True)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some(65536)
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello")
+        await trio.sleep(0.05)  # the proxy relays "hello" before the end arrives
+        if ending == "tcp_reset":
+            tcp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            tcp.socket.close()
+        elif ending == "tls_close_notify":
+            await stream.aclose()
+        else:
+            await tcp.aclose()  # a FIN: for TLS, without close_notify
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(trio.serve_listeners, serve, listeners)
+    backend = Backend("cut", "localhost", listeners[0].socket.getsockname()[1])
+
+    async def connect(b: Backend) -> trio.abc.Stream:
+        tcp = await trio.open_tcp_stream("127.0.0.1", b.port)
+        if client_ctx is None:
+            return tcp
+        stream = trio.SSLStream(tcp, client_ctx, server_hostname="localhost")
+        await stream.do_handshake()
+        return stream
+
+    proxy = await start_proxy(nursery, [backend], connect=connect)
+    for _ in range(2):  # the worker serves on after the fault, the same way
+        stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        data = await _read_until_close(stream)
+        assert data.startswith(b"HTTP/1.1 200 ") and b"transfer-encoding: chunked" in data
+        assert b"\r\n5\r\nhello\r\n" in data
+        assert data.endswith(b"\r\n0\r\n\r\n") == complete, data
+        assert proxy.records[-1].error_kind == (None if complete else "upstream_reset")
