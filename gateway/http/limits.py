@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gateway.http.lingering_close import LingerLimits
+
 UnderscorePolicy = Literal["reject", "drop", "allow"]
 
 # The bounded in-flight window of a streamed body: chunks of at most this size, at most this
@@ -50,6 +52,7 @@ class HttpLimits:
     strict_te: bool = False
     websocket: WebSocketLimits = field(default_factory=WebSocketLimits)
     pool: PoolLimits = field(default_factory=PoolLimits)
+    linger: LingerLimits = field(default_factory=LingerLimits)
 
     def __post_init__(self) -> None:
         if self.underscore_policy not in ("reject", "drop", "allow"):

@@ -26,6 +26,7 @@ from gateway.http.errors import (
 from gateway.http.framing import BodyKind, request_body_framing
 from gateway.http.h1_relay_heads import upstream_request_head
 from gateway.http.h1_wire import client_keeps_alive
+from gateway.http.lingering_close import should_linger
 from gateway.http.model import RequestHead, comma_tokens
 from gateway.http.responses import error_response_h1
 from workers.http1.backend import Backend
@@ -83,6 +84,13 @@ class ClientConnection:
         # The request in progress, for the answer to a lapse (answer_lapse).
         self.head_started_at = 0.0
         self.current: tuple[RequestHead, ExchangeState | None] | None = None
+
+    def lingers(self) -> bool:
+        """Closing now could reset a response in flight: the client may still be sending."""
+        r = self.reader
+        return should_linger(
+            unread_input=r.in_message or bool(r.events), peer_closed=r.eof, upgraded=r.upgraded
+        )
 
     def _lapse_at(self) -> float:
         d = self.deadline

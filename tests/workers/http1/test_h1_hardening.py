@@ -234,3 +234,76 @@ async def test_close_delimited_body_is_complete_only_after_a_clean_close(
         assert b"\r\n5\r\nhello\r\n" in data
         assert data.endswith(b"\r\n0\r\n\r\n") == complete, data
         assert proxy.records[-1].error_kind == (None if complete else "upstream_reset")
+
+
+# ---- item 4: lingering close after an early answer with the client still sending -----------
+
+
+async def _paced_upload(stream: trio.abc.Stream, pause_s: float, failed_at: list[float]) -> None:
+    try:
+        while True:
+            await stream.send_all(FILLER)
+            await trio.sleep(pause_s)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        failed_at.append(trio.current_time())
+
+
+async def _answer_then_end(stream: trio.abc.Stream) -> tuple[bytes, str]:
+    """What the client reads, and how the read side ended: "fin" or "reset"."""
+    data = b""
+    with trio.fail_after(10):
+        while True:
+            try:
+                chunk = await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                return data, "reset"
+            if not chunk:
+                return data, "fin"
+            data += chunk
+
+
+@pytest.mark.parametrize(
+    ("pause_s", "max_bytes", "closed_within_s"),
+    [
+        pytest.param(0.05, 64 << 20, (0.8, 3.0), id="paced_client_bounded_by_total_time"),
+        pytest.param(0.0, 1 << 20, (0.0, 0.8), id="flooding_client_bounded_by_bytes"),
+    ],
+)
+async def test_early_error_lingers_so_the_answer_is_not_reset(
+    nursery: trio.Nursery, pause_s: float, max_bytes: int, closed_within_s: tuple[float, float]
+) -> None:
+    from gateway.http.lingering_close import LingerLimits
+
+    backend = await start_backend(nursery)
+    limits = HttpLimits(
+        max_body_bytes=1000, linger=LingerLimits(total_s=1.0, idle_s=0.5, max_bytes=max_bytes)
+    )
+    proxy = await start_proxy(nursery, [backend], limits)
+    stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+    await stream.send_all(b"POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 100000000\r\n\r\n")
+    failed_at: list[float] = []
+    async with trio.open_nursery() as client:
+        client.start_soon(_paced_upload, stream, pause_s, failed_at)
+        data, ending = await _answer_then_end(stream)
+        answered_at = trio.current_time()
+        await _neighbour_is_served(proxy.port)  # the worker serves while one connection lingers
+        with trio.fail_after(5):
+            while not failed_at:
+                await trio.sleep(0.01)
+    assert data.startswith(b"HTTP/1.1 413 ")
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"content-length: %d" % len(body) in head.lower()  # the whole answer arrived
+    assert ending == "fin"  # half-closed after the answer, never a reset that could eat it
+    low, high = closed_within_s
+    assert low <= failed_at[0] - answered_at <= high
+
+
+async def test_idle_client_ends_the_linger_at_once(nursery: trio.Nursery) -> None:
+    backend = await start_backend(nursery)
+    proxy = await start_proxy(nursery, [backend], HttpLimits(max_body_bytes=1000))
+    stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+    await stream.send_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\nabc")
+    data, ending = await _answer_then_end(stream)
+    assert data.startswith(b"HTTP/1.1 413 ") and ending == "fin"
+    await stream.aclose()  # our FIN ends the linger: the proxy's side closes without waiting
+    await _neighbour_is_served(proxy.port)
