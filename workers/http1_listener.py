@@ -16,6 +16,7 @@ import trio
 from gateway.errors import UpstreamError
 from gateway.http.limits import HttpLimits, PoolLimits, WebSocketLimits
 from gateway.http.model import RequestHead
+from gateway.http.retry_budget import RetryBudgetLimits
 from workers.dial import load_backend_tls, open_backend_stream
 from workers.http1 import Backend, H1Context, RequestRecord, serve_h1_connection
 from workers.http1.backend import Connect, ConnectFailed
@@ -55,6 +56,9 @@ def limits_from_plan(runtime: ListenerRuntime) -> HttpLimits:
             idle_timeout_s=http.pool_idle_timeout_ms / 1000,
             connect_timeout_ms=plan.connect_timeout_ms,
             max_attempts=plan.balancer.max_connect_attempts,
+        ),
+        retry_budget=RetryBudgetLimits(
+            percent=http.retry_budget_percent, min_concurrency=http.retry_budget_min_concurrency
         ),
     )
 

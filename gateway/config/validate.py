@@ -315,6 +315,8 @@ def _http_limits(lst: ListenerConfig, path: str, c: _Collector) -> None:
     c.in_range(
         f"{path}.pool_max_idle_per_backend", h.pool_max_idle_per_backend, 0, h.pool_max_per_backend
     )
+    c.in_range(f"{path}.retry_budget_percent", h.retry_budget_percent, 0, 100)
+    c.in_range(f"{path}.retry_budget_min_concurrency", h.retry_budget_min_concurrency, 0, 100_000)
 
 
 def _balancer(lst: ListenerConfig, path: str, c: _Collector) -> None:

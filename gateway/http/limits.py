@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gateway.http.lingering_close import LingerLimits
+from gateway.http.retry_budget import RetryBudgetLimits
 
 UnderscorePolicy = Literal["reject", "drop", "allow"]
 
@@ -53,6 +54,7 @@ class HttpLimits:
     websocket: WebSocketLimits = field(default_factory=WebSocketLimits)
     pool: PoolLimits = field(default_factory=PoolLimits)
     linger: LingerLimits = field(default_factory=LingerLimits)
+    retry_budget: RetryBudgetLimits = field(default_factory=RetryBudgetLimits)
 
     def __post_init__(self) -> None:
         if self.underscore_policy not in ("reject", "drop", "allow"):

@@ -16,6 +16,7 @@ import trio
 
 from gateway.http.limits import HttpLimits
 from gateway.http.model import RequestHead
+from gateway.http.retry_budget import RetryBudget
 from workers.http1.backend import Backend, Connect
 from workers.http1.pool import UpstreamPool
 
@@ -85,12 +86,18 @@ class H1Context:
     drain_deadline_at: float = math.inf
     rng: random.Random = field(default_factory=random.Random)
     pool: UpstreamPool | None = None  # built lazily; shared by every connection of the worker
+    budget: RetryBudget | None = None  # built lazily; the listener's retries in this worker
 
     def start_drain(self, grace_s: float) -> None:
         """Begin draining: idle keep-alives close after a short grace (at most grace_s), tunnels
         get close frames after grace_s."""
         self.drain_deadline_at = trio.current_time() + grace_s
         self.draining.set()
+
+    def retry_budget(self) -> RetryBudget:
+        if self.budget is None:
+            self.budget = RetryBudget(self.limits.retry_budget)
+        return self.budget
 
     def upstream_pool(self) -> UpstreamPool:
         if self.pool is None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import trio
 
-from gateway.http.lingering_close import Linger, LingerLimits
 from gateway.http.limits import READ_MAX_BYTES
+from gateway.http.lingering_close import Linger, LingerLimits
 from workers.http1.socket_io import receive_some
 from workers.readiness import Readiness
 

@@ -2,7 +2,8 @@
 
 Owns: the total-timeout bound on getting a connection (the exchange bounds the rest), the
 retry rule (connect failures: always, nothing was sent; a reused connection found
-dead: only idempotent requests without a body), passive-health reports, and returning a
+dead: only idempotent requests without a body; either only while the listener's retry
+budget, ``gateway.http.retry_budget``, admits it), passive-health reports, and returning a
 connection to the pool only after a clean exchange. Must never parse or frame bytes.
 """
 
@@ -15,6 +16,7 @@ import trio
 from gateway.http.errors import GatewayTimeout, HttpError, NoBackend
 from gateway.http.framing import BodyKind
 from gateway.http.model import RequestHead
+from gateway.http.retry_budget import RetryBudget
 from workers.http1.backend import Backend, ConnectFailed, ConnectTimedOut
 from workers.http1.context import H1Context
 from workers.http1.exchange import Exchange, StaleConnection
@@ -54,25 +56,34 @@ async def forward(
     fresh = False
     attempt = 0
     tried: list[Backend] = []
-    while True:
-        attempt += 1
-        backend = ctx.pick_backend(head, client, tried)
-        if backend is None:
-            raise NoBackend("no backend available")
-        tried.append(backend)
-        step = await _attempt(
-            ctx,
-            exchange,
-            backend,
-            request_bytes_for,
-            fresh=fresh,
-            may_retry=attempt < max_attempts,
-            replayable=replayable,
-        )
-        if step == _DONE:
-            return backend
-        if step == _RETRY_FRESH:
-            fresh = True
+    budget = ctx.retry_budget()
+    budget.request_started()
+    holding = False  # this request holds a retry slot of the budget
+    try:
+        while True:
+            attempt += 1
+            backend = ctx.pick_backend(head, client, tried)
+            if backend is None:
+                raise NoBackend("no backend available")
+            tried.append(backend)
+            step = await _attempt(
+                ctx,
+                exchange,
+                backend,
+                request_bytes_for,
+                fresh=fresh,
+                may_retry=attempt < max_attempts,
+                replayable=replayable,
+                budget=budget,
+                holding=holding,
+            )
+            if step == _DONE:
+                return backend
+            holding = True  # a retry step was admitted by the budget
+            if step == _RETRY_FRESH:
+                fresh = True
+    finally:
+        budget.request_finished(holding)
 
 
 async def _attempt(
@@ -84,6 +95,8 @@ async def _attempt(
     fresh: bool,
     may_retry: bool,
     replayable: bool,
+    budget: RetryBudget,
+    holding: bool,
 ) -> int:
     """One backend: connection, exchange, pool return, and exactly one passive-health report
     (so load counters stay balanced); outcomes that say nothing about the backend are
@@ -107,7 +120,7 @@ async def _attempt(
                     conn = await pool.acquire(backend, fresh=fresh)
             except (ConnectFailed, ConnectTimedOut) as exc:
                 outcome = (False, exc.kind)
-                if may_retry:
+                if may_retry and budget.admit(holding):
                     return _RETRY
                 raise
             if total.cancelled_caught or conn is None:
@@ -127,7 +140,12 @@ async def _attempt(
             outcome = (ok, "ok" if ok else "status_5xx")
             return _DONE
         if isinstance(failure, StaleConnection):
-            if replayable and may_retry and not exchange.s.response_started:
+            if (
+                replayable
+                and may_retry
+                and not exchange.s.response_started
+                and budget.admit(holding)
+            ):
                 outcome = (True, "retry_stale")
                 return _RETRY_FRESH
             outcome = (False, "stale_connection")

@@ -54,18 +54,25 @@ def is_websocket_request(head: RequestHead) -> bool:
 async def _connect(ctx: H1Context, head: RequestHead, client: str) -> UpstreamConn:
     pool = ctx.upstream_pool()
     tried: list[Backend] = []
-    for attempt in range(1, max(1, ctx.limits.pool.max_attempts) + 1):
-        backend = ctx.pick_backend(head, client, tried)
-        if backend is None:
-            raise NoBackend("no backend available")
-        tried.append(backend)
-        started_at = trio.current_time()
-        try:
-            return await pool.acquire(backend, fresh=True)
-        except (ConnectFailed, ConnectTimedOut) as exc:
-            ctx.on_backend_result(backend, False, exc.kind, trio.current_time() - started_at)
-            if attempt >= ctx.limits.pool.max_attempts:
-                raise
+    budget = ctx.retry_budget()  # counted while connecting only: a tunnel is no request
+    budget.request_started()
+    holding = False
+    try:
+        for attempt in range(1, max(1, ctx.limits.pool.max_attempts) + 1):
+            backend = ctx.pick_backend(head, client, tried)
+            if backend is None:
+                raise NoBackend("no backend available")
+            tried.append(backend)
+            started_at = trio.current_time()
+            try:
+                return await pool.acquire(backend, fresh=True)
+            except (ConnectFailed, ConnectTimedOut) as exc:
+                ctx.on_backend_result(backend, False, exc.kind, trio.current_time() - started_at)
+                if attempt >= ctx.limits.pool.max_attempts or not budget.admit(holding):
+                    raise
+                holding = True
+    finally:
+        budget.request_finished(holding)
     raise NoBackend("no backend available")
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import socket
 import struct
 
-import h11
 import pytest
 import trio
 from h1_peers import H11Client, start_backend, start_proxy
@@ -307,3 +306,60 @@ async def test_idle_client_ends_the_linger_at_once(nursery: trio.Nursery) -> Non
     assert data.startswith(b"HTTP/1.1 413 ") and ending == "fin"
     await stream.aclose()  # our FIN ends the linger: the proxy's side closes without waiting
     await _neighbour_is_served(proxy.port)
+
+
+# ---- item 13: the retry budget bounds what a failing backend adds to the others ------------
+
+
+async def _dead_port() -> int:
+    sock = trio.socket.socket()
+    await sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there: connects are refused
+    return port
+
+
+@pytest.mark.parametrize(("percent", "min_concurrency", "retried"), [(10, 2, 2), (100, 3, 20)])
+async def test_retry_budget_bounds_retries_onto_healthy_backends(
+    nursery: trio.Nursery, percent: int, min_concurrency: int, retried: int
+) -> None:
+    from gateway.http.retry_budget import RetryBudgetLimits
+    from workers.http1 import Backend, H1Context, serve_h1_connection
+
+    async def slow(peer, req):
+        await peer.read_body()
+        await trio.sleep(0.5)  # retries admitted in the burst are all still in flight
+        await peer.respond(200, b"ok")
+
+    good_peer = await start_backend(nursery, slow)
+    dead = Backend("dead", "127.0.0.1", await _dead_port())
+    good = Backend("good", "127.0.0.1", good_peer.port)
+
+    def dead_first(head: object, client: str, tried: object) -> Backend:
+        return good if tried else dead
+
+    budget = RetryBudgetLimits(percent=percent, min_concurrency=min_concurrency)
+    ctx = H1Context(listener="t", pick_backend=dead_first, limits=HttpLimits(retry_budget=budget))
+
+    async def handle(stream: trio.SocketStream) -> None:
+        await serve_h1_connection(stream, ctx)
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(trio.serve_listeners, handle, listeners)
+    port = listeners[0].socket.getsockname()[1]
+    statuses: list[int] = []
+
+    async def one() -> None:
+        client = await H11Client.open(port)
+        response, _, _ = await client.request(b"GET", b"/")
+        statuses.append(response.status_code)
+        await client.aclose()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as clients:
+            for _ in range(20):
+                clients.start_soon(one)
+    assert sorted(statuses) == [200] * retried + [502] * (20 - retried)
+    assert len(good_peer.requests) == retried  # the healthy backend took only the budget
+    assert ctx.retry_budget().denied == 20 - retried
+    assert (ctx.retry_budget().active_requests, ctx.retry_budget().active_retries) == (0, 0)
