@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from gateway.errors import UpstreamError
+from gateway.http.forwarding import ForwardingPolicy
 from gateway.http.limits import HttpLimits, PoolLimits, WebSocketLimits
 from gateway.http.model import RequestHead
 from gateway.http.retry_budget import RetryBudgetLimits
@@ -60,6 +61,7 @@ def limits_from_plan(runtime: ListenerRuntime) -> HttpLimits:
         retry_budget=RetryBudgetLimits(
             percent=http.retry_budget_percent, min_concurrency=http.retry_budget_min_concurrency
         ),
+        forwarding=ForwardingPolicy(http.forwarded_headers, tuple(http.trusted_proxies)),
     )
 
 

@@ -31,6 +31,7 @@ HealthKind = Literal["tcp", "http"]
 LogFormat = Literal["auto", "json", "console"]
 KernelMode = Literal["auto", "native", "generic"]
 UnderscorePolicy = Literal["reject", "drop", "allow"]
+ForwardedHeaders = Literal["append", "replace", "trusted"]
 ProxyProtocol = Literal["none", "v1", "v2"]
 
 _STRUCT = {"frozen": True, "forbid_unknown_fields": True, "kw_only": True}
@@ -126,6 +127,8 @@ class HttpConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     pool_idle_timeout_ms: int = 60_000
     retry_budget_percent: int = 20
     retry_budget_min_concurrency: int = 3
+    forwarded_headers: ForwardedHeaders = "append"
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
 
 
 class WebSocketConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gateway.http.forwarding import ForwardingPolicy
 from gateway.http.lingering_close import LingerLimits
 from gateway.http.retry_budget import RetryBudgetLimits
 
@@ -55,6 +56,7 @@ class HttpLimits:
     pool: PoolLimits = field(default_factory=PoolLimits)
     linger: LingerLimits = field(default_factory=LingerLimits)
     retry_budget: RetryBudgetLimits = field(default_factory=RetryBudgetLimits)
+    forwarding: ForwardingPolicy = field(default_factory=ForwardingPolicy)
 
     def __post_init__(self) -> None:
         if self.underscore_policy not in ("reject", "drop", "allow"):

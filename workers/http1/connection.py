@@ -68,6 +68,9 @@ class ClientConnection:
         self.client = client
         self.limits = ctx.limits
         self.client_ip = client.encode()
+        # Whether this peer's X-Forwarded-For / Forwarded / X-Real-IP are believed: the
+        # peer is fixed, so the policy is asked once per connection, never per request.
+        self.keep_inbound = ctx.limits.forwarding.keeps_inbound(client)
         self.reader = MessageReader(stream, ctx.limits, is_request=True)
         self.exchange = Exchange(None, stream, self.reader, ctx.limits, ctx.draining)
         self.header_timeout_s = ctx.limits.header_timeout_ms / 1000
@@ -216,6 +219,7 @@ class ClientConnection:
             proto=self.ctx.scheme,
             default_host=backend.authority,
             rng=self.ctx.rng,
+            keep_inbound=self.keep_inbound,
         )
 
     async def _handle(self, parsed: ParsedHead, started_at: float) -> bool:

@@ -81,7 +81,11 @@ async def _handshake(
 ) -> tuple[ParsedHead, bytes]:
     headers = strip_hop_by_hop(head.headers)
     headers = add_forwarding_headers(
-        headers, peer_ip=client, proto=ctx.scheme, host=head.authority or None
+        headers,
+        peer_ip=client,
+        proto=ctx.scheme,
+        host=head.authority or None,
+        keep_inbound=ctx.limits.forwarding.keeps_inbound(client),
     )
     apply_traceparent(headers, ctx.rng)
     wire = serialize_request_head(

@@ -363,3 +363,42 @@ async def test_retry_budget_bounds_retries_onto_healthy_backends(
     assert len(good_peer.requests) == retried  # the healthy backend took only the budget
     assert ctx.retry_budget().denied == 20 - retried
     assert (ctx.retry_budget().active_requests, ctx.retry_budget().active_retries) == (0, 0)
+
+
+# ---- item 14: whose X-Forwarded-For / Forwarded / X-Real-IP are believed ------------------
+
+_SPOOFED = [
+    (b"x-forwarded-for", b"6.6.6.6"),
+    (b"forwarded", b"for=6.6.6.6"),
+    (b"x-real-ip", b"6.6.6.6"),
+]
+
+
+@pytest.mark.parametrize(
+    ("mode", "trusted", "kept"),
+    [
+        ("append", (), True),
+        ("replace", (), False),
+        ("trusted", ("127.0.0.0/8",), True),
+        ("trusted", ("10.0.0.0/8", "::1/128"), False),
+    ],
+)
+async def test_client_forwarding_claims_follow_the_policy(
+    nursery: trio.Nursery, mode: str, trusted: tuple[str, ...], kept: bool
+) -> None:
+    from gateway.http.forwarding import ForwardingPolicy
+
+    backend = await start_backend(nursery)
+    limits = HttpLimits(forwarding=ForwardingPolicy(mode, trusted))
+    proxy = await start_proxy(nursery, [backend], limits)
+    client = await H11Client.open(proxy.port)
+    response, _, _ = await client.request(b"GET", b"/", headers=_SPOOFED)
+    assert response.status_code == 200
+    seen = {bytes(n): bytes(v) for n, v in backend.requests[-1].headers}
+    if kept:
+        assert seen[b"x-forwarded-for"] == b"6.6.6.6, 127.0.0.1"
+        assert seen[b"forwarded"] == b"for=6.6.6.6" and seen[b"x-real-ip"] == b"6.6.6.6"
+    else:
+        assert seen[b"x-forwarded-for"] == b"127.0.0.1"
+        assert b"forwarded" not in seen and b"x-real-ip" not in seen
+    await _neighbour_is_served(proxy.port)
