@@ -54,6 +54,7 @@ def limits_from_plan(runtime: ListenerRuntime) -> HttpLimits:
         pool=PoolLimits(
             max_idle_per_backend=http.pool_max_idle_per_backend,
             max_per_backend=http.pool_max_per_backend,
+            max_tunnels_per_backend=http.pool_max_tunnels_per_backend,
             idle_timeout_s=http.pool_idle_timeout_ms / 1000,
             connect_timeout_ms=plan.connect_timeout_ms,
             max_attempts=plan.balancer.max_connect_attempts,

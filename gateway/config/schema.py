@@ -124,6 +124,7 @@ class HttpConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     max_header_bytes: int = 65_536
     pool_max_idle_per_backend: int = 8
     pool_max_per_backend: int = 256
+    pool_max_tunnels_per_backend: int = 256
     pool_idle_timeout_ms: int = 60_000
     retry_budget_percent: int = 20
     retry_budget_min_concurrency: int = 3

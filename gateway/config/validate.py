@@ -312,6 +312,7 @@ def _http_limits(lst: ListenerConfig, path: str, c: _Collector) -> None:
     c.in_range(f"{path}.max_headers", h.max_headers, 1, 10_000)
     c.in_range(f"{path}.max_header_bytes", h.max_header_bytes, 1_024, 1 << 20)
     c.in_range(f"{path}.pool_max_per_backend", h.pool_max_per_backend, 1, 100_000)
+    c.in_range(f"{path}.pool_max_tunnels_per_backend", h.pool_max_tunnels_per_backend, 1, 100_000)
     c.in_range(
         f"{path}.pool_max_idle_per_backend", h.pool_max_idle_per_backend, 0, h.pool_max_per_backend
     )

@@ -27,6 +27,8 @@ READ_MAX_BYTES = 64 * 1024
 class PoolLimits:
     max_idle_per_backend: int = 8
     max_per_backend: int = 256
+    # WebSocket tunnels and streamed uploads: a budget of their own (issue 17 item 8).
+    max_tunnels_per_backend: int = 256
     idle_timeout_s: float = 60.0
     connect_timeout_ms: int = 5000
     # Total upstream attempts for one request (first try + retries), retries only when safe.

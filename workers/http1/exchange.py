@@ -159,15 +159,21 @@ class Exchange:
         if up_reader is None or not up_reader.at_boundary:
             up_reader = conn.reader = MessageReader(conn.stream, self.limits, is_request=False)
         up_reader.begin_exchange()
-        if s.request_framing.kind is BodyKind.NONE or (
-            not s.expect_continue and self.client_reader.has_complete_message()
-        ):
-            await run_buffered(self, conn, up_reader, request_bytes)
-        else:
+        if self.streams_upload():
             await run_streaming(self, conn, up_reader, request_bytes)
+        else:
+            await run_buffered(self, conn, up_reader, request_bytes)
         if not s.upload_done:
             s.close_after = True
             s.upstream_reusable = False
+
+    def streams_upload(self) -> bool:
+        """The request's body is still arriving (or waits for 100 Continue): the streaming
+        shape, whose upstream connection is held as long as the client takes (a tunnel)."""
+        s = self.s
+        return s.request_framing.kind is not BodyKind.NONE and (
+            s.expect_continue or not self.client_reader.has_complete_message()
+        )
 
     # ---- steps shared by both shapes (called by buffered_request and streaming_request) ----
 

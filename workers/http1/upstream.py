@@ -113,11 +113,14 @@ async def _attempt(
     started_at = now()
     outcome: tuple[bool, str] = (True, "aborted")
     try:
-        conn = None if fresh else pool.take_idle(backend)
+        # A streamed upload holds its connection as long as the client takes: the pool gives
+        # it a slot from the tunnel budget, so uploads cannot starve ordinary requests.
+        tunnel = exchange.streams_upload()
+        conn = None if fresh else pool.take_idle(backend, tunnel)
         if conn is None:
             try:
                 with trio.CancelScope(deadline=exchange.total_at) as total:
-                    conn = await pool.acquire(backend, fresh=fresh)
+                    conn = await pool.acquire(backend, fresh=fresh, tunnel=tunnel)
             except (ConnectFailed, ConnectTimedOut) as exc:
                 outcome = (False, exc.kind)
                 if may_retry and budget.admit(holding):

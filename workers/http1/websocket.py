@@ -3,7 +3,8 @@ opaque byte tunnel with backpressure, an idle timeout and drain close frames.
 
 Owns: the upstream handshake (101 to the client only after the backend's 101), the tunnel
 relay, and when to inject close frames (idle 1001, drain 1001 at the deadline, oversize 1009)
-at frame boundaries only. Must never unmask or buffer frames (``gateway.http.ws_frames``
+at frame boundaries only. The tunnel's upstream connection takes its slot from the pool's
+tunnel budget (``max_tunnels_per_backend``), never an ordinary request's. Must never unmask or buffer frames (``gateway.http.ws_frames``
 tracks boundaries) and never pool a tunnelled connection.
 """
 
@@ -65,7 +66,7 @@ async def _connect(ctx: H1Context, head: RequestHead, client: str) -> UpstreamCo
             tried.append(backend)
             started_at = trio.current_time()
             try:
-                return await pool.acquire(backend, fresh=True)
+                return await pool.acquire(backend, fresh=True, tunnel=True)
             except (ConnectFailed, ConnectTimedOut) as exc:
                 ctx.on_backend_result(backend, False, exc.kind, trio.current_time() - started_at)
                 if attempt >= ctx.limits.pool.max_attempts or not budget.admit(holding):

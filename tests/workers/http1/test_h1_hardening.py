@@ -402,3 +402,89 @@ async def test_client_forwarding_claims_follow_the_policy(
         assert seen[b"x-forwarded-for"] == b"127.0.0.1"
         assert b"forwarded" not in seen and b"x-real-ip" not in seen
     await _neighbour_is_served(proxy.port)
+
+
+# ---- item 8: tunnels take pool slots from a budget of their own ----------------------------
+
+
+async def _tunnel_friendly_backend(nursery: trio.Nursery) -> int:
+    """101 to an Upgrade (then holds the tunnel), reads a POST body to its end, else 200."""
+
+    async def serve(stream: trio.SocketStream) -> None:
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                lower = head.lower()
+                if b"upgrade: websocket" in lower:
+                    await stream.send_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n"
+                        b"Upgrade: websocket\r\n\r\n"
+                    )
+                    while await stream.receive_some(65536):
+                        pass
+                    return
+                if b"content-length: " in lower:
+                    length = int(lower.split(b"content-length: ")[1].split(b"\r\n")[0])
+                    while len(buf) < length:
+                        chunk = await stream.receive_some(65536)
+                        if not chunk:
+                            return
+                        buf += chunk
+                    buf = buf[length:]
+                await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        except trio.BrokenResourceError:
+            return
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(trio.serve_listeners, serve, listeners)
+    return listeners[0].socket.getsockname()[1]
+
+
+async def _open_tunnel(port: int, kind: str) -> tuple[trio.SocketStream, bytes]:
+    """A WebSocket tunnel or an upload the client never finishes; the proxy's first answer
+    (b"" while it holds the request open)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    if kind == "websocket":
+        await stream.send_all(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+    else:
+        await stream.send_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nab")
+    answer = b""
+    with trio.move_on_after(1.0 if kind == "websocket" else 0.3):
+        answer = await stream.receive_some(65536)
+    return stream, answer
+
+
+@pytest.mark.parametrize("kind", ["websocket", "upload"])
+async def test_tunnels_cannot_starve_ordinary_requests(nursery: trio.Nursery, kind: str) -> None:
+    from workers.http1 import Backend
+
+    port = await _tunnel_friendly_backend(nursery)
+    pool = PoolLimits(max_per_backend=2, max_tunnels_per_backend=2, connect_timeout_ms=300)
+    proxy = await start_proxy(nursery, [Backend("b", "127.0.0.1", port)], HttpLimits(pool=pool))
+    held = []
+    for _ in range(3):  # as many tunnels as ordinary slots, and one more
+        stream, answer = await _open_tunnel(proxy.port, kind)
+        held.append(stream)
+        if len(held) <= 2:
+            assert answer.startswith(b"HTTP/1.1 101 ") if kind == "websocket" else answer == b""
+        else:
+            if kind == "upload":  # a streamed upload waits for a tunnel slot, then 503
+                answer = await _read_until_close(stream)
+            assert answer.startswith(b"HTTP/1.1 503 "), answer[:60]  # the tunnel budget is spent
+    clients = [await H11Client.open(proxy.port) for _ in range(2)]
+    with trio.fail_after(5):
+        for _ in range(3):  # both ordinary slots are free for ordinary requests
+            for client in clients:
+                response, body, _ = await client.request(b"GET", b"/")
+                assert (response.status_code, body) == (200, b"ok")
+    for stream in held:
+        await stream.aclose()
