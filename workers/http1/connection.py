@@ -87,6 +87,7 @@ class ClientConnection:
         # The request in progress, for the answer to a lapse (answer_lapse).
         self.head_started_at = 0.0
         self.current: tuple[RequestHead, ExchangeState | None] | None = None
+        self.abort = False  # close with a reset: a response already sent is known truncated
 
     def lingers(self) -> bool:
         """Closing now could reset a response in flight: the client may still be sending."""
@@ -345,6 +346,9 @@ class ClientConnection:
                     status = 0
         elif state is not None:
             status = state.status
+            # A body the client reads until our close cannot say it was cut short: a reset
+            # does (a FIN would dress the truncated body up as complete).
+            self.abort = state.client_until_close and not isinstance(exc, ClientGone)
         if head is not None or status:
             backend_id = state.backend_id if state else None
             self._record(head, started_at, state, backend_id, exc.kind, status=status)

@@ -71,6 +71,7 @@ class ExchangeState:
     upload_done: bool
     body_sent: bool
     upstream_reusable: bool
+    client_until_close: bool  # the client's body ends at our close (an HTTP/1.0 client)
     backend_id: str | None
     failure: HttpError | None
     request_trailers: HeaderList
@@ -95,6 +96,7 @@ class ExchangeState:
         self.upload_done = False
         self.body_sent = False
         self.upstream_reusable = False
+        self.client_until_close = False
         self.backend_id = None
         self.failure = None
         self.request_trailers = []
@@ -239,6 +241,7 @@ class Exchange:
             raise BadGateway("unsolicited 101 from upstream", kind="upstream_protocol")
         up_framing = response_body_framing(head.status, s.method, head.headers)
         client_framing, must_close = self._client_framing(up_framing)
+        s.client_until_close = must_close
         # Drain may have begun while the backend worked: this response announces the close.
         draining = self.draining is not None and self.draining.is_set()
         # A final answer while the upload still streams (an early 401/413) ends the

@@ -1,5 +1,7 @@
 """The lingering close of an HTTP/1.1 client connection: half-close, read and discard what the
-client still sends within the bounds ``gateway.http.lingering_close`` sets, then the close.
+client still sends within the bounds ``gateway.http.lingering_close`` sets, then the close;
+and its opposite, the abortive close (a reset) that tells a client reading a body until
+our close that the body was cut short.
 
 Owns only the I/O of it (the decision and the bounds are the pure module's). Interpreted on
 purpose (tools/build_native leaves it out): it runs once per closing connection, never per
@@ -8,6 +10,9 @@ never keep what it reads.
 """
 
 from __future__ import annotations
+
+import socket
+import struct
 
 import trio
 
@@ -41,3 +46,17 @@ async def linger_before_close(
             break
         reading = linger.on_read(len(data), trio.current_time())
     return linger.read_bytes
+
+
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+def reset_on_close(stream: trio.abc.Stream) -> None:
+    """Make the coming close a reset (SO_LINGER 0), for a plain TCP stream; TLS streams and
+    others close as they do (their close_notify or FIN cannot say more)."""
+    sock = getattr(stream, "socket", None)
+    if isinstance(stream, trio.SocketStream) and sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+        except OSError:
+            pass  # already closed: nothing left to tell

@@ -225,6 +225,12 @@ async def test_close_delimited_body_is_complete_only_after_a_clean_close(
         return stream
 
     proxy = await start_proxy(nursery, [backend], connect=connect)
+    # An HTTP/1.0 client reads the body until our close: only a reset can say "cut short".
+    stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+    await stream.send_all(b"GET / HTTP/1.0\r\n\r\n")
+    data, client_end = await _answer_then_end(stream)
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\nhello")
+    assert client_end == ("fin" if complete else "reset")
     for _ in range(2):  # the worker serves on after the fault, the same way
         stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
         await stream.send_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
