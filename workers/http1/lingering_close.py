@@ -36,7 +36,7 @@ async def linger_before_close(
     linger = Linger(limits, trio.current_time())
     reading = True
     while reading:
-        data = b""
+        data: bytes | bytearray = b""
         with trio.move_on_at(linger.next_deadline()) as scope:
             try:
                 data = await receive_some(stream, READ_MAX_BYTES, readiness)
