@@ -120,6 +120,9 @@ def make_h1_context(runtime: ListenerRuntime, worker: Worker) -> H1Context:
         if not ok:
             stats.upstream_error(backend.id, kind)
 
+    def on_retry_denied() -> None:
+        stats.upstream_error("", "retry_budget_exhausted")
+
     def on_request_done(record: RequestRecord) -> None:
         stats.request_done(
             record.backend_id or "",
@@ -138,6 +141,7 @@ def make_h1_context(runtime: ListenerRuntime, worker: Worker) -> H1Context:
         limits=limits_from_plan(runtime),
         on_request_done=on_request_done,
         on_backend_result=on_backend_result,
+        on_retry_denied=on_retry_denied,
         connect=backend_connect(runtime),
     )
 

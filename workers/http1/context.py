@@ -72,6 +72,10 @@ def _ignore_result(backend: Backend, ok: bool, kind: str, latency_s: float) -> N
     return None
 
 
+def _ignore_denied() -> None:
+    return None
+
+
 @dataclass(slots=True)
 class H1Context:
     listener: str
@@ -81,6 +85,7 @@ class H1Context:
     connect: Connect | None = None  # default: TCP with the pool's connect timeout
     on_request_done: Callable[[RequestRecord], None] = _ignore_record
     on_backend_result: Callable[[Backend, bool, str, float], None] = _ignore_result
+    on_retry_denied: Callable[[], None] = _ignore_denied  # the retry budget refused a retry
     draining: trio.Event = field(default_factory=trio.Event)
     # trio clock deadline by which tunnels get their close frames; set by start_drain.
     drain_deadline_at: float = math.inf

@@ -123,8 +123,10 @@ async def _attempt(
                     conn = await pool.acquire(backend, fresh=fresh, tunnel=tunnel)
             except (ConnectFailed, ConnectTimedOut) as exc:
                 outcome = (False, exc.kind)
-                if may_retry and budget.admit(holding):
-                    return _RETRY
+                if may_retry:
+                    if budget.admit(holding):
+                        return _RETRY
+                    ctx.on_retry_denied()
                 raise
             if total.cancelled_caught or conn is None:
                 raise GatewayTimeout("total request time exceeded", kind="total_timeout")
@@ -143,14 +145,11 @@ async def _attempt(
             outcome = (ok, "ok" if ok else "status_5xx")
             return _DONE
         if isinstance(failure, StaleConnection):
-            if (
-                replayable
-                and may_retry
-                and not exchange.s.response_started
-                and budget.admit(holding)
-            ):
-                outcome = (True, "retry_stale")
-                return _RETRY_FRESH
+            if replayable and may_retry and not exchange.s.response_started:
+                if budget.admit(holding):
+                    outcome = (True, "retry_stale")
+                    return _RETRY_FRESH
+                ctx.on_retry_denied()
             outcome = (False, "stale_connection")
         elif isinstance(failure, HttpError):
             outcome = _outcome_of(failure, outcome)

@@ -69,7 +69,10 @@ async def _connect(ctx: H1Context, head: RequestHead, client: str) -> UpstreamCo
                 return await pool.acquire(backend, fresh=True, tunnel=True)
             except (ConnectFailed, ConnectTimedOut) as exc:
                 ctx.on_backend_result(backend, False, exc.kind, trio.current_time() - started_at)
-                if attempt >= ctx.limits.pool.max_attempts or not budget.admit(holding):
+                if attempt >= ctx.limits.pool.max_attempts:
+                    raise
+                if not budget.admit(holding):
+                    ctx.on_retry_denied()
                     raise
                 holding = True
     finally:

@@ -345,7 +345,13 @@ async def test_retry_budget_bounds_retries_onto_healthy_backends(
         return good if tried else dead
 
     budget = RetryBudgetLimits(percent=percent, min_concurrency=min_concurrency)
-    ctx = H1Context(listener="t", pick_backend=dead_first, limits=HttpLimits(retry_budget=budget))
+    denied: list[int] = []
+    ctx = H1Context(
+        listener="t",
+        pick_backend=dead_first,
+        limits=HttpLimits(retry_budget=budget),
+        on_retry_denied=lambda: denied.append(1),
+    )
 
     async def handle(stream: trio.SocketStream) -> None:
         await serve_h1_connection(stream, ctx)
@@ -367,7 +373,7 @@ async def test_retry_budget_bounds_retries_onto_healthy_backends(
                 clients.start_soon(one)
     assert sorted(statuses) == [200] * retried + [502] * (20 - retried)
     assert len(good_peer.requests) == retried  # the healthy backend took only the budget
-    assert ctx.retry_budget().denied == 20 - retried
+    assert ctx.retry_budget().denied == len(denied) == 20 - retried  # counted as a metric
     assert (ctx.retry_budget().active_requests, ctx.retry_budget().active_retries) == (0, 0)
 
 
