@@ -42,6 +42,17 @@ class ForwardingPolicy:
             ipaddress.ip_network(cidr, strict=False) for cidr in trusted_proxies
         )
 
+    def __eq__(self, other: object) -> bool:  # value semantics, as HttpLimits compares
+        if not isinstance(other, ForwardingPolicy):
+            return NotImplemented
+        return self.mode == other.mode and self.networks == other.networks
+
+    def __hash__(self) -> int:
+        return hash((self.mode, self.networks))
+
+    def __repr__(self) -> str:
+        return f"ForwardingPolicy({self.mode!r}, {tuple(str(n) for n in self.networks)!r})"
+
     def keeps_inbound(self, peer_ip: str) -> bool:
         """Whether the client-identity fields from this peer are forwarded (then appended to)."""
         if self.mode == "append":

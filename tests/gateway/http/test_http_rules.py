@@ -230,6 +230,8 @@ def test_forwarding_policy_keeps_client_claims_only_from_whom_it_trusts() -> Non
     assert trusted.keeps_inbound("2001:db8::1")
     assert not trusted.keeps_inbound("203.0.113.9")
     assert not trusted.keeps_inbound("unknown")
+    assert trusted == ForwardingPolicy("trusted", ("10.0.0.0/8", "2001:db8::/32"))
+    assert ForwardingPolicy() == ForwardingPolicy("append") != trusted
     claims = [
         (b"x-forwarded-for", b"1.2.3.4"),
         (b"forwarded", b"for=1.2.3.4"),
