@@ -29,8 +29,10 @@ _NOT_THE_BACKENDS = frozenset(("body_too_large", "body_timeout", "total_timeout"
 
 
 def _outcome_of(exc: HttpError, default: tuple[bool, str]) -> tuple[bool, str]:
-    """What a failed exchange says about the backend (client-side kinds say nothing)."""
-    if exc.kind.startswith("client") or exc.kind in _NOT_THE_BACKENDS:
+    """What a failed exchange says about the backend: nothing when the client is at fault (a
+    4xx: its body malformed, too large or too slow, an endless trailer), so a client cannot
+    get healthy backends ejected."""
+    if exc.status < 500 or exc.kind.startswith("client") or exc.kind in _NOT_THE_BACKENDS:
         return default
     return (False, exc.kind)
 
