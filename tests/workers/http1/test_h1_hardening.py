@@ -269,20 +269,25 @@ async def _answer_then_end(stream: trio.abc.Stream) -> tuple[bytes, str]:
 
 
 @pytest.mark.parametrize(
-    ("pause_s", "max_bytes", "closed_within_s"),
+    ("pause_s", "total_s", "max_bytes", "closed_within_s"),
     [
-        pytest.param(0.05, 64 << 20, (0.8, 3.0), id="paced_client_bounded_by_total_time"),
-        pytest.param(0.0, 1 << 20, (0.0, 0.8), id="flooding_client_bounded_by_bytes"),
+        pytest.param(0.05, 1.0, 64 << 20, (0.8, 3.0), id="paced_client_bounded_by_total_time"),
+        pytest.param(0.0, 5.0, 1 << 20, (0.0, 3.0), id="flooding_client_bounded_by_bytes"),
     ],
 )
 async def test_early_error_lingers_so_the_answer_is_not_reset(
-    nursery: trio.Nursery, pause_s: float, max_bytes: int, closed_within_s: tuple[float, float]
+    nursery: trio.Nursery,
+    pause_s: float,
+    total_s: float,
+    max_bytes: int,
+    closed_within_s: tuple[float, float],
 ) -> None:
     from gateway.http.lingering_close import LingerLimits
 
     backend = await start_backend(nursery)
     limits = HttpLimits(
-        max_body_bytes=1000, linger=LingerLimits(total_s=1.0, idle_s=0.5, max_bytes=max_bytes)
+        max_body_bytes=1000,
+        linger=LingerLimits(total_s=total_s, idle_s=0.5, max_bytes=max_bytes),
     )
     proxy = await start_proxy(nursery, [backend], limits)
     stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
