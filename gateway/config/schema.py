@@ -31,6 +31,7 @@ HealthKind = Literal["tcp", "http"]
 LogFormat = Literal["auto", "json", "console"]
 KernelMode = Literal["auto", "native", "generic"]
 UnderscorePolicy = Literal["reject", "drop", "allow"]
+ForwardedHeaders = Literal["append", "replace", "trusted"]
 ProxyProtocol = Literal["none", "v1", "v2"]
 
 # What an h1s listener offers in ALPN when `alpn` is not written (server's preference first).
@@ -143,10 +144,15 @@ class HttpConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     max_header_bytes: int = 65_536
     pool_max_idle_per_backend: int = 8
     pool_max_per_backend: int = 256
+    pool_max_tunnels_per_backend: int = 256
     pool_idle_timeout_ms: int = 60_000
     # H1 clients to H1-only backends take the dedicated HTTP/1.1 path (same behaviour as the
     # general proxy core, less CPU); false sends them through the general core.
     h1_fast_path: bool = True
+    retry_budget_percent: int = 20
+    retry_budget_min_concurrency: int = 3
+    forwarded_headers: ForwardedHeaders = "append"
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
 
 
 class H2Config(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]

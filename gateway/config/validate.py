@@ -415,9 +415,35 @@ def _http_limits(lst: ListenerConfig, path: str, c: _Collector) -> None:
     c.in_range(f"{path}.max_headers", h.max_headers, 1, 10_000)
     c.in_range(f"{path}.max_header_bytes", h.max_header_bytes, 1_024, 1 << 20)
     c.in_range(f"{path}.pool_max_per_backend", h.pool_max_per_backend, 1, 100_000)
+    c.in_range(f"{path}.pool_max_tunnels_per_backend", h.pool_max_tunnels_per_backend, 1, 100_000)
     c.in_range(
         f"{path}.pool_max_idle_per_backend", h.pool_max_idle_per_backend, 0, h.pool_max_per_backend
     )
+    c.in_range(f"{path}.retry_budget_percent", h.retry_budget_percent, 0, 100)
+    c.in_range(f"{path}.retry_budget_min_concurrency", h.retry_budget_min_concurrency, 0, 100_000)
+    _forwarding(h.forwarded_headers, h.trusted_proxies, path, c)
+
+
+def _forwarding(mode: str, trusted: list[str], path: str, c: _Collector) -> None:
+    for i, cidr in enumerate(trusted):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            c.add(
+                f"{path}.trusted_proxies[{i}]",
+                f"must be a CIDR such as 10.0.0.0/8 or 2001:db8::/32, got {cidr!r}",
+            )
+    if mode == "trusted" and not trusted:
+        c.add(
+            f"{path}.trusted_proxies",
+            'forwarded_headers = "trusted" needs at least one proxy CIDR here '
+            '(with none, use "replace")',
+        )
+    elif mode != "trusted" and trusted:
+        c.add(
+            f"{path}.trusted_proxies",
+            f'is used only with forwarded_headers = "trusted", not {mode!r}',
+        )
 
 
 def _h2_limits(lst: ListenerConfig, path: str, c: _Collector) -> None:

@@ -1,5 +1,6 @@
 """serve_h1_connection: run one client connection (``connection.ClientConnection``) with its
-deadline watcher, answer a lapse, close the stream.
+deadline watcher, answer a lapse, linger when the client may still be sending (issue 17
+item 4) or reset when a close-delimited response was cut short (item 6), close the stream.
 
 Interpreted on purpose (tools/build_native leaves it out): it opens the connection's nursery,
 and a mypyc-compiled coroutine must never await while an exception is being handled
@@ -13,6 +14,7 @@ import trio
 
 from workers.http1.connection import ClientConnection, peer_of
 from workers.http1.context import H1Context
+from workers.http1.lingering_close import linger_before_close, reset_on_close
 from workers.http1.socket_io import forget
 
 
@@ -32,6 +34,11 @@ async def serve_h1_connection(
             nursery.cancel_scope.cancel()
         if conn.deadline.lapsed:
             await conn.answer_lapse()
+        if conn.abort:
+            reset_on_close(stream)
+        elif conn.lingers():
+            reader = conn.reader
+            await linger_before_close(stream, reader.readiness, ctx.limits.linger)
     finally:
         forget(stream)
         await trio.aclose_forcefully(stream)
