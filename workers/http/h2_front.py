@@ -50,6 +50,8 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _READ_BYTES = 65_536
 # Framed bytes a connection may hold before its streams' senders wait for the socket.
 SEND_BACKLOG_BYTES = 256 * 1024
+_FINAL_FLUSH_S = 1.0
+_ENCODER_TABLE_BYTES = 4_096  # the HPACK default (RFC 7541 §6.5.2 initial value)
 _MAX_STREAM_ID = 2**31 - 1
 _Codes = h2.errors.ErrorCodes
 _S = h2.settings.SettingCodes
@@ -101,6 +103,7 @@ class H2ServerConnection:
         self._wake_writer = trio.Event()
         self._backlog = 0  # bytes framed but not yet written to the socket
         self._drained = trio.Event()
+        self._writer_done = trio.Event()
         self._windows: dict[int, trio.Event] = {}
         self._extra: list[bytes] = []
         self._closing = False  # no new stream; done when the last one ends
@@ -132,6 +135,11 @@ class H2ServerConnection:
                     self._on_bytes(preread)
                 nursery.start_soon(self._read_loop)
                 await self._done.wait()
+                # The writer sends what is queued (a GOAWAY among it) and returns: cancelled
+                # inside send_all, bytes it took would be lost, not left for the final flush.
+                self._kick()
+                with trio.move_on_after(_FINAL_FLUSH_S):
+                    await self._writer_done.wait()
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
@@ -173,6 +181,11 @@ class H2ServerConnection:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             code = getattr(exc, "error_code", _Codes.PROTOCOL_ERROR)
+            # h2's DoS error is the decoded header list past our setting (HPACK bomb); any
+            # other (CONTINUATION flood, connection-specific field, content-length vs DATA)
+            # is a protocol error.
+            dos = isinstance(exc, h2.exceptions.DenialOfServiceError)
+            self.ctx.on_reject("header_list_too_large" if dos else "h2_protocol_error")
             self._fatal(code, f"h2 protocol error: {exc}")
             return
         now = trio.current_time()
@@ -230,6 +243,11 @@ class H2ServerConnection:
             self._on_window(event.stream_id)
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             self._flood(h2_guard.SETTINGS, now)
+            if _S.HEADER_TABLE_SIZE in event.changed_settings:
+                # h2 sizes our HPACK encoder to whatever the client allows (up to 4 GiB of
+                # response headers kept per connection); less is allowed (RFC 7541 §4.2).
+                encoder = self.h2.encoder
+                encoder.header_table_size = min(encoder.header_table_size, _ENCODER_TABLE_BYTES)
             self._on_window(0)
         elif isinstance(event, h2.events.PingReceived):
             self._flood(h2_guard.PING, now)
@@ -242,9 +260,12 @@ class H2ServerConnection:
         sid = event.stream_id
         ended = event.stream_ended is not None
         now = trio.current_time()
-        if (self._closing and sid > self._last_stream_id) or len(
-            self.streams
-        ) >= self.limits.max_concurrent_streams:
+        # Streams whose END_STREAM or RST_STREAM went out are closed for the client (RFC 9113
+        # §5.1.2) while their task finishes: counting them refused a compliant client.
+        active = sum(1 for st in self.streams.values() if not st.sink.finished)
+        if (
+            self._closing and sid > self._last_stream_id
+        ) or active >= self.limits.max_concurrent_streams:
             self.reset(sid, _Codes.REFUSED_STREAM)  # not processed: safe for the client to retry
             self._flood(h2_guard.REFUSED, now)
             return
@@ -388,6 +409,9 @@ class H2ServerConnection:
             if not data:
                 self._backlog = 0
                 self._drained.set()
+                if self._done.is_set():
+                    self._writer_done.set()  # all sent: the connection may close
+                    return
                 self._wake_writer = trio.Event()
                 await self._wake_writer.wait()
                 continue
@@ -397,9 +421,11 @@ class H2ServerConnection:
                     await self.stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self._fatal(_Codes.CANCEL, "client connection broken")
+                    self._writer_done.set()
                     return
             if scope.cancelled_caught:
                 self._fatal(_Codes.CANCEL, "client stopped reading")
+                self._writer_done.set()
                 return
 
     def _take_output(self) -> bytes:
