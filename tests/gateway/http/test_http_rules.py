@@ -204,6 +204,26 @@ def test_pseudo_header_mapping_roundtrip() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        (b"GET /admin", b"/"),  # a space would split the HTTP/1.1 request line differently
+        (b"GET", b"/a HTTP/1.1"),
+        (b"GET", b"/a\tb"),
+        (b"GET", b"/a\x01"),
+        (b"GET", b"/a\x7f"),
+        (b"G\x00T", b"/"),
+    ],
+)
+def test_pseudo_method_and_path_that_an_h1_request_line_cannot_carry_are_rejected(
+    method: bytes, path: bytes
+) -> None:
+    pseudo = [(b":method", method), (b":scheme", b"http"), (b":path", path)]
+    with pytest.raises(BadRequest):
+        request_from_pseudo(pseudo)
+    assert request_from_pseudo([(b":method", b"M-SEARCH"), (b":scheme", b"http"), (b":path", b"*")])
+
+
 def test_ws_frame_tracker_boundaries_and_cap() -> None:
     tracker = FrameTracker(max_message_bytes=1000)
     frame = bytes((0x81, 0x85)) + b"\x01\x02\x03\x04" + b"hello"  # masked text "hello"
