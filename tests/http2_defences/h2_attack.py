@@ -89,6 +89,7 @@ class RawH2:
         self.decoder = hpack.Decoder()
         self.decoder.max_header_list_size = 1 << 24
         self.seen = Seen()
+        self.rst_count = 0  # RST_STREAM frames received (resets keeps the last per stream)
         self._buffer = b""
         self.flush()
 
@@ -189,6 +190,7 @@ class RawH2:
             seen.goaway = (frame.error_code, frame.last_stream_id)
         elif isinstance(frame, RstStreamFrame):
             seen.resets[sid] = frame.error_code
+            self.rst_count += 1
         elif isinstance(frame, HeadersFrame):
             # Our SETTINGS keep responses small enough for one HEADERS frame.
             for name, value in self.decoder.decode(frame.data, raw=True):
