@@ -340,7 +340,7 @@ def test_status_ranges() -> None:
             'forwarded_headers = "trusted"\ntrusted_proxies = ["10.0.0.0/33"]',
             [
                 "listeners[0].http.trusted_proxies[0]: must be a CIDR such as 10.0.0.0/8 or "
-                "2001:db8::/32, got '10.0.0.0/33'"
+                "2001:db8::/32, got '10.0.0.0/33' (line 7)"
             ],
         ),
         (
