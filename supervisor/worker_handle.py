@@ -55,6 +55,7 @@ class WorkerHandle:
     generation: int
     plan: GatewayPlan
     listener_fds: dict[str, int]
+    cid_table_fds: dict[str, int] = field(default_factory=dict)
     log_format: str = "auto"
     state: WorkerState = WorkerState.STARTING
     pid: int = 0
@@ -124,7 +125,11 @@ class WorkerHandle:
         try:
             process = await spawn(  # not trio's open_process: see supervisor/spawn.py
                 argv,
-                pass_fds=[child_end.fileno(), *self.listener_fds.values()],
+                pass_fds=[
+                    child_end.fileno(),
+                    *self.listener_fds.values(),
+                    *self.cid_table_fds.values(),
+                ],
                 start_new_session=True,
             )
         except OSError as exc:
@@ -153,6 +158,7 @@ class WorkerHandle:
                     cpu=self.cpu,
                     plan=self.plan,
                     listener_fds=self.listener_fds,
+                    cid_table_fds=self.cid_table_fds,
                 )
             )
             # Only now may others send (health verdicts): the worker ignores anything

@@ -8,7 +8,9 @@ or listing it here.
 
 from __future__ import annotations
 
-BUILT_LISTENER_PROTOCOLS: frozenset[str] = frozenset({"tcp", "h1", "udp", "tls"})
+BUILT_LISTENER_PROTOCOLS: frozenset[str] = frozenset(
+    {"tcp", "h1", "udp", "tls", "quic_passthrough"}
+)
 BUILT_BACKEND_PROTOCOLS: frozenset[str] = frozenset({"tcp", "h1", "udp"})
 BUILT_PROXY_PROTOCOLS: frozenset[str] = frozenset({"none", "v1", "v2"})
 BACKEND_TLS_BUILT = True

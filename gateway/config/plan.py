@@ -17,16 +17,25 @@ from gateway.config.load import load_config
 from gateway.config.locate import locate_lines
 from gateway.config.schema import (
     NATURAL_BACKEND_PROTOCOL,
+    UDP_NEW_SESSIONS_PER_SOURCE_PER_S,
+    UDP_REPLY_AMPLIFICATION_FACTOR,
     BackendTlsConfig,
     BalancerConfig,
     Config,
     HealthConfig,
     HttpConfig,
     OutlierConfig,
+    QuicPassthroughConfig,
     UdpConfig,
     WebSocketConfig,
 )
-from gateway.config.validate import HASH_POLICIES, HTTP_PROTOCOLS, UDP_TRANSPORT, validate_config
+from gateway.config.validate import (
+    DATAGRAM_SESSIONS,
+    HASH_POLICIES,
+    HTTP_PROTOCOLS,
+    UDP_TRANSPORT,
+    validate_config,
+)
 
 
 class SocketKey(msgspec.Struct, frozen=True, array_like=True):
@@ -46,6 +55,7 @@ class BackendPlan(msgspec.Struct, frozen=True):
     weight: int
     proxy_protocol: str
     tls: BackendTlsConfig | None = None  # TLS towards this backend (workers/tls_context.py)
+    quic_server_id: str | None = None  # hex QUIC-LB server ID (quic_passthrough listeners)
 
 
 class ListenerPlan(msgspec.Struct, frozen=True):
@@ -60,8 +70,9 @@ class ListenerPlan(msgspec.Struct, frozen=True):
     health: HealthConfig | None
     http: HttpConfig | None
     websocket: WebSocketConfig | None
-    udp: UdpConfig | None
+    udp: UdpConfig | None  # udp and quic_passthrough; 0 = off for the udp-only guards
     backends: list[BackendPlan]
+    quic_passthrough: QuicPassthroughConfig | None = None
 
 
 class GatewayPlan(msgspec.Struct, frozen=True):
@@ -106,12 +117,15 @@ def plan_config(config: Config, *, online_cpus: Sequence[int], digest: str) -> G
                     weight=b.weight,
                     proxy_protocol=b.proxy_protocol,
                     tls=b.tls,
+                    quic_server_id=b.quic_server_id,
                 )
             )
         is_http = lst.protocol in HTTP_PROTOCOLS
         hash_key = None
         if lst.balancer.policy in HASH_POLICIES:
             hash_key = lst.balancer.hash_key or "client_ip"
+        if lst.protocol == "quic_passthrough":
+            hash_key = "quic_cid"
         listeners.append(
             ListenerPlan(
                 name=lst.name,
@@ -125,8 +139,13 @@ def plan_config(config: Config, *, online_cpus: Sequence[int], digest: str) -> G
                 health=lst.health,
                 http=(lst.http or HttpConfig()) if is_http else None,
                 websocket=lst.websocket,
-                udp=(lst.udp or UdpConfig()) if lst.protocol == "udp" else None,
+                udp=_udp_sessions(lst.udp, lst.protocol),
                 backends=backends,
+                quic_passthrough=(
+                    (lst.quic_passthrough or QuicPassthroughConfig())
+                    if lst.protocol == "quic_passthrough"
+                    else None
+                ),
             )
         )
     return GatewayPlan(
@@ -134,6 +153,30 @@ def plan_config(config: Config, *, online_cpus: Sequence[int], digest: str) -> G
         cpus=resolve_cpus(rt.workers, online_cpus),
         config=config,
         listeners=listeners,
+    )
+
+
+def _udp_sessions(udp: UdpConfig | None, protocol: str) -> UdpConfig | None:
+    """Sessions of datagram listeners with the udp-only guards resolved (0 = off)."""
+    if protocol not in DATAGRAM_SESSIONS:
+        return None
+    u = udp or UdpConfig()
+    if protocol != "udp":
+        return msgspec.structs.replace(
+            u, new_sessions_per_source_per_s=0, reply_amplification_factor=0
+        )
+    return msgspec.structs.replace(
+        u,
+        new_sessions_per_source_per_s=(
+            UDP_NEW_SESSIONS_PER_SOURCE_PER_S
+            if u.new_sessions_per_source_per_s is None
+            else u.new_sessions_per_source_per_s
+        ),
+        reply_amplification_factor=(
+            UDP_REPLY_AMPLIFICATION_FACTOR
+            if u.reply_amplification_factor is None
+            else u.reply_amplification_factor
+        ),
     )
 
 
