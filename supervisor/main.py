@@ -102,7 +102,7 @@ class Supervisor:
             generation=generation,
             plan=plan,
             listener_fds=self.sockets.fds_for(self._listener_keys(plan), cpu),
-            cid_table_fds=self.cid_tables.fds(),
+            quic_table_fds=self.cid_tables.fds(),
             log_format=plan.config.observability.log_format,
             on_heartbeat=self._on_heartbeat,
         )

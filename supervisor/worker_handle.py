@@ -55,7 +55,7 @@ class WorkerHandle:
     generation: int
     plan: GatewayPlan
     listener_fds: dict[str, int]
-    cid_table_fds: dict[str, int] = field(default_factory=dict)
+    quic_table_fds: dict[str, list[int]] = field(default_factory=dict)
     log_format: str = "auto"
     state: WorkerState = WorkerState.STARTING
     pid: int = 0
@@ -128,7 +128,7 @@ class WorkerHandle:
                 pass_fds=[
                     child_end.fileno(),
                     *self.listener_fds.values(),
-                    *self.cid_table_fds.values(),
+                    *(fd for fds in self.quic_table_fds.values() for fd in fds),
                 ],
                 start_new_session=True,
             )
@@ -158,7 +158,7 @@ class WorkerHandle:
                     cpu=self.cpu,
                     plan=self.plan,
                     listener_fds=self.listener_fds,
-                    cid_table_fds=self.cid_table_fds,
+                    quic_table_fds=self.quic_table_fds,
                 )
             )
             # Only now may others send (health verdicts): the worker ignores anything

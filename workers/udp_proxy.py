@@ -73,6 +73,8 @@ class _Session:
         "first_reply_s",
         "key",
         "scope",
+        "shared_at_s",
+        "shared_key",
         "sock",
         "started_s",
     )
@@ -93,6 +95,9 @@ class _Session:
         self.scope = trio.CancelScope()
         self.started_s = trio.current_time()
         self.first_reply_s: float | None = None
+        # quic_passthrough: this session's entry in the shared flow table, last written at
+        self.shared_key: bytes | None = None
+        self.shared_at_s = 0.0
 
 
 def _literal_address(host: str, port: int) -> SockAddr | None:
@@ -211,6 +216,7 @@ class UdpListener:
             stats.reject(SOCKET_LIMIT_REASON)
             return None
         try:
+            await self._bind_upstream(sock, key, i)
             await sock.connect(sockaddr)
         except OSError:
             sock.close()
@@ -219,6 +225,7 @@ class UdpListener:
             return None
         budget = ReplyBudget(self.amplification_factor) if self.amplification_factor else None
         session = _Session(key, i, addr, sock, budget)
+        self._upstream_connected(session)
         # Count it before its task runs: a drain starting in between must see it in flight.
         self.worker.session_opened()
         stats.connection_opened()
@@ -230,6 +237,12 @@ class UdpListener:
         self._added.set()
         self.worker.connections.start_soon(self._run_session, key, session)
         return session
+
+    async def _bind_upstream(self, sock: trio.socket.SocketType, key: SessionKey, i: int) -> None:
+        """Hook: bind the session's socket before it connects (default: the kernel picks)."""
+
+    def _upstream_connected(self, session: _Session) -> None:
+        """Hook: the session's socket is connected."""
 
     def _new_socket(self, family: int) -> trio.socket.SocketType | None:
         """A UDP socket; when the process is out of descriptors, the least recently used

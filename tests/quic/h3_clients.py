@@ -8,7 +8,8 @@ backend's `NAME ODCID`); it counts as served when every request got a 200 whose 
 names the connection's own original DCID. The process prints one JSON object per
 connection. `--cpu` pins the client (on loopback a datagram is received on the CPU
 that sent it, so this chooses the gateway worker).
-`--until-file F`: keep opening connections until F exists (traffic during chaos).
+`--until-file F`: keep opening connections until F exists (traffic during chaos);
+`--pause-ms` between requests makes connections live across it.
 """
 
 from __future__ import annotations
@@ -112,10 +113,12 @@ async def one_connection(
     requests: int,
     after_request: Action | None = None,
     local_port: int = 0,
+    pause_s: float = 0.0,
+    timeout_s: float = CONNECTION_TIMEOUT_S,
 ) -> ConnResult:
     result = ConnResult(index, started_at=time.time())
     try:
-        async with asyncio.timeout(CONNECTION_TIMEOUT_S + requests * 2):
+        async with asyncio.timeout(timeout_s + requests * pause_s):
             async with connect(
                 host,
                 port,
@@ -132,6 +135,8 @@ async def one_connection(
                     result.bodies.append(body.decode())
                     if after_request is not None:
                         await after_request(client, r)
+                    if pause_s:
+                        await asyncio.sleep(pause_s)
         names = {b.split()[1] for b in result.bodies}
         result.ok = len(result.bodies) == requests and names == {result.odcid}
         if not result.ok:
@@ -153,13 +158,17 @@ async def many_connections(
     concurrency: int,
     after_request: Action | None = None,
     until_file: Path | None = None,
+    pause_s: float = 0.0,
+    timeout_s: float = CONNECTION_TIMEOUT_S,
 ) -> list[ConnResult]:
     sem = asyncio.Semaphore(concurrency)
     results: list[ConnResult] = []
 
     async def run(i: int) -> None:
         async with sem:
-            results.append(await one_connection(host, port, ca, i, requests, after_request))
+            results.append(
+                await one_connection(host, port, ca, i, requests, after_request, pause_s=pause_s)
+            )
 
     if until_file is None:
         await asyncio.gather(*(run(i) for i in range(connections)))
@@ -186,6 +195,8 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=10)
     p.add_argument("--cpu", type=int)
     p.add_argument("--until-file")
+    p.add_argument("--pause-ms", type=float, default=0.0)
+    p.add_argument("--timeout-s", type=float, default=CONNECTION_TIMEOUT_S)
     args = p.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
@@ -198,6 +209,8 @@ def main() -> None:
             requests=args.requests,
             concurrency=args.concurrency,
             until_file=Path(args.until_file) if args.until_file else None,
+            pause_s=args.pause_ms / 1000,
+            timeout_s=args.timeout_s,
         )
     )
     for r in results:

@@ -117,12 +117,14 @@ def run_clients(
     concurrency: int = 10,
     requests: int = 5,
     until_file: Path | None = None,
+    pause_ms: int = 0,
+    timeout_s: float = 20.0,
 ) -> subprocess.Popen[str]:
     args = [
         sys.executable, str(HERE / "h3_clients.py"),
         "--port", str(port), "--ca", str(certs.ca_cert),
         "--connections", str(connections), "--requests", str(requests),
-        "--concurrency", str(concurrency),
+        "--concurrency", str(concurrency), "--pause-ms", str(pause_ms), "--timeout-s", str(timeout_s),
     ]  # fmt: skip
     if cpu is not None:
         args += ["--cpu", str(cpu)]

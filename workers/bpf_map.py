@@ -1,13 +1,12 @@
-"""The worker's handle on the shared connection-ID table: a BPF LRU hash map by fd.
+"""The worker's handle on a BPF hash map the supervisor created: lookup and update by fd.
 
-Owns the `bpf(2)` calls on a map the supervisor created and passed down (the layout is
-gateway/passthrough/cid_record.py). Only BPF_MAP_LOOKUP_ELEM and BPF_MAP_UPDATE_ELEM on
-an fd already held: since Linux 6.5 those need no capability (only creating maps and
-loading programs do), so a worker that dropped every privilege can still use it. Calls
+Owns the `bpf(2)` calls BPF_MAP_LOOKUP_ELEM and BPF_MAP_UPDATE_ELEM on a map fd the
+worker inherited. Since Linux 6.5 these need no capability (only creating maps and
+loading programs do), so a worker that dropped every privilege can still use them. Calls
 go straight through ctypes' syscall (one per lookup or write, about a microsecond plus
 the call overhead) — workers never import the loader in kernel/.
 Must never: create, pin or close maps it did not get, or raise on a failed call (a
-failure is a miss, counted by the caller).
+failure is a miss; `errors_total` counts the unexpected ones).
 """
 
 from __future__ import annotations
@@ -16,19 +15,11 @@ import ctypes
 import errno
 import platform
 
-from gateway.passthrough.cid_record import (
-    KEY_BYTES,
-    VALUE_BYTES,
-    decode_value,
-    encode_key,
-    encode_value,
-)
-
 _SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
 _BPF_MAP_LOOKUP_ELEM = 1
 _BPF_MAP_UPDATE_ELEM = 2
-_BPF_ANY = 0
-_BPF_EXIST = 2
+BPF_ANY = 0
+BPF_EXIST = 2
 
 
 class _ElemAttr(ctypes.Structure):
@@ -47,15 +38,15 @@ _syscall.restype = ctypes.c_long
 _syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
 
 
-class BpfCidStore:
-    """`SharedCidStore` over one map fd (inherited from the supervisor)."""
+class BpfHashMap:
+    """Fixed-size keys and values by fd; buffers are reused across calls."""
 
     __slots__ = ("_attr", "_attr_size", "_key", "_value", "errors_total", "fd")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, key_bytes: int, value_bytes: int) -> None:
         self.fd = fd
-        self._key = ctypes.create_string_buffer(KEY_BYTES)
-        self._value = ctypes.create_string_buffer(VALUE_BYTES)
+        self._key = ctypes.create_string_buffer(key_bytes)
+        self._value = ctypes.create_string_buffer(value_bytes)
         self._attr = _ElemAttr(
             map_fd=fd,
             key=ctypes.addressof(self._key),
@@ -70,21 +61,20 @@ class BpfCidStore:
             return 0
         return ctypes.get_errno()
 
-    def get(self, cid: bytes) -> tuple[int, float] | None:
-        self._key.raw = encode_key(cid)
+    def lookup(self, key: bytes) -> bytes | None:
+        self._key.raw = key
         err = self._call(_BPF_MAP_LOOKUP_ELEM, 0)
         if err:
             if err != errno.ENOENT:
                 self.errors_total += 1
             return None
-        backend, seen_ms = decode_value(self._value.raw)
-        return backend, seen_ms / 1000
+        return self._value.raw
 
-    def put(self, cid: bytes, backend: int, now: float, *, must_exist: bool = False) -> bool:
-        self._key.raw = encode_key(cid)
-        self._value.raw = encode_value(backend, int(now * 1000))
-        err = self._call(_BPF_MAP_UPDATE_ELEM, _BPF_EXIST if must_exist else _BPF_ANY)
-        if err and not (must_exist and err == errno.ENOENT):
+    def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> bool:
+        """False if it failed (with BPF_EXIST: also when the key was gone)."""
+        self._key.raw = key
+        self._value.raw = value
+        err = self._call(_BPF_MAP_UPDATE_ELEM, flags)
+        if err and not (flags == BPF_EXIST and err == errno.ENOENT):
             self.errors_total += 1
         return err == 0
-
