@@ -119,9 +119,10 @@ def run_clients(
     until_file: Path | None = None,
     pause_ms: int = 0,
     timeout_s: float = 20.0,
+    host: str = "127.0.0.1",
 ) -> subprocess.Popen[str]:
     args = [
-        sys.executable, str(HERE / "h3_clients.py"),
+        sys.executable, str(HERE / "h3_clients.py"), "--host", host,
         "--port", str(port), "--ca", str(certs.ca_cert),
         "--connections", str(connections), "--requests", str(requests),
         "--concurrency", str(concurrency), "--pause-ms", str(pause_ms), "--timeout-s", str(timeout_s),
@@ -142,8 +143,9 @@ class RebindingRelay:
     """A UDP relay between one client and the gateway that can switch the source port it
     sends from (a NAT rebinding): replies on every upstream socket go back to the client."""
 
-    def __init__(self, target: tuple[str, int], cpu: int = 0) -> None:
+    def __init__(self, target: tuple[str, int], cpu: int = 0, source_ip: str = "127.0.0.1") -> None:
         self.target = target
+        self.source_ip = source_ip
         # The relay's sending thread is pinned: on loopback its CPU picks the gateway worker.
         self.cpu = cpu
         self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -156,15 +158,15 @@ class RebindingRelay:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _upstream(self) -> socket.socket:
+    def _upstream(self, port: int = 0) -> socket.socket:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
+        s.bind((self.source_ip, port))
         return s
 
-    def rebind(self) -> int:
-        """From now on send from a new source port; returns it."""
+    def rebind(self, port: int = 0) -> int:
+        """From now on send from a new source port (`port`, or any); returns it."""
         with self._lock:
-            up = self._upstream()
+            up = self._upstream(port)
             self.ups.append(up)
             return int(up.getsockname()[1])
 
