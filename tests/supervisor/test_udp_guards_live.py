@@ -15,19 +15,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from running_gateway import ROOT, free_port
-from test_udp_listener import ask, client, metric, pinned, scrape, udp_backends, udp_config
+from running_gateway import ROOT, DemoBackends, free_port
+from test_udp_listener import ask, client, metric, pinned, scrape, udp_config
 
 RATE = 20
 
 
+@pytest.fixture
+def echo_ports() -> Iterator[list[int]]:
+    ports = [free_port(socket.SOCK_DGRAM)]
+    backends = DemoBackends(udp_echo=ports)
+    yield ports
+    backends.stop()
+
+
 def test_a_source_over_its_session_rate_is_cut_and_another_source_is_served(
-    gateway_factory: type, udp_backends: list[int]
+    gateway_factory: type, echo_ports: list[int]
 ) -> None:
     port = free_port(socket.SOCK_DGRAM)
     admin = free_port()
     gw = gateway_factory.start(
-        udp_config(port, udp_backends, udp=f"new_sessions_per_source_per_s = {RATE}\n", admin=admin)
+        udp_config(port, echo_ports, udp=f"new_sessions_per_source_per_s = {RATE}\n", admin=admin)
     )
     assert gw is not None
     with pinned(0):
