@@ -41,7 +41,7 @@ _syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint
 class BpfHashMap:
     """Fixed-size keys and values by fd; buffers are reused across calls."""
 
-    __slots__ = ("_attr", "_attr_size", "_key", "_value", "errors_total", "fd")
+    __slots__ = ("_attr", "_attr_ref", "_attr_size", "_key", "_value", "errors_total", "fd")
 
     def __init__(self, fd: int, key_bytes: int, value_bytes: int) -> None:
         self.fd = fd
@@ -52,12 +52,13 @@ class BpfHashMap:
             key=ctypes.addressof(self._key),
             value=ctypes.addressof(self._value),
         )
+        self._attr_ref = ctypes.byref(self._attr)
         self._attr_size = ctypes.sizeof(_ElemAttr)
         self.errors_total = 0
 
     def _call(self, cmd: int, flags: int) -> int:
         self._attr.flags = flags
-        if _syscall(_SYS_BPF, cmd, ctypes.byref(self._attr), self._attr_size) == 0:
+        if _syscall(_SYS_BPF, cmd, self._attr_ref, self._attr_size) == 0:
             return 0
         return ctypes.get_errno()
 
