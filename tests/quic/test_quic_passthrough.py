@@ -158,12 +158,13 @@ def test_quic_lb_server_ids_route_without_the_table(
 
 
 @pytest.mark.slow
-def test_five_reloads_and_a_backend_kill_lose_no_connection_of_a_surviving_backend(
+def test_reloads_a_drain_and_a_backend_kill_lose_no_connection_of_a_surviving_backend(
     gateway_factory: type, backends: H3Backends, certs: CertFiles, tmp_path: Path
 ) -> None:
     """Connections that live ~1 s each run from both CPUs while the gateway reloads five
     times (every live connection moves to a new worker generation, which knows it only
-    through the shared table) and backend b0 is killed. Every connection a surviving
+    through the shared tables), one worker is drained (`gatewayctl drain 0`) and backend
+    b0 is killed. Every connection a surviving
     backend accepted completes; the only failures are b0's connections and new ones
     routed to b0 before passive health ejected it."""
     import time
@@ -196,6 +197,8 @@ def test_five_reloads_and_a_backend_kill_lose_no_connection_of_a_surviving_backe
                 backends.kill(0)
                 killed_at = time.time()
             time.sleep(0.8)
+        out = gw.ctl("drain", "0", "--timeout", "2")
+        assert out.returncode == 0, out.stdout + out.stderr
         time.sleep(1.0)
     finally:
         stop.touch()
