@@ -266,6 +266,9 @@ class UdpListener:
             if i not in self._literal:
                 self.addresses.address(i, trio.current_time())  # resolve names up front
         while True:
+            # A fresh event before taking the wanted names: a datagram asking during the
+            # lookups below sets this one, so the next round starts at once.
+            wake = self._resolve_wanted = trio.Event()
             for i in self.addresses.wanted():
                 b = backends[i]
                 with trio.move_on_after(RESOLVE_TIMEOUT_S):
@@ -282,8 +285,7 @@ class UdpListener:
                         )
                         continue
                 self.addresses.failed(i, trio.current_time())
-            self._resolve_wanted = trio.Event()
-            await self._resolve_wanted.wait()
+            await wake.wait()
 
     def _admit_reply(self, session: _Session, data: bytes) -> bool:
         """Whether a backend reply may go to the client (the amplification budget)."""

@@ -3,9 +3,10 @@
     python tests/quic/h3_backend.py --port P --name NAME --cert C --key K --log FILE
         [--no-retry] [--quic-lb-sid HEX --quic-lb-config-id N]
 
-Every response body is `NAME ODCID_HEX` (the connection's original destination connection
-ID, the one the client chose): a client can check that all its requests were served by
-one backend and one connection. Every new connection appends `NAME ODCID_HEX` to --log
+Every response body is `NAME ODCID_HEX PEER` (the connection's original destination
+connection ID, the one the client chose, and the peer address the server sends to): a
+client can check that all its requests were served by one backend and one connection,
+and whether the server ever saw the connection move. Every new connection appends `NAME ODCID_HEX` to --log
 (flushed at once, so a killed backend's record survives). With --quic-lb-sid the server
 mints every connection ID it issues (handshake SCID, NEW_CONNECTION_ID, Retry SCID) in
 the QUIC-LB plaintext form: config id in the first octet's high bits, then the server ID.
@@ -66,7 +67,8 @@ class H3Server(QuicConnectionProtocol):
             return
         for h3_event in self._h3.handle_event(event):
             if isinstance(h3_event, HeadersReceived) and h3_event.stream_ended:
-                body = f"{self.name} {self.odcid}".encode()
+                peer = self._quic._network_paths[0].addr  # the path this request came on
+                body = f"{self.name} {self.odcid} {peer[0]}:{peer[1]}".encode()
                 self._h3.send_headers(
                     h3_event.stream_id,
                     [(b":status", b"200"), (b"content-length", str(len(body)).encode())],

@@ -93,6 +93,11 @@ class ConnResult:
     def backends(self) -> set[str]:
         return {b.split()[0] for b in self.bodies}
 
+    @property
+    def peers(self) -> set[str]:
+        """The client addresses the backend saw (more than one: it saw a migration)."""
+        return {b.split()[2] for b in self.bodies}
+
 
 Action = Callable[[H3Client, int], Awaitable[None]]
 

@@ -37,6 +37,8 @@ def assert_served_once(results: list[dict[str, object]], backends: H3Backends, c
     for r in results:
         names = {str(b).split()[0] for b in r["bodies"]}  # type: ignore[attr-defined]
         assert len(names) == 1, r
+        # ... and the backend saw one peer address: the gateway never moved the connection.
+        assert len({str(b).split()[2] for b in r["bodies"]}) == 1, r  # type: ignore[attr-defined]
         # The connection's backend accepted it once; no other backend ever saw it.
         assert served[str(r["odcid"])] == names, (r, served[str(r["odcid"])])
 
@@ -114,6 +116,9 @@ def test_rebinding_new_connection_id_and_another_worker_keep_the_backend(
     for r in results:
         assert r.ok, r
         assert len(r.backends) == 1, r
+    # The client's own address changes are migrations the backend sees; the move to the
+    # other worker is not (it sends from the flow's shared port).
+    assert [len(r.peers) for r in results] == [3, 2, 1], [r.peers for r in results]
     _wait_active(gw, 1)  # the moved connection was served through the CPU 1 worker
     served = backends.served()
     for r in results:
@@ -207,7 +212,10 @@ def test_reloads_a_drain_and_a_backend_kill_lose_no_connection_of_a_surviving_ba
     lost = []
     for r in results:
         if r["ok"]:
-            assert len({str(b).split()[0] for b in r["bodies"]}) == 1, r  # type: ignore[attr-defined]
+            bodies = [str(b).split() for b in r["bodies"]]  # type: ignore[attr-defined]
+            assert len({b[0] for b in bodies}) == 1, r
+            # Reloads and the drain moved it between workers; its backend never saw it move.
+            assert len({b[2] for b in bodies}) == 1, r
             continue
         where = served.get(str(r["odcid"]), set())
         if "b0" in where or (not where and float(r["started_at"]) >= killed_at - 1.0):  # type: ignore[arg-type]
