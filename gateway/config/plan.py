@@ -22,20 +22,24 @@ from gateway.config.schema import (
     BackendTlsConfig,
     BalancerConfig,
     Config,
+    H2Config,
     HealthConfig,
     HttpConfig,
     OutlierConfig,
     QuicPassthroughConfig,
+    TlsConfig,
     UdpConfig,
     WebSocketConfig,
 )
 from gateway.config.validate import (
     DATAGRAM_SESSIONS,
+    H2_FRONT_PROTOCOLS,
     HASH_POLICIES,
     HTTP_PROTOCOLS,
     UDP_TRANSPORT,
     validate_config,
 )
+from gateway.http.server_names import normalise_name
 
 
 class SocketKey(msgspec.Struct, frozen=True, array_like=True):
@@ -58,6 +62,23 @@ class BackendPlan(msgspec.Struct, frozen=True):
     quic_server_id: str | None = None  # hex QUIC-LB server ID (quic_passthrough listeners)
 
 
+class CertificatePlan(msgspec.Struct, frozen=True):
+    cert_path: str
+    key_path: str
+    server_names: list[str]  # normalised (lowercase, no trailing dot); may be empty (default)
+
+
+class ListenerTlsPlan(msgspec.Struct, frozen=True):
+    """What a TLS-terminating HTTP listener's worker builds its SSLContexts from."""
+
+    # certificates[0] is the default (the top-level cert_path/key_path); the rest are chosen
+    # by SNI (gateway/http/server_names.py maps names to these indices).
+    certificates: list[CertificatePlan]
+    tls13_only: bool
+    alpn: list[str]  # offered in this order of preference
+    handshake_timeout_ms: int
+
+
 class ListenerPlan(msgspec.Struct, frozen=True):
     name: str
     protocol: str
@@ -69,10 +90,12 @@ class ListenerPlan(msgspec.Struct, frozen=True):
     outlier: OutlierConfig
     health: HealthConfig | None
     http: HttpConfig | None
+    h2: H2Config | None  # the HTTP/2 front of h1 and h1s listeners
     websocket: WebSocketConfig | None
     udp: UdpConfig | None  # udp and quic_passthrough; 0 = off for the udp-only guards
     backends: list[BackendPlan]
     quic_passthrough: QuicPassthroughConfig | None = None
+    tls: ListenerTlsPlan | None = None  # h1s listeners (the tls listener still reads config)
 
 
 class GatewayPlan(msgspec.Struct, frozen=True):
@@ -138,6 +161,7 @@ def plan_config(config: Config, *, online_cpus: Sequence[int], digest: str) -> G
                 outlier=lst.outlier,
                 health=lst.health,
                 http=(lst.http or HttpConfig()) if is_http else None,
+                h2=(lst.h2 or H2Config()) if lst.protocol in H2_FRONT_PROTOCOLS else None,
                 websocket=lst.websocket,
                 udp=_udp_sessions(lst.udp, lst.protocol),
                 backends=backends,
@@ -146,6 +170,9 @@ def plan_config(config: Config, *, online_cpus: Sequence[int], digest: str) -> G
                     if lst.protocol == "quic_passthrough"
                     else None
                 ),
+                tls=_listener_tls(lst.tls, rt.handshake_timeout_ms)
+                if lst.protocol == "h1s"
+                else None,
             )
         )
     return GatewayPlan(
@@ -177,6 +204,25 @@ def _udp_sessions(udp: UdpConfig | None, protocol: str) -> UdpConfig | None:
             if u.reply_amplification_factor is None
             else u.reply_amplification_factor
         ),
+    )
+
+
+def _listener_tls(tls: TlsConfig | None, handshake_timeout_ms: int) -> ListenerTlsPlan:
+    assert tls is not None  # validation requires [listeners.tls] on h1s listeners
+    certificates = [
+        CertificatePlan(tls.cert_path, tls.key_path, [normalise_name(n) for n in tls.server_names])
+    ]
+    for cert in tls.certificates:
+        certificates.append(
+            CertificatePlan(
+                cert.cert_path, cert.key_path, [normalise_name(n) for n in cert.server_names]
+            )
+        )
+    return ListenerTlsPlan(
+        certificates=certificates,
+        tls13_only=tls.tls13_only,
+        alpn=list(tls.alpn),
+        handshake_timeout_ms=handshake_timeout_ms,
     )
 
 

@@ -33,6 +33,9 @@ KernelMode = Literal["auto", "native", "generic"]
 UnderscorePolicy = Literal["reject", "drop", "allow"]
 ProxyProtocol = Literal["none", "v1", "v2"]
 
+# What an h1s listener offers in ALPN when `alpn` is not written (server's preference first).
+DEFAULT_ALPN = ("h2", "http/1.1")
+
 _STRUCT = {"frozen": True, "forbid_unknown_fields": True, "kw_only": True}
 
 
@@ -47,6 +50,8 @@ class RuntimeConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     max_inflight_connections: int = 65_536
     max_keepalive_requests: int = 100
     header_underscore_policy: UnderscorePolicy = "reject"
+    worker_user: str = "nobody"  # workers switch to it when the supervisor runs as root
+    worker_heartbeat_timeout_ms: int = 10_000
 
 
 class ObservabilityConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
@@ -75,10 +80,25 @@ class KernelConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     deny: list[str] = msgspec.field(default_factory=list)
 
 
+class TlsCertificateConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    """One more certificate of an `h1s` listener, chosen by SNI for its server names."""
+
+    server_names: list[str]
+    cert_path: str
+    key_path: str
+
+
 class TlsConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    # The default certificate: served without SNI, for an unknown name, and for server_names.
     cert_path: str
     key_path: str
     tls13_only: bool = False
+    # h1s only: the names the default certificate serves (so a 421 can tell them apart).
+    server_names: list[str] = msgspec.field(default_factory=list)
+    # h1s only: ALPN protocols offered, in the server's order of preference.
+    alpn: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_ALPN))
+    # h1s only: further certificates selected by SNI.
+    certificates: list[TlsCertificateConfig] = msgspec.field(default_factory=list)
 
 
 class BackendTlsConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
@@ -124,6 +144,30 @@ class HttpConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     pool_max_idle_per_backend: int = 8
     pool_max_per_backend: int = 256
     pool_idle_timeout_ms: int = 60_000
+    # H1 clients to H1-only backends take the dedicated HTTP/1.1 path (same behaviour as the
+    # general proxy core, less CPU); false sends them through the general core.
+    h1_fast_path: bool = True
+
+
+class H2Config(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    """The HTTP/2 front of h1 (prior knowledge) and h1s (ALPN) listeners."""
+
+    prior_knowledge: bool = True
+    max_concurrent_streams: int = 256
+    initial_stream_window_size: int = 1_048_576
+    initial_connection_window_size: int = 1_048_576
+    max_header_list_size: int = 65_536
+    max_frame_size: int = 16_384
+    keepalive_interval_ms: int = 30_000
+    keepalive_timeout_ms: int = 30_000
+    idle_timeout_ms: int = 60_000
+    flood_window_ms: int = 10_000
+    max_resets_per_window: int = 100
+    max_pings_per_window: int = 50
+    max_settings_per_window: int = 100
+    max_empty_data_per_window: int = 100
+    max_priority_per_window: int = 500
+    max_refused_per_window: int = 100
 
 
 class WebSocketConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
@@ -177,6 +221,7 @@ class ListenerConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     health: HealthConfig | None = None
     outlier: OutlierConfig = msgspec.field(default_factory=OutlierConfig)
     http: HttpConfig | None = None
+    h2: H2Config | None = None
     websocket: WebSocketConfig | None = None
     udp: UdpConfig | None = None
     quic_passthrough: QuicPassthroughConfig | None = None

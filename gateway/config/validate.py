@@ -15,6 +15,7 @@ from gateway.config import features
 from gateway.config.address import AddressError, HostPort, parse_host_port
 from gateway.config.schema import (
     ALLOWED_BACKEND_PROTOCOLS,
+    DEFAULT_ALPN,
     NATURAL_BACKEND_PROTOCOL,
     Config,
     ListenerConfig,
@@ -27,12 +28,19 @@ HTTP_PROTOCOLS = frozenset({"h1", "h1s", "quic"})
 TLS_PROTOCOLS = frozenset({"tls", "h1s", "quic"})
 UDP_TRANSPORT = frozenset({"udp", "quic", "quic_passthrough"})
 DATAGRAM_SESSIONS = frozenset({"udp", "quic_passthrough"})  # [listeners.udp] sessions
+H2_FRONT_PROTOCOLS = frozenset({"h1", "h1s"})
+_H2_WINDOW_MAX = 2**31 - 1  # RFC 9113 §6.9.1
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _IFNAME = re.compile(r"^[^/\s:]{1,15}$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _STATUS_RANGE = re.compile(r"^([1-5][0-9]{2})(?:-([1-5][0-9]{2}))?$")
 _TOKEN_HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = re.compile(rf"^{_DNS_LABEL}(?:\.{_DNS_LABEL})*$")
+# What an h1s listener may offer in ALPN (RFC 7301), in the default order of preference.
+ALPN_PROTOCOLS = ("h2", "http/1.1")
 
 
 class _Collector:
@@ -41,7 +49,10 @@ class _Collector:
         self.lines = lines
 
     def add(self, path: str, message: str) -> None:
-        self.problems.append(Problem(path, message, self.lines.get(path)))
+        line = self.lines.get(path)
+        if line is None and path.endswith("]"):  # an array element: the array's line
+            line = self.lines.get(path[: path.rindex("[")])
+        self.problems.append(Problem(path, message, line))
 
     def in_range(
         self, path: str, value: int, low: int, high: int, *, zero_ok: bool = False
@@ -153,6 +164,17 @@ def _runtime(config: Config, online_cpus: Sequence[int], c: _Collector) -> None:
     c.in_range(
         "runtime.max_keepalive_requests", rt.max_keepalive_requests, 1, 10_000_000, zero_ok=True
     )
+    c.in_range(
+        "runtime.worker_heartbeat_timeout_ms", rt.worker_heartbeat_timeout_ms, 3_000, 600_000
+    )
+    if rt.worker_user and not _USER.match(rt.worker_user):
+        c.add(
+            "runtime.worker_user",
+            f'must be a user name ([a-z_][a-z0-9_-]*, at most 32) or "" (keep the '
+            f"supervisor's user), got {rt.worker_user!r}",
+        )
+    if rt.worker_user == "root":
+        c.add("runtime.worker_user", 'must be an unprivileged user, got "root"')
     if not rt.control_socket.startswith("/"):
         c.add("runtime.control_socket", f"must be an absolute path, got {rt.control_socket!r}")
     elif len(rt.control_socket.encode()) > 107:
@@ -271,11 +293,18 @@ def _listener_blocks(lst: ListenerConfig, path: str, c: _Collector) -> None:
             c.add(f"{path}.tls", f"only allowed on tls, h1s and quic listeners, not {proto!r}")
         elif not features.LISTENER_TLS_BUILT:
             c.add(f"{path}.tls", f"TLS termination {features.NOT_BUILT_HINT}")
+        else:
+            _listener_tls(lst, f"{path}.tls", c)
     if lst.http is not None:
         if proto not in HTTP_PROTOCOLS:
             c.add(f"{path}.http", f"only allowed on HTTP listeners (h1, h1s, quic), not {proto!r}")
         else:
             _http_limits(lst, f"{path}.http", c)
+    if lst.h2 is not None:
+        if proto not in H2_FRONT_PROTOCOLS:
+            c.add(f"{path}.h2", f"only allowed on h1 and h1s listeners, not {proto!r}")
+        else:
+            _h2_limits(lst, f"{path}.h2", c)
     if lst.websocket is not None:
         if proto not in HTTP_PROTOCOLS:
             c.add(
@@ -410,6 +439,80 @@ def _quic_passthrough(lst: ListenerConfig, path: str, c: _Collector) -> None:
             seen[raw] = j
 
 
+def _listener_tls(lst: ListenerConfig, path: str, c: _Collector) -> None:
+    """ALPN and the SNI certificates: h1s only; every server name valid and claimed once."""
+    tls = lst.tls
+    assert tls is not None
+    if lst.protocol != "h1s":
+        for key, value, default in (
+            ("alpn", tls.alpn, list(DEFAULT_ALPN)),
+            ("server_names", tls.server_names, []),
+            ("certificates", tls.certificates, []),
+        ):
+            if value != default:
+                c.add(f"{path}.{key}", f"only allowed on h1s listeners, not {lst.protocol!r}")
+        return
+    if "http/1.1" not in tls.alpn:
+        c.add(
+            f"{path}.alpn",
+            f"must include 'http/1.1' (a client without ALPN is served HTTP/1.1 anyway); "
+            f"allowed: ['h2', 'http/1.1'] or ['http/1.1'], got {tls.alpn!r}",
+        )
+    for k, proto in enumerate(tls.alpn):
+        if proto not in ALPN_PROTOCOLS:
+            c.add(
+                f"{path}.alpn[{k}]",
+                f"must be one of {', '.join(repr(p) for p in ALPN_PROTOCOLS)}, got {proto!r}",
+            )
+        elif proto in tls.alpn[:k]:
+            c.add(f"{path}.alpn[{k}]", f"{proto!r} is listed twice")
+    claimed: dict[str, str] = {}
+    _server_names(tls.server_names, f"{path}.server_names", claimed, c)
+    for k, cert in enumerate(tls.certificates):
+        cp = f"{path}.certificates[{k}]"
+        if not cert.server_names:
+            c.add(
+                f"{cp}.server_names",
+                "a certificate needs at least one server name (SNI selects it by name; "
+                "the top-level cert_path is the default for everything else)",
+            )
+        _server_names(cert.server_names, f"{cp}.server_names", claimed, c)
+
+
+def _server_names(names: list[str], path: str, claimed: dict[str, str], c: _Collector) -> None:
+    for k, raw in enumerate(names):
+        where = f"{path}[{k}]"
+        problem = server_name_problem(raw)
+        if problem:
+            c.add(where, problem)
+            continue
+        name = raw.lower().rstrip(".")
+        if name in claimed:
+            c.add(where, f"server name {raw!r} is claimed twice (also {claimed[name]})")
+        else:
+            claimed[name] = where
+
+
+def server_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an SNI server name, or None (RFC 6066 §3, RFC 6125 §6.4.3)."""
+    allowed = "a DNS name such as example.com or a wildcard such as *.example.com"
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        return f"must be {allowed} (SNI carries no IP addresses), got {name!r}"
+    base = name.rstrip(".")
+    wildcard = base.startswith("*.")
+    if wildcard:
+        base = base[2:]
+    if len(base) > 253 or not _DNS_NAME.match(base):
+        return f"must be {allowed}, got {name!r}"
+    if wildcard and "." not in base:
+        return f"a wildcard needs at least two labels after '*.', got {name!r}"
+    return None
+
+
 def _http_limits(lst: ListenerConfig, path: str, c: _Collector) -> None:
     h = lst.http
     assert h is not None
@@ -423,6 +526,38 @@ def _http_limits(lst: ListenerConfig, path: str, c: _Collector) -> None:
     c.in_range(
         f"{path}.pool_max_idle_per_backend", h.pool_max_idle_per_backend, 0, h.pool_max_per_backend
     )
+
+
+def _h2_limits(lst: ListenerConfig, path: str, c: _Collector) -> None:
+    h = lst.h2
+    assert h is not None
+    c.in_range(f"{path}.max_concurrent_streams", h.max_concurrent_streams, 1, 1_000_000)
+    c.in_range(
+        f"{path}.initial_stream_window_size", h.initial_stream_window_size, 1, _H2_WINDOW_MAX
+    )
+    c.in_range(
+        f"{path}.initial_connection_window_size",
+        h.initial_connection_window_size,
+        65_535,
+        _H2_WINDOW_MAX,
+    )
+    c.in_range(f"{path}.max_header_list_size", h.max_header_list_size, 1_024, 1 << 24)
+    # RFC 9113 §6.5.2: SETTINGS_MAX_FRAME_SIZE is 2^14..2^24-1.
+    c.in_range(f"{path}.max_frame_size", h.max_frame_size, 16_384, (1 << 24) - 1)
+    c.in_range(
+        f"{path}.keepalive_interval_ms", h.keepalive_interval_ms, 1_000, 3_600_000, zero_ok=True
+    )
+    for key in ("keepalive_timeout_ms", "idle_timeout_ms", "flood_window_ms"):
+        c.in_range(f"{path}.{key}", getattr(h, key), 100, 3_600_000)
+    for key in (
+        "max_resets_per_window",
+        "max_pings_per_window",
+        "max_settings_per_window",
+        "max_empty_data_per_window",
+        "max_priority_per_window",
+        "max_refused_per_window",
+    ):
+        c.in_range(f"{path}.{key}", getattr(h, key), 1, 1_000_000)
 
 
 def _balancer(lst: ListenerConfig, path: str, c: _Collector) -> None:
@@ -569,9 +704,10 @@ def _backends(lst: ListenerConfig, path: str, c: _Collector) -> None:
             c.add(f"{bp}.weight", f"must be <= 10000, got {backend.weight}")
         if backend.tls is not None and not features.BACKEND_TLS_BUILT:
             c.add(f"{bp}.tls", f"TLS towards backends {features.NOT_BUILT_HINT}")
-        elif backend.tls is not None and proto not in ("tcp", "h1"):
+        elif backend.tls is not None and proto not in ("tcp", "h1", "h2"):
             c.add(
-                f"{bp}.tls", f"TLS towards backends applies to tcp and h1 backends, not {proto!r}"
+                f"{bp}.tls",
+                f"TLS towards backends applies to tcp, h1 and h2 backends, not {proto!r}",
             )
         if backend.proxy_protocol not in features.BUILT_PROXY_PROTOCOLS:
             c.add(

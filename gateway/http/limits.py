@@ -11,10 +11,8 @@ from typing import Literal
 
 UnderscorePolicy = Literal["reject", "drop", "allow"]
 
-# The bounded in-flight window of a streamed body: chunks of at most this size, at most this
-# many chunks between reader and writer (8 x 8 KiB in the original, all HTTP versions).
+# The largest chunk an HTTP/2 upstream body hands the core at once (the original's 8 KiB).
 BODY_CHUNK_MAX_BYTES = 8 * 1024
-BODY_WINDOW_CHUNKS = 8
 # One read from a socket on the H1 path; also bounds what one parser feed can queue.
 READ_MAX_BYTES = 64 * 1024
 
@@ -54,3 +52,30 @@ class HttpLimits:
     def __post_init__(self) -> None:
         if self.underscore_policy not in ("reject", "drop", "allow"):
             raise ValueError(f"underscore_policy: {self.underscore_policy!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class H2Limits:
+    """HTTP/2 front settings and flood thresholds (``[listeners.h2]``, the original's
+    ``h2_security`` defaults)."""
+
+    max_concurrent_streams: int = 256
+    initial_stream_window_size: int = 1_048_576
+    initial_connection_window_size: int = 1_048_576
+    max_header_list_size: int = 65_536
+    max_frame_size: int = 16_384
+    # A response's data buffered for one stream beyond what the client's window admits.
+    max_send_buffer_bytes: int = 65_536
+    keepalive_interval_s: float = 30.0  # 0: no PINGs
+    keepalive_timeout_s: float = 30.0
+    idle_timeout_s: float = 60.0  # no stream open: GOAWAY and close
+    # Floods: more than this many of a kind within flood_window_s → GOAWAY ENHANCE_YOUR_CALM.
+    flood_window_s: float = 10.0
+    max_resets_per_window: int = 100  # rapid reset (CVE-2023-44487): client resets
+    max_pings_per_window: int = 50
+    max_settings_per_window: int = 100
+    max_empty_data_per_window: int = 100
+    max_priority_per_window: int = 500
+    max_refused_per_window: int = 100  # streams we refused (over the concurrency limit)
+    # On h1 listeners: serve a connection that opens with the HTTP/2 preface as HTTP/2.
+    prior_knowledge: bool = True

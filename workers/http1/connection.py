@@ -3,8 +3,9 @@
 
 Owns: the keep-alive loop (requests processed strictly one after another, so pipelined
 requests are safe), the header timeout and idle close, admission and smuggling checks via
-``gateway.http``, the per-request access record, the keep-alive cap, drain, and turning every
-error into a small response or a close. Must never log per request (only ``on_request_done``)
+``gateway.http`` (behind TLS with several certificates also the 421 misdirected check), the
+per-request access record, the keep-alive cap, drain, and turning every error into a small
+response or a close. Must never log per request (only ``on_request_done``)
 and never let client or backend bytes raise out of the handler.
 """
 
@@ -20,12 +21,14 @@ from gateway.http.errors import (
     BodyTooLarge,
     ExpectationFailed,
     HttpError,
+    MisdirectedRequest,
     NotImplementedMethod,
     RequestTimeout,
 )
 from gateway.http.framing import BodyKind, request_body_framing
 from gateway.http.h1_relay_heads import upstream_request_head
 from gateway.http.h1_wire import client_keeps_alive
+from gateway.http.misdirected import is_misdirected
 from gateway.http.model import RequestHead, comma_tokens
 from gateway.http.responses import error_response_h1
 from workers.http1.backend import Backend
@@ -61,7 +64,9 @@ def peer_of(stream: trio.abc.Stream) -> str:
 
 
 class ClientConnection:
-    def __init__(self, stream: trio.abc.Stream, ctx: H1Context, client: str) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, ctx: H1Context, client: str, certificate: int = 0
+    ) -> None:
         self.stream = stream
         self.ctx = ctx
         self.client = client
@@ -83,6 +88,9 @@ class ClientConnection:
         # The request in progress, for the answer to a lapse (answer_lapse).
         self.head_started_at = 0.0
         self.current: tuple[RequestHead, ExchangeState | None] | None = None
+        # TLS with several certificates only (else None: no per-request cost).
+        self.server_names = ctx.server_names
+        self.certificate = certificate
 
     def _lapse_at(self) -> float:
         d = self.deadline
@@ -220,6 +228,9 @@ class ClientConnection:
             if head.method == b"CONNECT":
                 raise NotImplementedMethod("CONNECT is not proxied")
             admit_request(head, self.limits)
+            names = self.server_names
+            if names is not None and is_misdirected(names, self.certificate, head.authority):
+                raise MisdirectedRequest("authority served by another certificate")
             framing = request_body_framing(
                 head.headers, http_version=head.http_version, strict_te=self.limits.strict_te
             )
@@ -247,6 +258,11 @@ class ClientConnection:
                 close_after=self._should_close(head),
             )
             self.current = (head, state)
+            general = self.ctx.general
+            if general is not None:
+                record = await general(self.stream, self.reader, self.client, head, state)
+                self.ctx.on_request_done(record)
+                return not state.close_after
             exchange = self.exchange
             exchange.s = state
 

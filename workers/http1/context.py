@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
 
 from gateway.http.limits import HttpLimits
 from gateway.http.model import RequestHead
+from gateway.http.server_names import ServerNameTable
 from workers.http1.backend import Backend, Connect
 from workers.http1.pool import UpstreamPool
 
@@ -33,6 +34,8 @@ class RequestRecord:
     backend_id: str | None
     client: str
     error_kind: str | None
+    front: str  # the client's protocol: "h1", "h2", "h3"
+    back: str  # the backend's protocol ("" when no backend was reached)
 
     def __init__(
         self,
@@ -46,6 +49,8 @@ class RequestRecord:
         backend_id: str | None,
         client: str,
         error_kind: str | None,
+        front: str = "h1",
+        back: str = "h1",
     ) -> None:
         self.listener = listener
         self.method = method
@@ -57,6 +62,8 @@ class RequestRecord:
         self.backend_id = backend_id
         self.client = client
         self.error_kind = error_kind
+        self.front = front
+        self.back = back
 
 
 # (request head, client ip, backends already tried for this request) -> the next backend
@@ -85,6 +92,11 @@ class H1Context:
     drain_deadline_at: float = math.inf
     rng: random.Random = field(default_factory=random.Random)
     pool: UpstreamPool | None = None  # built lazily; shared by every connection of the worker
+    # Set on listeners served by the general proxy core (workers/http/h1_front): called per
+    # admitted request as (client stream, reader, client ip, head, state) -> record.
+    general: Callable[..., Awaitable[RequestRecord]] | None = None
+    # TLS listeners with several certificates: which one serves which name (the 421 check).
+    server_names: ServerNameTable | None = None
 
     def start_drain(self, grace_s: float) -> None:
         """Begin draining: idle keep-alives close after a short grace (at most grace_s), tunnels

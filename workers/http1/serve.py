@@ -17,10 +17,13 @@ from workers.http1.socket_io import forget
 
 
 async def serve_h1_connection(
-    stream: trio.abc.Stream, ctx: H1Context, client_addr: str | None = None
+    stream: trio.abc.Stream, ctx: H1Context, client_addr: str | None = None, certificate: int = 0
 ) -> None:
-    """Serve one client connection until it closes; never raises for peer behaviour."""
-    conn = ClientConnection(stream, ctx, client_addr or peer_of(stream))
+    """Serve one client connection until it closes; never raises for peer behaviour.
+
+    ``certificate``: on TLS, the index of the certificate the handshake chose (the
+    misdirected-request check compares it with each request's authority)."""
+    conn = ClientConnection(stream, ctx, client_addr or peer_of(stream), certificate)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.watch_deadlines)
