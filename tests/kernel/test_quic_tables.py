@@ -59,3 +59,38 @@ def test_resize_copies_routes_and_the_lru_bounds_the_table() -> None:
     finally:
         os.close(small)
         os.close(big)
+
+
+def _plan(max_routes: int | None) -> object:
+    from gateway.config.plan import compile_config
+
+    block = f"[listeners.quic_passthrough]\nmax_routes = {max_routes}\n" if max_routes else ""
+    text = (
+        '[[listeners]]\nname = "h3"\naddress = "127.0.0.1:4433"\nprotocol = "quic_passthrough"\n'
+        f'[listeners.balancer]\npolicy = "maglev"\n{block}'
+        '[[listeners.backends]]\naddress = "127.0.0.1:5000"\n'
+    )
+    if max_routes is None:
+        text = text.replace("quic_passthrough", "udp").replace('policy = "maglev"', "")
+    return compile_config(text.encode(), online_cpus=[0])
+
+
+def test_supervisor_tables_survive_a_reload_resize_and_go_with_their_listener() -> None:
+    from supervisor.cid_tables import CidTables
+
+    tables = CidTables()
+    try:
+        tables.ensure(_plan(100))  # type: ignore[arg-type]
+        first = tables.fds()["h3"]
+        key = cid_record.encode_key(b"routeme!")
+        assert routes_map(first[0]).update(key, cid_record.encode_value(5, 1))
+        tables.ensure(_plan(100))  # type: ignore[arg-type]
+        assert tables.fds()["h3"] == first  # same size: the very same maps
+        tables.ensure(_plan(5000))  # type: ignore[arg-type]
+        resized = tables.fds()["h3"]
+        assert resized != first
+        assert routes_map(resized[0]).lookup(key) is not None  # the route came along
+        tables.release_unused(_plan(None))  # type: ignore[arg-type]
+        assert tables.fds() == {}
+    finally:
+        tables.close_all()
