@@ -162,7 +162,7 @@ def test_global_rules(snippet: str, expected: str) -> None:
         ),
         (
             listener(extra="[listeners.udp]\nmax_sessions = 3"),
-            "listeners[0].udp: only allowed on udp listeners",
+            "listeners[0].udp: only allowed on udp and quic_passthrough listeners",
         ),
         (
             listener(extra="[listeners.websocket]\nenabled = true"),
