@@ -568,8 +568,9 @@ def _h2_limits(lst: ListenerConfig, path: str, c: _Collector) -> None:
         _H2_WINDOW_MAX,
     )
     c.in_range(f"{path}.max_header_list_size", h.max_header_list_size, 1_024, 1 << 24)
-    # RFC 9113 §6.5.2: SETTINGS_MAX_FRAME_SIZE is 2^14..2^24-1.
-    c.in_range(f"{path}.max_frame_size", h.max_frame_size, 16_384, (1 << 24) - 1)
+    # RFC 9113 §6.5.2 allows 2^14..2^24-1; h2 buffers up to 64 CONTINUATION frames of this
+    # size before it refuses a header block, so the cap bounds that at 4 MiB a connection.
+    c.in_range(f"{path}.max_frame_size", h.max_frame_size, 16_384, 65_536)
     c.in_range(
         f"{path}.keepalive_interval_ms", h.keepalive_interval_ms, 1_000, 3_600_000, zero_ok=True
     )

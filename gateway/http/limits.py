@@ -73,8 +73,6 @@ class H2Limits:
     initial_connection_window_size: int = 1_048_576
     max_header_list_size: int = 65_536
     max_frame_size: int = 16_384
-    # A response's data buffered for one stream beyond what the client's window admits.
-    max_send_buffer_bytes: int = 65_536
     keepalive_interval_s: float = 30.0  # 0: no PINGs
     keepalive_timeout_s: float = 30.0
     idle_timeout_s: float = 60.0  # no stream open: GOAWAY and close
