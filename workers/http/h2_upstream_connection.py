@@ -1,0 +1,552 @@
+"""One multiplexed HTTP/2 connection to a backend: h2's state, one reader and one writer task.
+
+Owns the h2 client state of one connection, its streams (``H2UpstreamStream``: response
+head, buffered DATA bounded by our windows, trailers, the way it ended), sending (HEADERS,
+DATA within the peer's windows, trailers, RST_STREAM) and receiving. The reader never waits
+for a consumer: DATA goes into the stream's buffer, acknowledged to the backend (h2
+``acknowledge_received_data``) only as the consumer takes it, so buffering is bounded by the
+windows in ``gateway/http/h2_upstream``. The writer is the only task that writes the socket;
+a sender waits until its bytes were written, which bounds what h2 queues.
+
+A backend GOAWAY fails the streams above its last-stream-id as refused and lets the others
+finish; the connection then takes no new stream and ends once empty. h2 alone would not
+allow that (issue python-hyper/h2#1181: it moves to CLOSED on a received GOAWAY, rejects
+every later frame and clears the outbound buffer), hence ``_ClientStateMachine`` and
+``_ClientH2``. Must never pick a backend, retry, or know the pool's caps.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+import trio
+
+from gateway.http.errors import BadGateway, HttpError
+from gateway.http.h2_upstream import (
+    CANCEL,
+    CONNECTION_WINDOW_BYTES,
+    LAST_USABLE_STREAM_ID,
+    STREAM_REFUSED,
+    STREAM_UNHARMED,
+    STREAM_WINDOW_BYTES,
+    goaway_fate,
+    reset_fate,
+    stream_capacity,
+)
+from gateway.http.limits import BODY_CHUNK_MAX_BYTES
+from gateway.http.model import HeaderList, ResponseHead, response_from_pseudo
+from workers.http.back import UpstreamLost, UpstreamRefused
+
+READ_MAX_BYTES = 64 * 1024
+_PROTOCOL_ERROR = 0x1
+_DEFAULT_WINDOW_BYTES = 65_535  # RFC 9113 §6.9.2: every window starts here
+_ConnectionState = h2.connection.ConnectionState
+_ConnectionInputs = h2.connection.ConnectionInputs
+
+
+class _ClientStateMachine(h2.connection.H2ConnectionStateMachine):  # type: ignore[misc]
+    """h2's connection state machine, except that a received GOAWAY keeps an open client
+    connection open: streams up to the GOAWAY's last-stream-id may still complete (RFC 9113
+    §6.8). We stop opening streams ourselves once it arrived."""
+
+    _transitions = {
+        **h2.connection.H2ConnectionStateMachine._transitions,
+        (_ConnectionState.CLIENT_OPEN, _ConnectionInputs.RECV_GOAWAY): (
+            None,
+            _ConnectionState.CLIENT_OPEN,
+        ),
+    }
+
+
+class _ClientH2(h2.connection.H2Connection):  # type: ignore[misc]
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config)
+        self.state_machine = _ClientStateMachine()
+
+    def clear_outbound_data_buffer(self) -> None:
+        """h2 calls this on a received GOAWAY only; the frames queued for the streams the
+        GOAWAY lets finish must still go out (dropping a DATA frame would corrupt a body)."""
+
+
+def _upstream_connection_lost(detail: str) -> HttpError:
+    return UpstreamLost(detail)
+
+
+class H2UpstreamStream:
+    """One request/response on an upstream connection, as the reader and the exchange see it."""
+
+    __slots__ = (
+        "_data_waiter",
+        "_head_waiter",
+        "_window_waiter",
+        "buffered_bytes",
+        "chunks",
+        "conn",
+        "error",
+        "head",
+        "id",
+        "local_ended",
+        "remote_ended",
+        "reset",
+        "slot_held",
+        "trailers",
+    )
+
+    def __init__(self, conn: H2UpstreamConnection, stream_id: int) -> None:
+        self.conn = conn
+        self.id = stream_id
+        self.head: ResponseHead | None = None
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.buffered_bytes = 0
+        self.trailers: HeaderList = []
+        self.error: HttpError | None = None
+        self.local_ended = False  # we sent END_STREAM
+        self.remote_ended = False  # the backend sent END_STREAM
+        self.reset = False  # a RST_STREAM went either way
+        self.slot_held = True  # counts towards the connection's concurrency
+        self._head_waiter: trio.Event | None = None
+        self._data_waiter: trio.Event | None = None
+        self._window_waiter: trio.Event | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Closed at the HTTP/2 level: both ends ended, or reset."""
+        return self.reset or (self.local_ended and self.remote_ended)
+
+    # --- waits (one waiter per kind: the exchange is the stream's only user) -------------
+
+    async def wait_head(self) -> ResponseHead:
+        while self.head is None:
+            if self.error is not None:
+                raise self.error
+            self._head_waiter = trio.Event()
+            await self._head_waiter.wait()
+        return self.head
+
+    async def wait_data(self) -> None:
+        """Until a chunk, the end or an error is there to take."""
+        if self.chunks or self.remote_ended or self.error is not None:
+            return
+        self._data_waiter = trio.Event()
+        await self._data_waiter.wait()
+
+    async def wait_window(self) -> None:
+        self._window_waiter = trio.Event()
+        await self._window_waiter.wait()
+
+    def wake(self) -> None:
+        for waiter in (self._head_waiter, self._data_waiter, self._window_waiter):
+            if waiter is not None:
+                waiter.set()
+        self._head_waiter = self._data_waiter = self._window_waiter = None
+
+    def wake_window(self) -> None:
+        if self._window_waiter is not None:
+            self._window_waiter.set()
+            self._window_waiter = None
+
+    # --- the consumer's side ------------------------------------------------------------
+
+    def take_chunk(self) -> bytes:
+        """The next buffered bytes (at most BODY_CHUNK_MAX_BYTES), acknowledged to the peer."""
+        first = self.chunks[0]
+        if len(first) <= BODY_CHUNK_MAX_BYTES:
+            self.chunks.popleft()
+            chunk = first
+        else:
+            chunk = first[:BODY_CHUNK_MAX_BYTES]
+            self.chunks[0] = first[BODY_CHUNK_MAX_BYTES:]
+        self.buffered_bytes -= len(chunk)
+        self.conn.acknowledge(self, len(chunk))
+        return chunk
+
+    def fail(self, error: HttpError) -> None:
+        if self.error is None:
+            self.error = error
+        self.wake()
+
+
+class H2UpstreamConnection:
+    """The client side of one HTTP/2 connection. ``serve`` runs its reader and writer."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        scheme: bytes,
+        max_header_bytes: int,
+        on_slot_freed: Callable[[H2UpstreamConnection], None],
+    ) -> None:
+        self.stream = stream
+        self.scheme = scheme
+        self.streams: dict[int, H2UpstreamStream] = {}
+        self.active = 0  # streams holding a concurrency slot
+        self.reserved = 0  # slots promised to exchanges that have not opened their stream yet
+        self.draining = False  # a GOAWAY arrived (or we are closing): no new streams
+        self.closed = False
+        self.ready = trio.Event()  # the backend's SETTINGS arrived: its caps are known
+        self.idle_since = trio.current_time()
+        self.buffered_bytes = 0  # DATA received and not yet taken, all streams
+        self.peak_buffered_bytes = 0
+        self._on_slot_freed = on_slot_freed
+        self._failure = ""
+        self._queued_seq = 0
+        self._sent_seq = 0
+        self._writer_kick: trio.Event | None = None
+        self._sent_waiters: list[trio.Event] = []
+        self._cancel_scope = trio.CancelScope()
+        self._close_after_flush = False
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        self.h2 = _ClientH2(config)
+        self.h2.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 0,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW_BYTES,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_bytes,
+            },
+        )
+        # h2 applies our MAX_HEADER_LIST_SIZE to its HPACK decoder only once the backend
+        # acknowledged our SETTINGS; the bound holds from the first response on.
+        self.h2.decoder.max_header_list_size = max_header_bytes
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(CONNECTION_WINDOW_BYTES - _DEFAULT_WINDOW_BYTES)
+
+    # --- capacity, as the pool sees it --------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        if not self.ready.is_set():
+            return 0
+        return stream_capacity(self.h2.remote_settings.max_concurrent_streams)
+
+    @property
+    def usable(self) -> bool:
+        return (
+            not self.closed
+            and not self.draining
+            and self.h2.highest_outbound_stream_id < LAST_USABLE_STREAM_ID
+        )
+
+    def has_room(self) -> bool:
+        return self.usable and self.active + self.reserved < self.capacity
+
+    @property
+    def idle(self) -> bool:
+        return self.active == 0 and self.reserved == 0
+
+    # --- running ------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Read and write until the connection ends; every stream left then fails."""
+        try:
+            with self._cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write_forever)
+                    task_status.started()
+                    await self._read_forever()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._lost(self._failure or "upstream connection closed")
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(1):
+                    await self.stream.aclose()
+
+    def close(self, reason: str = "closed by the pool") -> None:
+        """End the connection now (pending bytes are dropped); streams left fail."""
+        if not self.closed:
+            self._failure = self._failure or reason
+            self.draining = True
+            self._cancel_scope.cancel()
+
+    def close_gracefully(self) -> None:
+        """Send GOAWAY(NO_ERROR) and close once it is written (an idle connection)."""
+        if self.closed or self.draining:
+            return
+        self.draining = True
+        try:
+            self.h2.close_connection()
+        except h2.exceptions.ProtocolError:
+            pass
+        self._kick_writer()
+        self._failure = "closed idle"
+        self._close_after_flush = True
+
+    async def _read_forever(self) -> None:
+        while True:
+            try:
+                data = await self.stream.receive_some(READ_MAX_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._failure = f"upstream read: {exc}"
+                return
+            if not data:
+                self._failure = "upstream closed the connection"
+                return
+            try:
+                events = self.h2.receive_data(data)
+            except h2.exceptions.ProtocolError as exc:
+                # h2 queued a GOAWAY with the error's code; the writer sends it.
+                self.draining = True
+                self._failure = f"upstream protocol error: {exc}"
+                self._kick_writer()
+                self._fail_all(BadGateway(self._failure, kind="upstream_protocol"))
+                await self._flush_then_stop()
+                return
+            for event in events:
+                self._dispatch(event)
+            self._kick_writer()
+            if self.draining and self.idle:
+                await self._flush_then_stop()
+                return
+
+    async def _flush_then_stop(self) -> None:
+        with trio.move_on_after(1):
+            await self._wait_written(self._queued_seq_bump())
+
+    async def _write_forever(self) -> None:
+        while True:
+            seq = self._queued_seq
+            data = self.h2.data_to_send()
+            if data:
+                try:
+                    await self.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self._failure = self._failure or f"upstream write: {exc}"
+                    self._cancel_scope.cancel()
+                    return
+            self._sent_seq = seq
+            for waiter in self._sent_waiters:
+                waiter.set()
+            self._sent_waiters.clear()
+            if data:
+                continue
+            if self._close_after_flush:
+                self._cancel_scope.cancel()
+                return
+            self._writer_kick = trio.Event()
+            await self._writer_kick.wait()
+
+    def _kick_writer(self) -> None:
+        if self._writer_kick is not None:
+            self._writer_kick.set()
+            self._writer_kick = None
+
+    def _queued_seq_bump(self) -> int:
+        self._queued_seq += 1
+        self._kick_writer()
+        return self._queued_seq
+
+    async def _wait_written(self, seq: int) -> None:
+        while self._sent_seq < seq and not self.closed:
+            waiter = trio.Event()
+            self._sent_waiters.append(waiter)
+            await waiter.wait()
+
+    # --- events from the backend --------------------------------------------------------
+
+    def _dispatch(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.DataReceived):
+            self._on_data(event)
+        elif isinstance(event, h2.events.ResponseReceived):
+            self._on_response(event.stream_id, event.headers)
+        elif isinstance(event, h2.events.TrailersReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.trailers = list(event.headers)
+        elif isinstance(event, h2.events.StreamEnded):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.remote_ended = True
+                stream.wake()
+                self._maybe_free(stream)
+        elif isinstance(event, h2.events.StreamReset):
+            self._on_reset(event.stream_id, int(event.error_code))
+        elif isinstance(event, h2.events.WindowUpdated):
+            if event.stream_id == 0:
+                for stream in self.streams.values():
+                    stream.wake_window()
+            else:
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.wake_window()
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            for stream in self.streams.values():
+                stream.wake_window()  # the initial window may have grown
+            if not self.ready.is_set():
+                self.ready.set()
+            self._on_slot_freed(self)  # the concurrency cap may have changed
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._on_goaway(event.last_stream_id)
+        # 1xx (InformationalResponseReceived), PINGs (h2 answers), SETTINGS acks, unknown
+        # frames: nothing to do.
+
+    def _on_response(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        try:
+            stream.head = response_from_pseudo(list(headers), b"2")
+        except HttpError as exc:
+            self.reset_stream(stream, _PROTOCOL_ERROR)
+            stream.fail(exc)
+            return
+        stream.wake()
+
+    def _on_data(self, event: h2.events.DataReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        data = event.data
+        padding = event.flow_controlled_length - len(data)
+        if stream is None or stream.error is not None:
+            # Released or failed: nobody will take it; hand the window straight back.
+            self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            return
+        if padding:
+            self.h2.acknowledge_received_data(padding, event.stream_id)
+        if data:
+            stream.chunks.append(data)
+            stream.buffered_bytes += len(data)
+            self.buffered_bytes += len(data)
+            if self.buffered_bytes > self.peak_buffered_bytes:
+                self.peak_buffered_bytes = self.buffered_bytes
+            stream.wake()
+
+    def _on_reset(self, stream_id: int, error_code: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        stream.reset = True
+        fate = reset_fate(error_code, response_complete=stream.remote_ended)
+        if fate == STREAM_REFUSED and stream.head is None:
+            stream.fail(UpstreamRefused(f"stream refused by the backend (code {error_code})"))
+        elif fate != STREAM_UNHARMED:
+            stream.fail(
+                BadGateway(f"backend reset the stream (code {error_code})", kind="upstream_reset")
+            )
+        stream.wake()
+        self._maybe_free(stream)
+
+    def _on_goaway(self, last_stream_id: int) -> None:
+        self.draining = True
+        for stream in list(self.streams.values()):
+            if goaway_fate(stream.id, last_stream_id) == STREAM_REFUSED and not stream.finished:
+                stream.reset = True  # the backend will never answer it: nothing to reset
+                stream.fail(UpstreamRefused("backend GOAWAY: stream not processed"))
+                self._maybe_free(stream)
+        self._on_slot_freed(self)
+
+    # --- the exchange's side ------------------------------------------------------------
+
+    def open_stream(self, headers: HeaderList, *, end_stream: bool) -> H2UpstreamStream:
+        """Send HEADERS on a new stream; the caller reserved a slot with the pool."""
+        self.reserved -= 1
+        if not self.usable:
+            self._on_slot_freed(self)
+            raise UpstreamRefused("connection stopped taking streams")
+        stream_id = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(stream_id, headers, end_stream=end_stream)  # raises: nothing sent
+        stream = H2UpstreamStream(self, stream_id)
+        self.streams[stream_id] = stream
+        self.active += 1
+        stream.local_ended = end_stream
+        self._kick_writer()
+        return stream
+
+    async def send_data(self, stream: H2UpstreamStream, data: bytes) -> bool:
+        """Send ``data`` within the peer's windows; False: the stream ended (stop uploading)."""
+        view = memoryview(data)
+        while view:
+            if stream.finished or stream.error is not None or self.closed:
+                return False
+            window = min(
+                self.h2.local_flow_control_window(stream.id), self.h2.max_outbound_frame_size
+            )
+            if window <= 0:
+                await stream.wait_window()
+                continue
+            piece = bytes(view[:window])
+            view = view[len(piece) :]
+            self.h2.send_data(stream.id, piece)
+            await self._wait_written(self._queued_seq_bump())
+        return True
+
+    async def end_stream(self, stream: H2UpstreamStream, trailers: HeaderList) -> None:
+        if stream.finished or stream.error is not None or self.closed:
+            return
+        if trailers:
+            self.h2.send_headers(stream.id, trailers, end_stream=True)
+        else:
+            self.h2.end_stream(stream.id)
+        stream.local_ended = True
+        self._maybe_free(stream)
+        await self._wait_written(self._queued_seq_bump())
+
+    def reset_stream(self, stream: H2UpstreamStream, code: int = CANCEL) -> None:
+        """RST_STREAM ``code`` unless the stream is already closed; never the connection."""
+        if not stream.finished and not self.closed:
+            try:
+                self.h2.reset_stream(stream.id, error_code=code)
+            except h2.exceptions.ProtocolError:
+                pass  # closed already, or the connection failed: nothing to reset
+            self._kick_writer()
+        stream.reset = True
+        self._maybe_free(stream)
+
+    def acknowledge(self, stream: H2UpstreamStream, size: int) -> None:
+        self.buffered_bytes -= size
+        if not self.closed:
+            self.h2.acknowledge_received_data(size, stream.id)
+            self._kick_writer()
+
+    def forget(self, stream: H2UpstreamStream) -> None:
+        """The exchange is done with ``stream``: unread bytes go back to the window."""
+        if stream.buffered_bytes:
+            size = stream.buffered_bytes
+            stream.chunks.clear()
+            stream.buffered_bytes = 0
+            self.acknowledge(stream, size)
+        self.streams.pop(stream.id, None)
+        if not stream.finished:
+            self.reset_stream(stream)
+        self._maybe_free(stream)
+        if self.draining and self.idle and not self.closed:
+            self.close("drained after GOAWAY")
+
+    def _maybe_free(self, stream: H2UpstreamStream) -> None:
+        if stream.slot_held and stream.finished:
+            stream.slot_held = False
+            self.active -= 1
+            if self.idle:
+                self.idle_since = trio.current_time()
+            self._on_slot_freed(self)
+
+    def _fail_all(self, error: HttpError) -> None:
+        for stream in list(self.streams.values()):
+            if stream.remote_ended and stream.error is None:
+                continue  # complete: its consumer may still read what is buffered
+            if stream.head is not None:
+                stream.fail(BadGateway(f"{error.detail} mid-body", kind="upstream_truncated"))
+            else:
+                stream.fail(error)
+
+    def _lost(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.draining = True
+        self._fail_all(_upstream_connection_lost(reason))
+        for stream in list(self.streams.values()):
+            stream.reset = True
+            stream.wake()  # an upload waiting for a window stops
+            self._maybe_free(stream)
+        for waiter in self._sent_waiters:
+            waiter.set()
+        self._sent_waiters.clear()
+        self.ready.set()  # wake anyone waiting for SETTINGS: the connection is gone
+        self._on_slot_freed(self)

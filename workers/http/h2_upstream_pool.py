@@ -1,0 +1,174 @@
+"""Per-backend sets of multiplexed HTTP/2 connections and the stream slots on them.
+
+Owns: which connection a new stream goes to (the oldest with a free slot: packing lets the
+others go idle), when another connection is opened (every usable one is full, none is being
+opened, fewer than ``max_per_backend`` exist), how long an exchange waits for a slot (the
+connect timeout; then ``PoolExhausted``), and closing connections that idle past
+``idle_timeout_s`` or beyond ``max_idle_per_backend``. Connections' reader/writer tasks run in
+the pool's nursery (``serve``). Must never speak HTTP/2 itself or retry a request.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import trio
+
+from gateway.http.limits import PoolLimits
+from workers.http.back import UpstreamRefused
+from workers.http.h2_upstream_connection import H2UpstreamConnection
+from workers.http1.backend import (
+    Backend,
+    Connect,
+    ConnectFailed,
+    ConnectTimedOut,
+    connect_with_timeout,
+)
+from workers.http1.pool import PoolExhausted
+
+
+@dataclass(slots=True)
+class _BackendConnections:
+    conns: list[H2UpstreamConnection] = field(default_factory=list)
+    connecting: int = 0
+    changed: trio.Event | None = None
+
+    def notify(self) -> None:
+        if self.changed is not None:
+            self.changed.set()
+            self.changed = None
+
+    async def wait_changed(self) -> None:
+        if self.changed is None:
+            self.changed = trio.Event()
+        await self.changed.wait()
+
+
+class H2UpstreamPool:
+    def __init__(self, limits: PoolLimits, connect: Connect, *, max_header_bytes: int) -> None:
+        self.limits = limits
+        self._connect = connect
+        self._max_header_bytes = max_header_bytes
+        self._sets: dict[Backend, _BackendConnections] = {}
+        self._nursery: trio.Nursery | None = None
+        self._closed = False
+
+    def connections(self, backend: Backend) -> list[H2UpstreamConnection]:
+        found = self._sets.get(backend)
+        return list(found.conns) if found else []
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Host the connections' tasks and the idle reaper until cancelled or ``aclose``."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._reap_idle_forever)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            self._closed = True
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for found in self._sets.values():
+            for conn in list(found.conns):
+                conn.close("pool closed")
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def acquire(self, backend: Backend) -> H2UpstreamConnection:
+        """A ready connection with one stream slot reserved for the caller (``open_stream``
+        takes it). Raises UpstreamRefused (connect failed) or PoolExhausted."""
+        if self._nursery is None or self._closed:
+            raise RuntimeError("H2UpstreamPool.serve is not running")
+        found = self._sets.get(backend)
+        if found is None:
+            found = self._sets[backend] = _BackendConnections()
+        timeout_s = self.limits.connect_timeout_ms / 1000
+        deadline = trio.current_time() + timeout_s
+        while True:
+            for conn in found.conns:
+                if conn.has_room():
+                    conn.reserved += 1
+                    return conn
+            if found.connecting == 0 and len(found.conns) < self.limits.max_per_backend:
+                conn = await self._open(backend, found, deadline)
+                if conn.has_room():
+                    conn.reserved += 1
+                    return conn
+                continue
+            with trio.move_on_at(deadline):
+                await found.wait_changed()
+                continue
+            raise PoolExhausted(
+                f"{backend.id}: no HTTP/2 stream slot within {timeout_s:.3f}s "
+                f"({len(found.conns)} connections)"
+            )
+
+    async def _open(
+        self, backend: Backend, found: _BackendConnections, deadline: float
+    ) -> H2UpstreamConnection:
+        assert self._nursery is not None
+        found.connecting += 1
+        try:
+            remaining_s = max(0.0, deadline - trio.current_time())
+            try:
+                stream = await connect_with_timeout(self._connect, backend, remaining_s)
+            except (ConnectFailed, ConnectTimedOut) as exc:
+                raise UpstreamRefused(str(exc), kind=exc.kind) from None
+            conn = H2UpstreamConnection(
+                stream,
+                scheme=b"https" if isinstance(stream, trio.SSLStream) else b"http",
+                max_header_bytes=self._max_header_bytes,
+                on_slot_freed=lambda c: self._slot_freed(found, c),
+            )
+            await self._nursery.start(self._run_connection, found, conn)
+            with trio.move_on_at(deadline):
+                await conn.ready.wait()
+            if conn.closed or not conn.ready.is_set():
+                conn.close("no SETTINGS from the backend")
+                raise UpstreamRefused(
+                    f"{backend.id}: no HTTP/2 SETTINGS from the backend",
+                    kind="connect_timeout" if not conn.closed else "upstream_protocol",
+                )
+            return conn
+        finally:
+            found.connecting -= 1
+            found.notify()
+
+    async def _run_connection(
+        self,
+        found: _BackendConnections,
+        conn: H2UpstreamConnection,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        found.conns.append(conn)
+        try:
+            await conn.serve(task_status=task_status)
+        finally:
+            found.conns.remove(conn)
+            found.notify()
+
+    def _slot_freed(self, found: _BackendConnections, conn: H2UpstreamConnection) -> None:
+        found.notify()
+        # A connection that never carried a stream is its opener's to use (or the reaper's).
+        if conn.idle and not conn.draining and conn.h2.highest_outbound_stream_id > 0:
+            idle = sum(1 for c in found.conns if c.idle and not c.draining)
+            if idle > self.limits.max_idle_per_backend:
+                conn.close_gracefully()
+
+    async def _reap_idle_forever(self) -> None:
+        idle_timeout_s = self.limits.idle_timeout_s
+        if not math.isfinite(idle_timeout_s):
+            return
+        interval_s = min(max(idle_timeout_s / 4, 0.05), 5.0)
+        while True:
+            await trio.sleep(interval_s)
+            now = trio.current_time()
+            for found in self._sets.values():
+                for conn in list(found.conns):
+                    if conn.idle and now - conn.idle_since >= idle_timeout_s:
+                        conn.close_gracefully()
