@@ -81,7 +81,12 @@ class H2Back:
 
     def __init__(self, limits: HttpLimits, connect: Connect) -> None:
         self.limits = limits
-        self.pool = H2UpstreamPool(limits.pool, connect, max_header_bytes=limits.max_header_bytes)
+        self.pool = H2UpstreamPool(
+            limits.pool,
+            connect,
+            max_header_bytes=limits.max_header_bytes,
+            max_headers=limits.max_headers,
+        )
         self._head_timeout_s = limits.head_timeout_ms / 1000
         self._body_timeout_s = limits.body_timeout_ms / 1000
 

@@ -181,10 +181,12 @@ class H2UpstreamConnection:
         *,
         scheme: bytes,
         max_header_bytes: int,
+        max_headers: int,
         on_slot_freed: Callable[[H2UpstreamConnection], None],
     ) -> None:
         self.stream = stream
         self.scheme = scheme
+        self.max_headers = max_headers
         self.streams: dict[int, H2UpstreamStream] = {}
         self.active = 0  # streams holding a concurrency slot
         self.reserved = 0  # slots promised to exchanges that have not opened their stream yet
@@ -359,7 +361,10 @@ class H2UpstreamConnection:
         elif isinstance(event, h2.events.TrailersReceived):
             stream = self.streams.get(event.stream_id)
             if stream is not None:
-                stream.trailers = list(event.headers)
+                if len(event.headers) > self.max_headers:
+                    self._refuse_head(stream, "trailers")
+                else:
+                    stream.trailers = list(event.headers)
         elif isinstance(event, h2.events.StreamEnded):
             stream = self.streams.get(event.stream_id)
             if stream is not None:
@@ -391,6 +396,9 @@ class H2UpstreamConnection:
         stream = self.streams.get(stream_id)
         if stream is None:
             return
+        if len(headers) > self.max_headers:
+            self._refuse_head(stream, "response head")
+            return
         try:
             stream.head = response_from_pseudo(list(headers), b"2")
         except HttpError as exc:
@@ -398,6 +406,16 @@ class H2UpstreamConnection:
             stream.fail(exc)
             return
         stream.wake()
+
+    def _refuse_head(self, stream: H2UpstreamStream, what: str) -> None:
+        # h2 bounds a header list's bytes (our SETTINGS_MAX_HEADER_LIST_SIZE), not its count.
+        self.reset_stream(stream, _PROTOCOL_ERROR)
+        stream.fail(
+            BadGateway(
+                f"{what} has more than {self.max_headers} fields",
+                kind="upstream_headers_too_large",
+            )
+        )
 
     def _on_data(self, event: h2.events.DataReceived) -> None:
         stream = self.streams.get(event.stream_id)

@@ -46,10 +46,13 @@ class _BackendConnections:
 
 
 class H2UpstreamPool:
-    def __init__(self, limits: PoolLimits, connect: Connect, *, max_header_bytes: int) -> None:
+    def __init__(
+        self, limits: PoolLimits, connect: Connect, *, max_header_bytes: int, max_headers: int
+    ) -> None:
         self.limits = limits
         self._connect = connect
         self._max_header_bytes = max_header_bytes
+        self._max_headers = max_headers
         self._sets: dict[Backend, _BackendConnections] = {}
         self._nursery: trio.Nursery | None = None
         self._closed = False
@@ -122,6 +125,7 @@ class H2UpstreamPool:
                 stream,
                 scheme=b"https" if isinstance(stream, trio.SSLStream) else b"http",
                 max_header_bytes=self._max_header_bytes,
+                max_headers=self._max_headers,
                 on_slot_freed=lambda c: self._slot_freed(found, c),
             )
             await self._nursery.start(self._run_connection, found, conn)

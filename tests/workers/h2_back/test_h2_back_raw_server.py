@@ -205,3 +205,60 @@ async def test_oversized_response_head_from_the_backend_is_bounded() -> None:
             with pytest.raises(BadGateway) as caught:
                 await exchange(back, as_backend(plan), get("/bomb"))
             assert caught.value.kind == "upstream_protocol"
+
+
+async def test_response_head_with_too_many_fields_fails_that_stream_only() -> None:
+    async def script(conn: RawConn, rs: RawStream) -> None:
+        count = 40 if rs.id == 1 else 2
+        headers = [(b":status", b"200")] + [(b"x-f%d" % i, b"v") for i in range(count)]
+        conn.h2.send_headers(rs.id, headers)
+        conn.h2.send_data(rs.id, b"body", end_stream=True)
+        await conn.flush()
+
+    limits = HttpLimits(max_headers=16)
+    async with raw_h2_server(script) as (port, record):
+        plan = backend_plan(port)
+        backend = as_backend(plan)
+        async with running_back([plan], limits) as back:
+            with pytest.raises(BadGateway) as caught:
+                await exchange(back, backend, get("/many"))
+            assert caught.value.kind == "upstream_headers_too_large"
+            assert (await exchange(back, backend, get("/few"))).body == b"body"
+            assert record.connections == 1
+
+
+async def test_interim_responses_are_skipped() -> None:
+    async def script(conn: RawConn, rs: RawStream) -> None:
+        conn.h2.send_headers(rs.id, [(b":status", b"103"), (b"link", b"</s.css>")])
+        await conn.flush()
+        await conn.respond(rs.id, b"final")
+
+    async with raw_h2_server(script) as (port, _record):
+        plan = backend_plan(port)
+        async with running_back([plan]) as back:
+            answer = await exchange(back, as_backend(plan), get("/hints"))
+            assert (answer.status, answer.body) == (200, b"final")
+
+
+async def test_early_complete_response_with_rst_no_error_stops_the_upload_only() -> None:
+    # RFC 9113 §8.1: a server may answer before the request body ended, then reset the stream
+    # with NO_ERROR; the response stands and the client stops sending.
+    async def script(conn: RawConn, rs: RawStream) -> None:
+        await conn.respond(rs.id, b"early answer")
+        conn.h2.reset_stream(rs.id, error_code=0)
+        await conn.flush()
+
+    async with raw_h2_server(script, on_headers=True) as (port, _record):
+        plan = backend_plan(port)
+        async with running_back([plan]) as back:
+            body = ChannelBody(length=None)
+
+            async def feed_forever() -> None:
+                while True:
+                    await body.feed(b"u" * 8192)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(feed_forever)
+                answer = await exchange(back, as_backend(plan), get("/early", method=b"POST"), body)
+                nursery.cancel_scope.cancel()
+            assert (answer.status, answer.body) == (200, b"early answer")

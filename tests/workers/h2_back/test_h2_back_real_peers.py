@@ -195,13 +195,14 @@ async def test_slow_consumer_of_64_mib_keeps_buffering_within_the_stream_window(
                 while chunk := await response.body.receive():
                     total += len(chunk)
                     reads += 1
-                    if reads % 512 == 0:
-                        await trio.sleep(0.002)  # a consumer slower than the backend
+                    if reads % 64 == 0:
+                        await trio.sleep(0.01)  # a consumer slower than the backend
                         assert conn.buffered_bytes <= STREAM_WINDOW_BYTES
                 await response.release(complete=True)
                 nursery.cancel_scope.cancel()
             assert total == 64 * MIB
-            assert 0 < conn.peak_buffered_bytes <= STREAM_WINDOW_BYTES
+            # The backend filled the window while we dawdled, and never went past it.
+            assert STREAM_WINDOW_BYTES // 2 < conn.peak_buffered_bytes <= STREAM_WINDOW_BYTES
 
 
 async def test_nginx_http2_over_tls_as_backend(certs, tmp_path) -> None:  # type: ignore[no-untyped-def]
