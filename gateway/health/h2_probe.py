@@ -15,6 +15,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 
 _STREAM_ID = 1
 # A probe reads one response head; a bigger head is a broken backend, not a reason to buffer.
@@ -36,8 +37,14 @@ class H2Probe:
     def __init__(self, *, scheme: bytes, authority: bytes, path: bytes) -> None:
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self._conn: Any = h2.connection.H2Connection(config)
-        self._conn.local_settings.enable_push = 0
-        self._conn.local_settings.max_header_list_size = _PROBE_MAX_HEADER_BYTES
+        # Through initial_values: h2's setters would only queue a change for a later SETTINGS.
+        self._conn.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: _PROBE_MAX_HEADER_BYTES,
+            },
+        )
         self._conn.decoder.max_header_list_size = _PROBE_MAX_HEADER_BYTES
         self._request = [
             (b":method", b"GET"),

@@ -1,7 +1,8 @@
 """HTTP/2 towards a backend: the decisions the upstream client makes without I/O.
 
 Owns the numbers we advertise to a backend (windows, stream cap), the request header list
-a neutral head becomes on an upstream stream (pseudo-headers, ``content-length``), how many
+a neutral head becomes on an upstream stream (pseudo-headers, ``content-length``) and the
+request trailers it may carry, how many
 streams a connection may carry given the peer's SETTINGS, what a backend's GOAWAY or
 RST_STREAM means for one stream (refused and retry-safe, reset, or harmless), and the body
 length a response head declares. Must never touch I/O, h2 objects or trio.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from gateway.http.hop_by_hop import HOP_BY_HOP
 from gateway.http.model import HeaderList, RequestHead, first_header
 
 # Our receive window per stream (SETTINGS_INITIAL_WINDOW_SIZE) and per connection (raised by a
@@ -39,6 +41,10 @@ STREAM_UNHARMED: Final = "unharmed"  # the response was complete: only the uploa
 # some (RFC 9110 §8.6: no Content-Length on a GET without content).
 _BODYLESS_METHODS: Final = frozenset((b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE", b"CONNECT"))
 _NO_BODY_STATUSES: Final = frozenset((204, 304))
+# Never in a trailer section: connection-specific fields (RFC 9113 §8.2.2; h2 would drop them
+# silently and, were nothing left, fail building an empty HEADERS frame) and the fields that
+# frame or route a message (RFC 9110 §6.5.1).
+_TRAILER_DROP: Final = HOP_BY_HOP | frozenset((b"content-length", b"host"))
 
 
 def request_headers(head: RequestHead, scheme: bytes, body_length: int | None) -> HeaderList:
@@ -56,6 +62,11 @@ def request_headers(head: RequestHead, scheme: bytes, body_length: int | None) -
     if body_length is not None and (body_length > 0 or head.method not in _BODYLESS_METHODS):
         out.append((b"content-length", str(body_length).encode()))
     return out
+
+
+def request_trailers(trailers: HeaderList) -> HeaderList:
+    """The request trailers an upstream HTTP/2 stream may carry (empty: end with DATA)."""
+    return [(n, v) for n, v in trailers if n not in _TRAILER_DROP and not n.startswith(b":")]
 
 
 def stream_capacity(peer_max_concurrent_streams: int | None) -> int:

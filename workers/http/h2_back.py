@@ -46,11 +46,12 @@ class H2ResponseBody(BodySource):
                 chunk = stream.take_chunk()
                 self.received_bytes += len(chunk)
                 return chunk
-            if stream.error is not None:
-                raise stream.error
             if stream.remote_ended:
+                # Complete, whatever befell the upload or the connection afterwards.
                 self.trailers = stream.trailers
                 return b""
+            if stream.error is not None:
+                raise stream.error
             with trio.move_on_after(self._idle_timeout_s):
                 await stream.wait_data()
                 continue
@@ -155,6 +156,13 @@ class H2Back:
             conn.reset_stream(stream)
             stream.fail(exc)
             return
-        except h2.exceptions.ProtocolError:
-            return  # the stream closed under us (a reset raced the upload): nothing to send
+        except h2.exceptions.ProtocolError as exc:
+            if not stream.finished:
+                # h2's outbound validation refused the trailers (say, a field HTTP/2 forbids):
+                # the stream must not hang half-sent.
+                conn.reset_stream(stream)
+                stream.fail(
+                    BadGateway(f"request not expressible in HTTP/2: {exc}", kind="upstream_request")
+                )
+            return
         head_scope.deadline = trio.current_time() + self._head_timeout_s

@@ -36,6 +36,7 @@ from gateway.http.h2_upstream import (
     STREAM_UNHARMED,
     STREAM_WINDOW_BYTES,
     goaway_fate,
+    request_trailers,
     reset_fate,
     stream_capacity,
 )
@@ -497,6 +498,7 @@ class H2UpstreamConnection:
     async def end_stream(self, stream: H2UpstreamStream, trailers: HeaderList) -> None:
         if stream.finished or stream.error is not None or self.closed:
             return
+        trailers = request_trailers(trailers)
         if trailers:
             self.h2.send_headers(stream.id, trailers, end_stream=True)
         else:

@@ -96,7 +96,14 @@ class H2UpstreamPool:
                 if conn.has_room():
                     conn.reserved += 1
                     return conn
-            if found.connecting == 0 and len(found.conns) < self.limits.max_per_backend:
+            # A backend that allows no stream now (SETTINGS_MAX_CONCURRENT_STREAMS 0) gets no
+            # further connections either: wait for its SETTINGS to change.
+            stalled = any(c.usable and c.capacity == 0 and c.ready.is_set() for c in found.conns)
+            if (
+                found.connecting == 0
+                and not stalled
+                and len(found.conns) < self.limits.max_per_backend
+            ):
                 conn = await self._open(backend, found, deadline)
                 if conn.has_room():
                     conn.reserved += 1

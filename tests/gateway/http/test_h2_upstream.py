@@ -9,6 +9,7 @@ from gateway.http.h2_upstream import (
     STREAM_UNHARMED,
     goaway_fate,
     request_headers,
+    request_trailers,
     reset_fate,
     response_body_length,
     stream_capacity,
@@ -62,3 +63,15 @@ def test_response_body_length() -> None:
     assert response_body_length(200, b"HEAD", [(b"content-length", b"10")]) == (10, 0)
     assert response_body_length(304, b"GET", []) == (None, 0)
     assert response_body_length(200, b"GET", []) == (None, None)
+
+
+def test_request_trailers_drop_connection_specific_framing_and_pseudo_fields() -> None:
+    trailers = [
+        (b"x-sum", b"1"),
+        (b"connection", b"close"),
+        (b"te", b"trailers"),
+        (b"content-length", b"3"),
+        (b":path", b"/"),
+        (b"x-other", b"2"),
+    ]
+    assert request_trailers(trailers) == [(b"x-sum", b"1"), (b"x-other", b"2")]

@@ -23,6 +23,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
@@ -268,7 +269,11 @@ async def raw_h2_server(
     async def handle(sock: trio.SocketStream) -> None:
         record.connections += 1
         conn = RawConn(sock, record, record.connections)
-        conn.h2.local_settings.max_concurrent_streams = max_streams
+        # initial_values: sent in the first SETTINGS (a setter would only queue a change).
+        conn.h2.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams},
+        )
         conn.h2.initiate_connection()
         await conn.flush()
         async with trio.open_nursery() as nursery:

@@ -23,9 +23,12 @@ from h2_backends import (
 from hyperframe.frame import GoAwayFrame
 
 from gateway.http.errors import BadGateway, GatewayTimeout
-from gateway.http.limits import HttpLimits
+from gateway.http.h2_upstream import STREAM_WINDOW_BYTES
+from gateway.http.limits import HttpLimits, PoolLimits
+from gateway.http.model import HeaderList
 from workers.http.back import UpstreamRefused
 from workers.http.body import ChannelBody, empty_body
+from workers.http1.pool import PoolExhausted
 
 CANCEL = 0x8
 INTERNAL_ERROR = 0x2
@@ -262,3 +265,61 @@ async def test_early_complete_response_with_rst_no_error_stops_the_upload_only()
                 answer = await exchange(back, as_backend(plan), get("/early", method=b"POST"), body)
                 nursery.cancel_scope.cancel()
             assert (answer.status, answer.body) == (200, b"early answer")
+
+
+async def test_request_trailers_lose_the_fields_http2_forbids() -> None:
+    async def script(conn: RawConn, rs: RawStream) -> None:
+        await conn.respond(rs.id, b"ok")
+
+    async with raw_h2_server(script) as (port, record):
+        plan = backend_plan(port)
+        async with running_back([plan]) as back:
+            for trailers, expected in (
+                ([(b"connection", b"close"), (b"x-ok", b"1")], [(b"x-ok", b"1")]),
+                ([(b"transfer-encoding", b"chunked"), (b"content-length", b"4")], []),
+            ):
+                body = ChannelBody(length=None)
+
+                async def feed(body: ChannelBody = body, trailers: HeaderList = trailers) -> None:
+                    await body.feed(b"data")
+                    await body.finish(trailers)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(feed)
+                    with trio.fail_after(5):
+                        answer = await exchange(
+                            back, as_backend(plan), get("/t", method=b"POST"), body
+                        )
+                assert answer.body == b"ok"
+                assert record.streams[-1].trailers == expected
+                assert bytes(record.streams[-1].body) == b"data"
+
+
+async def test_a_backend_allowing_no_streams_gets_one_connection_and_a_bounded_wait() -> None:
+    async def script(conn: RawConn, rs: RawStream) -> None:
+        await conn.respond(rs.id)
+
+    limits = HttpLimits(pool=PoolLimits(connect_timeout_ms=300))
+    async with raw_h2_server(script, max_streams=0) as (port, record):
+        plan = backend_plan(port)
+        async with running_back([plan], limits) as back:
+            with pytest.raises(PoolExhausted):
+                await exchange(back, as_backend(plan), get("/none"))
+            assert record.connections == 1
+
+
+async def test_our_settings_reach_the_backend_in_the_first_settings_frame() -> None:
+    seen: dict[int, int] = {}
+
+    async def script(conn: RawConn, rs: RawStream) -> None:
+        seen.update({int(k): v for k, v in conn.h2.remote_settings.items()})
+        await conn.respond(rs.id)
+
+    limits = HttpLimits(max_header_bytes=20_000)
+    async with raw_h2_server(script) as (port, _record):
+        plan = backend_plan(port)
+        async with running_back([plan], limits) as back:
+            await exchange(back, as_backend(plan), get("/settings"))
+    assert seen[0x2] == 0  # ENABLE_PUSH
+    assert seen[0x4] == STREAM_WINDOW_BYTES  # INITIAL_WINDOW_SIZE
+    assert seen[0x6] == 20_000  # MAX_HEADER_LIST_SIZE

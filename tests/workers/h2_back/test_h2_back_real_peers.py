@@ -229,3 +229,16 @@ async def test_nginx_http2_over_tls_as_backend(certs, tmp_path) -> None:  # type
             assert 1 <= len(back.pool.connections(backend)) <= 2
     finally:
         nginx.stop()
+
+
+async def test_idle_connections_beyond_max_idle_are_closed_at_once() -> None:
+    limits = HttpLimits(pool=PoolLimits(max_idle_per_backend=0))
+    async with hypercorn_backend() as port:
+        plan = backend_plan(port)
+        backend = as_backend(plan)
+        async with running_back([plan], limits) as back:
+            assert (await exchange(back, backend, get("/one"))).status == 200
+            with trio.fail_after(3):
+                while back.pool.connections(backend):
+                    await trio.sleep(0.02)
+            assert (await exchange(back, backend, get("/two"))).body == b"hello /two"
