@@ -9,168 +9,36 @@ windows in ``gateway/http/h2_upstream``. The writer is the only task that writes
 a sender waits until its bytes were written, which bounds what h2 queues.
 
 A backend GOAWAY fails the streams above its last-stream-id as refused and lets the others
-finish; the connection then takes no new stream and ends once empty. h2 alone would not
-allow that (issue python-hyper/h2#1181: it moves to CLOSED on a received GOAWAY, rejects
-every later frame and clears the outbound buffer), hence ``_ClientStateMachine`` and
-``_ClientH2``. Must never pick a backend, retry, or know the pool's caps.
+finish (h2 needs a patch for that: ``h2_upstream_protocol``); the connection then takes no
+new stream and ends once empty. Must never pick a backend, retry, or know the pool's caps.
 """
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable
 
-import h2.config
-import h2.connection
 import h2.events
 import h2.exceptions
-import h2.settings
 import trio
 
 from gateway.http.errors import BadGateway, HttpError
 from gateway.http.h2_upstream import (
     CANCEL,
-    CONNECTION_WINDOW_BYTES,
     LAST_USABLE_STREAM_ID,
     STREAM_REFUSED,
     STREAM_UNHARMED,
-    STREAM_WINDOW_BYTES,
     goaway_fate,
     request_trailers,
     reset_fate,
     stream_capacity,
 )
-from gateway.http.limits import BODY_CHUNK_MAX_BYTES
-from gateway.http.model import HeaderList, ResponseHead, response_from_pseudo
+from gateway.http.model import HeaderList, response_from_pseudo
 from workers.http.back import UpstreamLost, UpstreamRefused
+from workers.http.h2_upstream_protocol import new_upstream_h2
+from workers.http.h2_upstream_stream import H2UpstreamStream
 
 READ_MAX_BYTES = 64 * 1024
 _PROTOCOL_ERROR = 0x1
-_DEFAULT_WINDOW_BYTES = 65_535  # RFC 9113 §6.9.2: every window starts here
-_ConnectionState = h2.connection.ConnectionState
-_ConnectionInputs = h2.connection.ConnectionInputs
-
-
-class _ClientStateMachine(h2.connection.H2ConnectionStateMachine):  # type: ignore[misc]
-    """h2's connection state machine, except that a received GOAWAY keeps an open client
-    connection open: streams up to the GOAWAY's last-stream-id may still complete (RFC 9113
-    §6.8). We stop opening streams ourselves once it arrived."""
-
-    _transitions = {
-        **h2.connection.H2ConnectionStateMachine._transitions,
-        (_ConnectionState.CLIENT_OPEN, _ConnectionInputs.RECV_GOAWAY): (
-            None,
-            _ConnectionState.CLIENT_OPEN,
-        ),
-    }
-
-
-class _ClientH2(h2.connection.H2Connection):  # type: ignore[misc]
-    def __init__(self, config: h2.config.H2Configuration) -> None:
-        super().__init__(config)
-        self.state_machine = _ClientStateMachine()
-
-    def clear_outbound_data_buffer(self) -> None:
-        """h2 calls this on a received GOAWAY only; the frames queued for the streams the
-        GOAWAY lets finish must still go out (dropping a DATA frame would corrupt a body)."""
-
-
-def _upstream_connection_lost(detail: str) -> HttpError:
-    return UpstreamLost(detail)
-
-
-class H2UpstreamStream:
-    """One request/response on an upstream connection, as the reader and the exchange see it."""
-
-    __slots__ = (
-        "_data_waiter",
-        "_head_waiter",
-        "_window_waiter",
-        "buffered_bytes",
-        "chunks",
-        "conn",
-        "error",
-        "head",
-        "id",
-        "local_ended",
-        "remote_ended",
-        "reset",
-        "slot_held",
-        "trailers",
-    )
-
-    def __init__(self, conn: H2UpstreamConnection, stream_id: int) -> None:
-        self.conn = conn
-        self.id = stream_id
-        self.head: ResponseHead | None = None
-        self.chunks: collections.deque[bytes] = collections.deque()
-        self.buffered_bytes = 0
-        self.trailers: HeaderList = []
-        self.error: HttpError | None = None
-        self.local_ended = False  # we sent END_STREAM
-        self.remote_ended = False  # the backend sent END_STREAM
-        self.reset = False  # a RST_STREAM went either way
-        self.slot_held = True  # counts towards the connection's concurrency
-        self._head_waiter: trio.Event | None = None
-        self._data_waiter: trio.Event | None = None
-        self._window_waiter: trio.Event | None = None
-
-    @property
-    def finished(self) -> bool:
-        """Closed at the HTTP/2 level: both ends ended, or reset."""
-        return self.reset or (self.local_ended and self.remote_ended)
-
-    # --- waits (one waiter per kind: the exchange is the stream's only user) -------------
-
-    async def wait_head(self) -> ResponseHead:
-        while self.head is None:
-            if self.error is not None:
-                raise self.error
-            self._head_waiter = trio.Event()
-            await self._head_waiter.wait()
-        return self.head
-
-    async def wait_data(self) -> None:
-        """Until a chunk, the end or an error is there to take."""
-        if self.chunks or self.remote_ended or self.error is not None:
-            return
-        self._data_waiter = trio.Event()
-        await self._data_waiter.wait()
-
-    async def wait_window(self) -> None:
-        self._window_waiter = trio.Event()
-        await self._window_waiter.wait()
-
-    def wake(self) -> None:
-        for waiter in (self._head_waiter, self._data_waiter, self._window_waiter):
-            if waiter is not None:
-                waiter.set()
-        self._head_waiter = self._data_waiter = self._window_waiter = None
-
-    def wake_window(self) -> None:
-        if self._window_waiter is not None:
-            self._window_waiter.set()
-            self._window_waiter = None
-
-    # --- the consumer's side ------------------------------------------------------------
-
-    def take_chunk(self) -> bytes:
-        """The next buffered bytes (at most BODY_CHUNK_MAX_BYTES), acknowledged to the peer."""
-        first = self.chunks[0]
-        if len(first) <= BODY_CHUNK_MAX_BYTES:
-            self.chunks.popleft()
-            chunk = first
-        else:
-            chunk = first[:BODY_CHUNK_MAX_BYTES]
-            self.chunks[0] = first[BODY_CHUNK_MAX_BYTES:]
-        self.buffered_bytes -= len(chunk)
-        self.conn.acknowledge(self, len(chunk))
-        return chunk
-
-    def fail(self, error: HttpError) -> None:
-        if self.error is None:
-            self.error = error
-        self.wake()
 
 
 class H2UpstreamConnection:
@@ -205,22 +73,7 @@ class H2UpstreamConnection:
         self._sent_waiters: list[trio.Event] = []
         self._cancel_scope = trio.CancelScope()
         self._close_after_flush = False
-        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
-        self.h2 = _ClientH2(config)
-        self.h2.local_settings = h2.settings.Settings(
-            client=True,
-            initial_values={
-                h2.settings.SettingCodes.ENABLE_PUSH: 0,
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 0,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW_BYTES,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_bytes,
-            },
-        )
-        # h2 applies our MAX_HEADER_LIST_SIZE to its HPACK decoder only once the backend
-        # acknowledged our SETTINGS; the bound holds from the first response on.
-        self.h2.decoder.max_header_list_size = max_header_bytes
-        self.h2.initiate_connection()
-        self.h2.increment_flow_control_window(CONNECTION_WINDOW_BYTES - _DEFAULT_WINDOW_BYTES)
+        self.h2 = new_upstream_h2(max_header_bytes)
 
     # --- capacity, as the pool sees it --------------------------------------------------
 
@@ -560,7 +413,7 @@ class H2UpstreamConnection:
             return
         self.closed = True
         self.draining = True
-        self._fail_all(_upstream_connection_lost(reason))
+        self._fail_all(UpstreamLost(reason))
         for stream in list(self.streams.values()):
             stream.reset = True
             stream.wake()  # an upload waiting for a window stops
