@@ -394,3 +394,10 @@ async def wait_until(record: RawServerRecord, predicate: Callable[[], bool]) -> 
     with trio.fail_after(5):
         while not predicate():
             await record.changed.wait()
+
+
+def assert_no_stream_leak(back: H2Back, backend: Backend) -> None:
+    """Every exchange released: no slot held or promised, no stream remembered."""
+    for conn in back.pool.connections(backend):
+        assert (conn.active, conn.reserved, len(conn.streams)) == (0, 0, 0)
+        assert conn.buffered_bytes == 0

@@ -13,6 +13,7 @@ from h2_backends import (
     RawConn,
     RawStream,
     as_backend,
+    assert_no_stream_leak,
     backend_plan,
     exchange,
     get,
@@ -117,6 +118,7 @@ async def test_release_incomplete_resets_only_that_stream_with_cancel() -> None:
             await wait_until(record, lambda: (1, CANCEL) in record.resets)
             assert (await exchange(back, backend, get("/next"))).body == b"still serving"
             assert record.connections == 1
+            assert_no_stream_leak(back, backend)
 
 
 async def test_request_trailers_reach_the_backend_after_the_body() -> None:
@@ -228,6 +230,7 @@ async def test_response_head_with_too_many_fields_fails_that_stream_only() -> No
             assert caught.value.kind == "upstream_headers_too_large"
             assert (await exchange(back, backend, get("/few"))).body == b"body"
             assert record.connections == 1
+            assert_no_stream_leak(back, backend)
 
 
 async def test_interim_responses_are_skipped() -> None:

@@ -12,6 +12,7 @@ from h2_backends import (
     MIB,
     NginxH2Backend,
     as_backend,
+    assert_no_stream_leak,
     backend_plan,
     exchange,
     get,
@@ -242,3 +243,31 @@ async def test_idle_connections_beyond_max_idle_are_closed_at_once() -> None:
                 while back.pool.connections(backend):
                     await trio.sleep(0.02)
             assert (await exchange(back, backend, get("/two"))).body == b"hello /two"
+
+
+async def test_many_exchanges_finished_or_abandoned_leave_no_slot_or_buffer_behind() -> None:
+    async with hypercorn_backend(max_streams=5) as port:
+        plan = backend_plan(port)
+        backend = as_backend(plan)
+        async with running_back([plan]) as back:
+            statuses: list[int] = []
+
+            async def complete(i: int) -> None:
+                statuses.append((await exchange(back, backend, get(f"/c{i}"))).status)
+
+            async def abandon() -> None:
+                async with trio.open_nursery() as nursery:
+                    response = await back.open_exchange(
+                        nursery, backend, get("/big/1"), ChannelBody(0)
+                    )
+                    await response.body.receive()
+                    await response.release(complete=False)
+                    nursery.cancel_scope.cancel()
+                statuses.append(response.head.status)
+
+            async with trio.open_nursery() as nursery:
+                for i in range(40):
+                    nursery.start_soon(complete if i % 4 else abandon, *((i,) if i % 4 else ()))
+            assert statuses == [200] * 40
+            assert len(back.pool.connections(backend)) >= 2
+            assert_no_stream_leak(back, backend)
