@@ -6,8 +6,10 @@ a task in the core's nursery (DATA within the backend's windows, then trailers o
 END_STREAM), wait for the final response head (1xx skipped; the head timeout armed once the
 upload finished), and hand back a response whose body is read from the stream's buffer
 (``H2ResponseBody``: flow control is its backpressure). ``release(complete=False)`` and any
-failure or cancellation reset that one stream with CANCEL, never the connection. Must never
-pick a backend or retry.
+failure or cancellation reset that one stream with CANCEL, never the connection. Timeouts:
+connect (and the wait for a stream slot) from the pool limits; the response head once the
+upload finished; the body timeout between response chunks and for each upload chunk to get
+a window and be written. Must never pick a backend or retry.
 
 Wiring: ``back = H2Back(limits, connect)``; ``await nursery.start(back.serve)`` (the
 connections' tasks live there) before the first ``open_exchange``; ``await back.aclose()``.
@@ -147,8 +149,15 @@ class H2Back:
                 chunk = await body.receive()
                 if not chunk:
                     break
-                if not await conn.send_data(stream, chunk):
-                    return  # the stream ended (answered, reset, connection lost)
+                with trio.move_on_after(self._body_timeout_s):
+                    if not await conn.send_data(stream, chunk):
+                        return  # the stream ended (answered, reset, connection lost)
+                    continue
+                # No window from the backend (or a socket it does not read) for a whole body
+                # timeout: give up on this stream only.
+                conn.reset_stream(stream)
+                stream.fail(BadGateway("upstream write stalled", kind="upstream_write"))
+                return
             await conn.end_stream(stream, body.trailers)
         except HttpError as exc:
             # The client's body failed (reset, timeout, over a cap): the backend must not see

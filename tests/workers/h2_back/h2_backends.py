@@ -260,7 +260,7 @@ Script = Callable[[RawConn, RawStream], Awaitable[None]]
 
 @asynccontextmanager
 async def raw_h2_server(
-    script: Script, *, max_streams: int = 100, on_headers: bool = False
+    script: Script, *, max_streams: int = 100, on_headers: bool = False, ack_data: bool = True
 ) -> AsyncIterator[tuple[int, RawServerRecord]]:
     record = RawServerRecord()
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -298,9 +298,10 @@ async def raw_h2_server(
                     elif isinstance(event, h2.events.DataReceived):
                         rs = conn.streams[event.stream_id]
                         rs.body += event.data
-                        conn.h2.acknowledge_received_data(
-                            event.flow_controlled_length, event.stream_id
-                        )
+                        if ack_data:
+                            conn.h2.acknowledge_received_data(
+                                event.flow_controlled_length, event.stream_id
+                            )
                     elif isinstance(event, h2.events.TrailersReceived):
                         conn.streams[event.stream_id].trailers = list(event.headers)
                     elif isinstance(event, h2.events.StreamEnded):

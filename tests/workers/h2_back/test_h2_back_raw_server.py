@@ -326,3 +326,28 @@ async def test_our_settings_reach_the_backend_in_the_first_settings_frame() -> N
     assert seen[0x2] == 0  # ENABLE_PUSH
     assert seen[0x4] == STREAM_WINDOW_BYTES  # INITIAL_WINDOW_SIZE
     assert seen[0x6] == 20_000  # MAX_HEADER_LIST_SIZE
+
+
+async def test_upload_stalled_by_a_window_that_never_opens_fails_that_stream() -> None:
+    async def script(conn: RawConn, rs: RawStream) -> None:
+        return  # reads the request, never acknowledges its DATA, never answers
+
+    limits = HttpLimits(body_timeout_ms=300)
+    async with raw_h2_server(script, on_headers=True, ack_data=False) as (port, record):
+        plan = backend_plan(port)
+        async with running_back([plan], limits) as back:
+            body = ChannelBody(length=None)
+
+            async def feed() -> None:
+                for _ in range(32):  # 256 KiB: far past the 64 KiB initial window
+                    await body.feed(b"w" * 8192)
+                await body.finish()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(feed)
+                with trio.fail_after(5), pytest.raises(BadGateway) as caught:
+                    await exchange(back, as_backend(plan), get("/stall", method=b"POST"), body)
+                nursery.cancel_scope.cancel()
+            assert caught.value.kind == "upstream_write"
+            await wait_until(record, lambda: (1, CANCEL) in record.resets)
+            assert len(record.streams[0].body) == 65_535
