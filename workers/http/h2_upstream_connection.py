@@ -309,7 +309,10 @@ class H2UpstreamConnection:
         for stream in list(self.streams.values()):
             if goaway_fate(stream.id, last_stream_id) == STREAM_REFUSED and not stream.finished:
                 stream.reset = True  # the backend will never answer it: nothing to reset
-                stream.fail(UpstreamRefused("backend GOAWAY: stream not processed"))
+                if stream.head is None:
+                    stream.fail(UpstreamRefused("backend GOAWAY: stream not processed"))
+                else:  # a later GOAWAY that lowers the bound past a stream it answered
+                    stream.fail(BadGateway("backend GOAWAY mid-body", kind="upstream_reset"))
                 self._maybe_free(stream)
         self._on_slot_freed(self)
 
