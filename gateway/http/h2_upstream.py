@@ -2,7 +2,7 @@
 
 Owns the numbers we advertise to a backend (windows, stream cap), the request header list
 a neutral head becomes on an upstream stream (pseudo-headers, ``content-length``) and the
-request trailers it may carry, how many
+request trailers it may carry, when to PING a quiet connection and give up on it, how many
 streams a connection may carry given the peer's SETTINGS, what a backend's GOAWAY or
 RST_STREAM means for one stream (refused and retry-safe, reset, or harmless), and the body
 length a response head declares. Must never touch I/O, h2 objects or trio.
@@ -26,6 +26,14 @@ CONNECTION_WINDOW_BYTES: Final = 16 << 20
 MAX_STREAMS_PER_CONNECTION: Final = 100
 # Stop opening streams on a connection this close to the stream-id space's end (RFC 9113 §5.1.1).
 LAST_USABLE_STREAM_ID: Final = 2**31 - 1 - 2 * MAX_STREAMS_PER_CONNECTION
+
+# Keep-alive: a PING after this long without a byte from the backend, and the connection is
+# closed when its ACK has not come this long after (its streams fail; idempotent ones retry).
+PING_INTERVAL_S: Final = 30.0
+PING_TIMEOUT_S: Final = 10.0
+KEEPALIVE_NOTHING: Final = "nothing"
+KEEPALIVE_PING: Final = "ping"
+KEEPALIVE_CLOSE: Final = "close"
 
 # RFC 9113 §7 error codes we act on.
 NO_ERROR: Final = 0x0
@@ -67,6 +75,19 @@ def request_headers(head: RequestHead, scheme: bytes, body_length: int | None) -
 def request_trailers(trailers: HeaderList) -> HeaderList:
     """The request trailers an upstream HTTP/2 stream may carry (empty: end with DATA)."""
     return [(n, v) for n, v in trailers if n not in _TRAILER_DROP and not n.startswith(b":")]
+
+
+def keepalive_action(
+    now: float,
+    last_received_at: float,
+    ping_sent_at: float | None,
+    interval_s: float = PING_INTERVAL_S,
+    timeout_s: float = PING_TIMEOUT_S,
+) -> str:
+    """What a connection's keep-alive does at ``now``: nothing, send a PING, or give up."""
+    if ping_sent_at is not None:
+        return KEEPALIVE_CLOSE if now - ping_sent_at >= timeout_s else KEEPALIVE_NOTHING
+    return KEEPALIVE_PING if now - last_received_at >= interval_s else KEEPALIVE_NOTHING
 
 
 def stream_capacity(peer_max_concurrent_streams: int | None) -> int:

@@ -21,7 +21,12 @@ import h2.exceptions
 import trio
 
 from gateway.http.errors import BadGateway, GatewayTimeout, HttpError
-from gateway.http.h2_upstream import request_headers, response_body_length
+from gateway.http.h2_upstream import (
+    PING_INTERVAL_S,
+    PING_TIMEOUT_S,
+    request_headers,
+    response_body_length,
+)
 from gateway.http.limits import HttpLimits
 from gateway.http.model import RequestHead
 from workers.http.back import UpstreamRefused, UpstreamResponse
@@ -82,13 +87,22 @@ class H2Back:
 
     protocol = "h2"
 
-    def __init__(self, limits: HttpLimits, connect: Connect) -> None:
+    def __init__(
+        self,
+        limits: HttpLimits,
+        connect: Connect,
+        *,
+        ping_interval_s: float = PING_INTERVAL_S,
+        ping_timeout_s: float = PING_TIMEOUT_S,
+    ) -> None:
         self.limits = limits
         self.pool = H2UpstreamPool(
             limits.pool,
             connect,
             max_header_bytes=limits.max_header_bytes,
             max_headers=limits.max_headers,
+            ping_interval_s=ping_interval_s,
+            ping_timeout_s=ping_timeout_s,
         )
         self._head_timeout_s = limits.head_timeout_ms / 1000
         self._body_timeout_s = limits.body_timeout_ms / 1000

@@ -24,10 +24,13 @@ import trio
 from gateway.http.errors import BadGateway, HttpError
 from gateway.http.h2_upstream import (
     CANCEL,
+    KEEPALIVE_CLOSE,
+    KEEPALIVE_PING,
     LAST_USABLE_STREAM_ID,
     STREAM_REFUSED,
     STREAM_UNHARMED,
     goaway_fate,
+    keepalive_action,
     request_trailers,
     reset_fate,
     stream_capacity,
@@ -39,6 +42,7 @@ from workers.http.h2_upstream_stream import H2UpstreamStream
 
 READ_MAX_BYTES = 64 * 1024
 _PROTOCOL_ERROR = 0x1
+_PING_PAYLOAD = b"egw-kalv"  # 8 bytes (RFC 9113 §6.7); the backend echoes it in its ACK
 
 
 class H2UpstreamConnection:
@@ -73,6 +77,9 @@ class H2UpstreamConnection:
         self._sent_waiters: list[trio.Event] = []
         self._cancel_scope = trio.CancelScope()
         self._close_after_flush = False
+        self.last_received_at = self.idle_since
+        self._ping_sent_at: float | None = None
+        self.pings_acked = 0
         self.h2 = new_upstream_h2(max_header_bytes)
 
     # --- capacity, as the pool sees it --------------------------------------------------
@@ -135,6 +142,23 @@ class H2UpstreamConnection:
         self._failure = "closed idle"
         self._close_after_flush = True
 
+    def keepalive(self, now: float, interval_s: float, timeout_s: float) -> None:
+        """PING a connection quiet for ``interval_s``; close it when the ACK is late."""
+        if self.closed or self._close_after_flush:
+            return
+        action = keepalive_action(
+            now, self.last_received_at, self._ping_sent_at, interval_s, timeout_s
+        )
+        if action == KEEPALIVE_PING:
+            try:
+                self.h2.ping(_PING_PAYLOAD)
+            except h2.exceptions.ProtocolError:
+                return  # h2 already closed the connection: the reader is ending it
+            self._ping_sent_at = now
+            self._kick_writer()
+        elif action == KEEPALIVE_CLOSE:
+            self.close(f"no PING ACK within {timeout_s:.1f}s")
+
     async def _read_forever(self) -> None:
         while True:
             try:
@@ -145,6 +169,7 @@ class H2UpstreamConnection:
             if not data:
                 self._failure = "upstream closed the connection"
                 return
+            self.last_received_at = trio.current_time()
             try:
                 events = self.h2.receive_data(data)
             except h2.exceptions.ProtocolError as exc:
@@ -243,7 +268,10 @@ class H2UpstreamConnection:
             self._on_slot_freed(self)  # the concurrency cap may have changed
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._on_goaway(event.last_stream_id)
-        # 1xx (InformationalResponseReceived), PINGs (h2 answers), SETTINGS acks, unknown
+        elif isinstance(event, h2.events.PingAckReceived) and event.ping_data == _PING_PAYLOAD:
+            self._ping_sent_at = None
+            self.pings_acked += 1
+        # 1xx (InformationalResponseReceived), the backend's PINGs (h2 answers), SETTINGS acks, unknown
         # frames: nothing to do.
 
     def _on_response(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:

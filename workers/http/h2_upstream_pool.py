@@ -4,17 +4,18 @@ Owns: which connection a new stream goes to (the oldest with a free slot: packin
 others go idle), when another connection is opened (every usable one is full, none is being
 opened, fewer than ``max_per_backend`` exist), how long an exchange waits for a slot (the
 connect timeout; then ``PoolExhausted``), and closing connections that idle past
-``idle_timeout_s`` or beyond ``max_idle_per_backend``. Connections' reader/writer tasks run in
-the pool's nursery (``serve``). Must never speak HTTP/2 itself or retry a request.
+``idle_timeout_s`` or beyond ``max_idle_per_backend``, and the PING keep-alive's clock (a
+connection whose ACK is late is closed). Connections' reader/writer tasks run in the pool's
+nursery (``serve``). Must never speak HTTP/2 itself or retry a request.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import trio
 
+from gateway.http.h2_upstream import PING_INTERVAL_S, PING_TIMEOUT_S
 from gateway.http.limits import PoolLimits
 from workers.http.back import UpstreamRefused
 from workers.http.h2_upstream_connection import H2UpstreamConnection
@@ -47,9 +48,18 @@ class _BackendConnections:
 
 class H2UpstreamPool:
     def __init__(
-        self, limits: PoolLimits, connect: Connect, *, max_header_bytes: int, max_headers: int
+        self,
+        limits: PoolLimits,
+        connect: Connect,
+        *,
+        max_header_bytes: int,
+        max_headers: int,
+        ping_interval_s: float = PING_INTERVAL_S,
+        ping_timeout_s: float = PING_TIMEOUT_S,
     ) -> None:
         self.limits = limits
+        self.ping_interval_s = ping_interval_s
+        self.ping_timeout_s = ping_timeout_s
         self._connect = connect
         self._max_header_bytes = max_header_bytes
         self._max_headers = max_headers
@@ -66,7 +76,7 @@ class H2UpstreamPool:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._reap_idle_forever)
+                nursery.start_soon(self._housekeep_forever)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
@@ -171,15 +181,17 @@ class H2UpstreamPool:
             if idle > self.limits.max_idle_per_backend:
                 conn.close_gracefully()
 
-    async def _reap_idle_forever(self) -> None:
+    async def _housekeep_forever(self) -> None:
+        """Close connections idle past ``idle_timeout_s``; PING quiet ones (keep-alive)."""
         idle_timeout_s = self.limits.idle_timeout_s
-        if not math.isfinite(idle_timeout_s):
-            return
-        interval_s = min(max(idle_timeout_s / 4, 0.05), 5.0)
+        tick_s = min(idle_timeout_s / 4, self.ping_interval_s / 2, self.ping_timeout_s / 2, 5.0)
+        tick_s = max(tick_s, 0.05)
         while True:
-            await trio.sleep(interval_s)
+            await trio.sleep(tick_s)
             now = trio.current_time()
             for found in self._sets.values():
                 for conn in list(found.conns):
                     if conn.idle and now - conn.idle_since >= idle_timeout_s:
                         conn.close_gracefully()
+                    elif conn.ready.is_set():
+                        conn.keepalive(now, self.ping_interval_s, self.ping_timeout_s)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from gateway.http.h2_upstream import (
+    KEEPALIVE_CLOSE,
+    KEEPALIVE_NOTHING,
+    KEEPALIVE_PING,
     MAX_STREAMS_PER_CONNECTION,
     STREAM_REFUSED,
     STREAM_RESET,
     STREAM_UNHARMED,
     goaway_fate,
+    keepalive_action,
     request_headers,
     request_trailers,
     reset_fate,
@@ -75,3 +79,10 @@ def test_request_trailers_drop_connection_specific_framing_and_pseudo_fields() -
         (b"x-other", b"2"),
     ]
     assert request_trailers(trailers) == [(b"x-sum", b"1"), (b"x-other", b"2")]
+
+
+def test_keepalive_pings_a_quiet_connection_and_gives_up_without_an_ack() -> None:
+    assert keepalive_action(10.0, 5.0, None, 30.0, 10.0) == KEEPALIVE_NOTHING
+    assert keepalive_action(40.0, 5.0, None, 30.0, 10.0) == KEEPALIVE_PING
+    assert keepalive_action(45.0, 5.0, 40.0, 30.0, 10.0) == KEEPALIVE_NOTHING
+    assert keepalive_action(50.0, 5.0, 40.0, 30.0, 10.0) == KEEPALIVE_CLOSE

@@ -233,6 +233,7 @@ class RawConn:
         self.record = record
         self.index = index  # 1 for the first connection accepted
         self.streams: dict[int, RawStream] = {}
+        self.frozen = False  # a script sets it: the server stops reading (a hung backend)
         self.h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=False, header_encoding=None)
         )
@@ -278,6 +279,8 @@ async def raw_h2_server(
         await conn.flush()
         async with trio.open_nursery() as nursery:
             while True:
+                if conn.frozen:
+                    await trio.sleep_forever()
                 try:
                     data = await sock.receive_some(65536)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -340,9 +343,9 @@ def backend_plan(port: int, tls: BackendTlsConfig | None = None) -> BackendPlan:
 
 @asynccontextmanager
 async def running_back(
-    plans: list[BackendPlan], limits: HttpLimits | None = None
+    plans: list[BackendPlan], limits: HttpLimits | None = None, **options: float
 ) -> AsyncIterator[H2Back]:
-    back = H2Back(limits or HttpLimits(), h2_connect(plans))
+    back = H2Back(limits or HttpLimits(), h2_connect(plans), **options)
     async with trio.open_nursery() as nursery:
         await nursery.start(back.serve)
         try:

@@ -351,3 +351,19 @@ async def test_upload_stalled_by_a_window_that_never_opens_fails_that_stream() -
             assert caught.value.kind == "upstream_write"
             await wait_until(record, lambda: (1, CANCEL) in record.resets)
             assert len(record.streams[0].body) == 65_535
+
+
+async def test_keepalive_closes_a_connection_whose_backend_stopped_answering_pings() -> None:
+    async def script(conn: RawConn, rs: RawStream) -> None:
+        await conn.respond(rs.id)
+        conn.frozen = True  # hung: reads nothing more, answers no PING
+
+    async with raw_h2_server(script) as (port, _record):
+        plan = backend_plan(port)
+        backend = as_backend(plan)
+        async with running_back([plan], ping_interval_s=0.1, ping_timeout_s=0.2) as back:
+            assert (await exchange(back, backend, get("/then-hang"))).status == 200
+            assert len(back.pool.connections(backend)) == 1
+            with trio.fail_after(3):
+                while back.pool.connections(backend):
+                    await trio.sleep(0.05)

@@ -271,3 +271,16 @@ async def test_many_exchanges_finished_or_abandoned_leave_no_slot_or_buffer_behi
             assert statuses == [200] * 40
             assert len(back.pool.connections(backend)) >= 2
             assert_no_stream_leak(back, backend)
+
+
+async def test_keepalive_pings_are_acked_and_keep_a_quiet_connection() -> None:
+    async with hypercorn_backend() as port:
+        plan = backend_plan(port)
+        backend = as_backend(plan)
+        async with running_back([plan], ping_interval_s=0.1, ping_timeout_s=1.0) as back:
+            await exchange(back, backend, get("/first"))
+            (conn,) = back.pool.connections(backend)
+            await trio.sleep(0.6)
+            assert conn.pings_acked >= 2
+            assert back.pool.connections(backend) == [conn]
+            assert (await exchange(back, backend, get("/later"))).body == b"hello /later"
