@@ -11,8 +11,10 @@ connect (and the wait for a stream slot) from the pool limits; the response head
 upload finished; the body timeout between response chunks and for each upload chunk to get
 a window and be written. Must never pick a backend or retry.
 
-Wiring: ``back = H2Back(limits, connect)``; ``await nursery.start(back.serve)`` (the
-connections' tasks live there) before the first ``open_exchange``; ``await back.aclose()``.
+Wiring: ``H2Back(limits, h2_connect(plans))`` (``workers/http/h2_dial``: h2c, or TLS that
+must select ALPN h2; ``None`` dials plain TCP for all). The connections' tasks live in
+``serve``'s nursery when the owner runs ``await nursery.start(back.serve)``, else in a trio
+system task started on first use; ``await back.aclose()`` ends them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from workers.http.back import UpstreamRefused, UpstreamResponse
 from workers.http.body import BodySource
 from workers.http.h2_upstream_connection import H2UpstreamConnection, H2UpstreamStream
 from workers.http.h2_upstream_pool import H2UpstreamPool
-from workers.http1.backend import Backend, Connect
+from workers.http1.backend import Backend, Connect, open_backend_stream
 
 
 class H2ResponseBody(BodySource):
@@ -90,7 +92,7 @@ class H2Back:
     def __init__(
         self,
         limits: HttpLimits,
-        connect: Connect,
+        connect: Connect | None = None,
         *,
         ping_interval_s: float = PING_INTERVAL_S,
         ping_timeout_s: float = PING_TIMEOUT_S,
@@ -98,7 +100,7 @@ class H2Back:
         self.limits = limits
         self.pool = H2UpstreamPool(
             limits.pool,
-            connect,
+            connect or open_backend_stream,  # None: every backend is h2c (plain TCP)
             max_header_bytes=limits.max_header_bytes,
             max_headers=limits.max_headers,
             ping_interval_s=ping_interval_s,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import structlog
 import trio
 
 from gateway.http.h2_upstream import PING_INTERVAL_S, PING_TIMEOUT_S
@@ -27,6 +28,18 @@ from workers.http1.backend import (
     connect_with_timeout,
 )
 from workers.http1.pool import PoolExhausted
+
+log = structlog.get_logger("expressgateway.worker")
+
+
+class _SetOnStarted:
+    """A task_status for a task started without ``nursery.start``: sets an Event."""
+
+    def __init__(self, event: trio.Event) -> None:
+        self._event = event
+
+    def started(self, value: None = None) -> None:
+        self._event.set()
 
 
 @dataclass(slots=True)
@@ -65,6 +78,7 @@ class H2UpstreamPool:
         self._max_headers = max_headers
         self._sets: dict[Backend, _BackendConnections] = {}
         self._nursery: trio.Nursery | None = None
+        self._started: trio.Event | None = None  # set while a self-started serve is starting
         self._closed = False
 
     def connections(self, backend: Backend) -> list[H2UpstreamConnection]:
@@ -81,7 +95,33 @@ class H2UpstreamPool:
                 await trio.sleep_forever()
         finally:
             self._nursery = None
-            self._closed = True
+
+    async def _ensure_serving(self) -> trio.Nursery:
+        """The nursery of ``serve``; when nobody started it, a trio system task runs it (a
+        worker that builds adapters synchronously need not host them)."""
+        if self._closed:
+            raise RuntimeError("H2UpstreamPool is closed")
+        while self._nursery is None:
+            if self._started is None:
+                self._started = trio.Event()
+                trio.lowlevel.spawn_system_task(self._serve_detached, self._started)
+            await self._started.wait()
+            if self._closed:
+                raise RuntimeError("H2UpstreamPool is closed")
+        return self._nursery
+
+    async def _serve_detached(self, started: trio.Event) -> None:
+        try:
+            await self.serve(task_status=_SetOnStarted(started))
+        except Exception:
+            # A bug in a connection's task ended the pool: say so, and let the next exchange
+            # start a fresh one rather than take the whole worker down (a system task's
+            # exception would). Its connections' streams have failed already.
+            log.exception("h2_upstream_pool_failed")
+        finally:
+            started.set()
+            if self._started is started:
+                self._started = None
 
     async def aclose(self) -> None:
         self._closed = True
@@ -94,8 +134,7 @@ class H2UpstreamPool:
     async def acquire(self, backend: Backend) -> H2UpstreamConnection:
         """A ready connection with one stream slot reserved for the caller (``open_stream``
         takes it). Raises UpstreamRefused (connect failed) or PoolExhausted."""
-        if self._nursery is None or self._closed:
-            raise RuntimeError("H2UpstreamPool.serve is not running")
+        await self._ensure_serving()
         found = self._sets.get(backend)
         if found is None:
             found = self._sets[backend] = _BackendConnections()
@@ -130,7 +169,7 @@ class H2UpstreamPool:
     async def _open(
         self, backend: Backend, found: _BackendConnections, deadline: float
     ) -> H2UpstreamConnection:
-        assert self._nursery is not None
+        nursery = await self._ensure_serving()
         found.connecting += 1
         try:
             remaining_s = max(0.0, deadline - trio.current_time())
@@ -138,6 +177,15 @@ class H2UpstreamPool:
                 stream = await connect_with_timeout(self._connect, backend, remaining_s)
             except (ConnectFailed, ConnectTimedOut) as exc:
                 raise UpstreamRefused(str(exc), kind=exc.kind) from None
+            if isinstance(stream, trio.SSLStream) and stream.selected_alpn_protocol() != "h2":
+                # A connect without ALPN h2 (not workers/http/h2_dial): the server would read
+                # our preface as a broken HTTP/1.1 request.
+                await trio.aclose_forcefully(stream)
+                raise UpstreamRefused(
+                    f"{backend.id}: TLS did not negotiate h2 via ALPN "
+                    f"(selected {stream.selected_alpn_protocol() or 'nothing'})",
+                    kind="alpn",
+                )
             conn = H2UpstreamConnection(
                 stream,
                 scheme=b"https" if isinstance(stream, trio.SSLStream) else b"http",
@@ -145,7 +193,7 @@ class H2UpstreamPool:
                 max_headers=self._max_headers,
                 on_slot_freed=lambda c: self._slot_freed(found, c),
             )
-            await self._nursery.start(self._run_connection, found, conn)
+            await nursery.start(self._run_connection, found, conn)
             with trio.move_on_at(deadline):
                 await conn.ready.wait()
             if conn.closed or not conn.ready.is_set():

@@ -24,8 +24,11 @@ from gateway.config.schema import BackendTlsConfig
 from gateway.http.h2_upstream import STREAM_WINDOW_BYTES
 from gateway.http.limits import HttpLimits, PoolLimits
 from tools.make_certs import make_certs
+from workers.dial import open_backend_stream
 from workers.http.back import UpstreamRefused
 from workers.http.body import ChannelBody
+from workers.http.h2_back import H2Back
+from workers.http1.backend import Backend
 
 
 @pytest.fixture(scope="module")
@@ -284,3 +287,34 @@ async def test_keepalive_pings_are_acked_and_keep_a_quiet_connection() -> None:
             assert conn.pings_acked >= 2
             assert back.pool.connections(backend) == [conn]
             assert (await exchange(back, backend, get("/later"))).body == b"hello /later"
+
+
+async def test_built_without_serve_or_connect_it_hosts_itself_and_speaks_h2c() -> None:
+    # How workers/http/registry builds back adapters: synchronously, (limits, connect=None).
+    async with hypercorn_backend() as port:
+        backend = as_backend(backend_plan(port))
+        back = H2Back(HttpLimits(), None)
+        try:
+            assert (await exchange(back, backend, get("/self-hosted"))).status == 200
+            assert len(back.pool.connections(backend)) == 1
+        finally:
+            await back.aclose()
+        with trio.fail_after(2):
+            while back.pool.connections(backend):
+                await trio.sleep(0.02)
+
+
+async def test_a_tls_connect_without_alpn_h2_is_refused_clearly(certs) -> None:  # type: ignore[no-untyped-def]
+    async with hypercorn_backend(certs=certs) as port:
+        plan = backend_plan(port, BackendTlsConfig(ca_path=str(certs.ca_cert)))
+
+        async def h1_style_connect(backend: Backend) -> trio.abc.Stream:
+            return await open_backend_stream(plan)  # TLS as for h1 backends: no ALPN
+
+        back = H2Back(HttpLimits(), h1_style_connect)
+        try:
+            with pytest.raises(UpstreamRefused) as caught:
+                await exchange(back, as_backend(plan), get("/hello"))
+            assert caught.value.kind == "alpn"
+        finally:
+            await back.aclose()
