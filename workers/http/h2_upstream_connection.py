@@ -36,6 +36,7 @@ from gateway.http.h2_upstream import (
     stream_capacity,
 )
 from gateway.http.model import HeaderList, response_from_pseudo
+from workers.http import h2_repr_patch  # noqa: F401  (a cheaper frame repr, see there)
 from workers.http.back import UpstreamLost, UpstreamRefused
 from workers.http.h2_upstream_protocol import new_upstream_h2
 from workers.http.h2_upstream_stream import H2UpstreamStream
@@ -338,7 +339,11 @@ class H2UpstreamConnection:
             if goaway_fate(stream.id, last_stream_id) == STREAM_REFUSED and not stream.finished:
                 stream.reset = True  # the backend will never answer it: nothing to reset
                 if stream.head is None:
-                    stream.fail(UpstreamRefused("backend GOAWAY: stream not processed"))
+                    stream.fail(
+                        UpstreamRefused(
+                            "backend GOAWAY: stream not processed", kind="upstream_goaway"
+                        )
+                    )
                 else:  # a later GOAWAY that lowers the bound past a stream it answered
                     stream.fail(BadGateway("backend GOAWAY mid-body", kind="upstream_reset"))
                 self._maybe_free(stream)

@@ -67,6 +67,7 @@ async def test_goaway_refuses_streams_above_its_last_stream_id_and_lets_the_othe
             assert results["a"] == b"first, finished after GOAWAY"
             assert isinstance(results["b"], UpstreamRefused)
             assert isinstance(results["c"], UpstreamRefused)
+            assert results["b"].kind == "upstream_goaway"
             # The drained connection takes no new stream: the next exchange opens another.
             assert (await exchange(back, backend, get("/d"))).body == b"second connection"
             assert record.connections == 2
@@ -302,7 +303,7 @@ async def test_a_backend_allowing_no_streams_gets_one_connection_and_a_bounded_w
     async def script(conn: RawConn, rs: RawStream) -> None:
         await conn.respond(rs.id)
 
-    limits = HttpLimits(pool=PoolLimits(connect_timeout_ms=300))
+    limits = HttpLimits(pool=PoolLimits(connect_timeout_ms=1000))
     async with raw_h2_server(script, max_streams=0) as (port, record):
         plan = backend_plan(port)
         async with running_back([plan], limits) as back:
@@ -332,7 +333,7 @@ async def test_upload_stalled_by_a_window_that_never_opens_fails_that_stream() -
     async def script(conn: RawConn, rs: RawStream) -> None:
         return  # reads the request, never acknowledges its DATA, never answers
 
-    limits = HttpLimits(body_timeout_ms=300)
+    limits = HttpLimits(body_timeout_ms=500)
     async with raw_h2_server(script, on_headers=True, ack_data=False) as (port, record):
         plan = backend_plan(port)
         async with running_back([plan], limits) as back:
