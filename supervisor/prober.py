@@ -154,7 +154,7 @@ async def probe_h2(
             try:
                 await stream.send_all(probe.start())
                 while not probe.done:
-                    reply = probe.receive(await stream.receive_some(16384))
+                    reply = probe.receive(bytes(await stream.receive_some(16384)))
                     if reply:
                         await stream.send_all(reply)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

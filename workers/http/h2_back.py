@@ -33,8 +33,9 @@ from gateway.http.limits import HttpLimits
 from gateway.http.model import RequestHead
 from workers.http.back import UpstreamRefused, UpstreamResponse
 from workers.http.body import BodySource
-from workers.http.h2_upstream_connection import H2UpstreamConnection, H2UpstreamStream
+from workers.http.h2_upstream_connection import H2UpstreamConnection
 from workers.http.h2_upstream_pool import H2UpstreamPool
+from workers.http.h2_upstream_stream import H2UpstreamStream
 from workers.http1.backend import Backend, Connect, open_backend_stream
 
 

@@ -268,7 +268,7 @@ class H2UpstreamConnection:
                 self.ready.set()
             self._on_slot_freed(self)  # the concurrency cap may have changed
         elif isinstance(event, h2.events.ConnectionTerminated):
-            self._on_goaway(event.last_stream_id)
+            self._on_goaway(event.last_stream_id or 0)
         elif isinstance(event, h2.events.PingAckReceived) and event.ping_data == _PING_PAYLOAD:
             self._ping_sent_at = None
             self.pings_acked += 1
