@@ -72,6 +72,17 @@ async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send(start)
         await send({"type": "http.response.body", "body": body})
         return
+    if path == "/duplex":
+        # Streams the request body back while it still arrives (full duplex).
+        await send(start)
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+            await send(
+                {"type": "http.response.body", "body": message.get("body", b""), "more_body": more}
+            )
+        return
     if path == "/trailers":
         start["trailers"] = True
         await send(start)

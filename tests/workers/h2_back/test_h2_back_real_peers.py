@@ -318,3 +318,24 @@ async def test_a_tls_connect_without_alpn_h2_is_refused_clearly(certs) -> None: 
             assert caught.value.kind == "alpn"
         finally:
             await back.aclose()
+
+
+async def test_full_duplex_echo_streams_back_while_the_upload_runs() -> None:
+    payload = bytes(range(256)) * 2735  # 700 KB, past every initial window
+    async with hypercorn_backend() as port:
+        plan = backend_plan(port)
+        async with running_back([plan]) as back:
+            body = ChannelBody(length=len(payload))
+
+            async def feed() -> None:
+                for i in range(0, len(payload), 65536):
+                    await body.feed(payload[i : i + 65536])
+                await body.finish()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(feed)
+                answer = await exchange(
+                    back, as_backend(plan), get("/duplex", method=b"POST"), body
+                )
+            assert answer.status == 200
+            assert answer.body == payload
