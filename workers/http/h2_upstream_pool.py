@@ -79,7 +79,13 @@ class H2UpstreamPool:
         self._sets: dict[Backend, _BackendConnections] = {}
         self._nursery: trio.Nursery | None = None
         self._started: trio.Event | None = None  # set while a self-started serve is starting
+        self._self_hosted = False  # serve runs in our system task, not in the owner's nursery
         self._closed = False
+
+    @property
+    def serving(self) -> bool:
+        """Whether ``serve`` runs (hosted by the owner, or by our own system task)."""
+        return self._nursery is not None
 
     def connections(self, backend: Backend) -> list[H2UpstreamConnection]:
         found = self._sets.get(backend)
@@ -111,6 +117,7 @@ class H2UpstreamPool:
         return self._nursery
 
     async def _serve_detached(self, started: trio.Event) -> None:
+        self._self_hosted = True
         try:
             await self.serve(task_status=_SetOnStarted(started))
         except Exception:
@@ -119,6 +126,7 @@ class H2UpstreamPool:
             # exception would). Its connections' streams have failed already.
             log.exception("h2_upstream_pool_failed")
         finally:
+            self._self_hosted = False
             started.set()
             if self._started is started:
                 self._started = None
@@ -234,12 +242,23 @@ class H2UpstreamPool:
         idle_timeout_s = self.limits.idle_timeout_s
         tick_s = min(idle_timeout_s / 4, self.ping_interval_s / 2, self.ping_timeout_s / 2, 5.0)
         tick_s = max(tick_s, 0.05)
+        empty_since = trio.current_time()
         while True:
             await trio.sleep(tick_s)
             now = trio.current_time()
+            empty = True
             for found in self._sets.values():
+                empty = empty and not found.conns and found.connecting == 0
                 for conn in list(found.conns):
                     if conn.idle and now - conn.idle_since >= idle_timeout_s:
                         conn.close_gracefully()
                     elif conn.ready.is_set():
                         conn.keepalive(now, self.ping_interval_s, self.ping_timeout_s)
+            if not empty:
+                empty_since = now
+            elif self._self_hosted and now - empty_since >= idle_timeout_s:
+                # Nothing to host for an idle timeout: the system task ends (a retired
+                # listener's adapter leaves no task behind); the next exchange starts another.
+                assert self._nursery is not None
+                self._nursery.cancel_scope.cancel()
+                return

@@ -339,3 +339,19 @@ async def test_full_duplex_echo_streams_back_while_the_upload_runs() -> None:
                 )
             assert answer.status == 200
             assert answer.body == payload
+
+
+async def test_a_self_hosted_pool_with_nothing_to_host_ends_its_task_and_restarts() -> None:
+    limits = HttpLimits(pool=PoolLimits(idle_timeout_s=0.3))
+    async with hypercorn_backend() as port:
+        backend = as_backend(backend_plan(port))
+        back = H2Back(limits)
+        try:
+            assert (await exchange(back, backend, get("/one"))).status == 200
+            with trio.fail_after(5):
+                while back.pool.serving:  # idle connection closed, then the task ends
+                    await trio.sleep(0.05)
+            assert not back.pool.connections(backend)
+            assert (await exchange(back, backend, get("/two"))).body == b"hello /two"
+        finally:
+            await back.aclose()
