@@ -3,10 +3,12 @@
 Owns: which connection a new stream goes to (the oldest with a free slot: packing lets the
 others go idle), when another connection is opened (every usable one is full, none is being
 opened, fewer than ``max_per_backend`` exist), how long an exchange waits for a slot (the
-connect timeout; then ``PoolExhausted``), and closing connections that idle past
+connect timeout; then ``PoolExhausted``), closing connections that idle past
 ``idle_timeout_s`` or beyond ``max_idle_per_backend``, and the PING keep-alive's clock (a
 connection whose ACK is late is closed). Connections' reader/writer tasks run in the pool's
-nursery (``serve``). Must never speak HTTP/2 itself or retry a request.
+nursery: ``serve`` where the owner hosts it, else a trio system task started on first use,
+which ends once the pool held no connection for an idle timeout. Must never speak HTTP/2
+itself or retry a request.
 """
 
 from __future__ import annotations
