@@ -53,6 +53,7 @@ _NO_BODY_STATUSES: Final = frozenset((204, 304))
 # silently and, were nothing left, fail building an empty HEADERS frame) and the fields that
 # frame or route a message (RFC 9110 §6.5.1).
 _TRAILER_DROP: Final = HOP_BY_HOP | frozenset((b"content-length", b"host"))
+_REQUEST_DROP: Final = HOP_BY_HOP | frozenset((b"content-length", b"host"))
 
 
 def request_headers(head: RequestHead, scheme: bytes, body_length: int | None) -> HeaderList:
@@ -65,8 +66,14 @@ def request_headers(head: RequestHead, scheme: bytes, body_length: int | None) -
     if head.method != b"CONNECT":
         out.append((b":path", head.path or b"/"))
     for name, value in head.headers:
-        if name != b"host" and name != b"content-length":
-            out.append((name, value))
+        # The forwarding rules removed these already; h2 would reject (``te`` other than
+        # "trailers") or silently drop them, and a header list h2 rejects halfway through has
+        # already changed its HPACK encoder (the connection is then unusable).
+        if name in _REQUEST_DROP and not (
+            name == b"te" and value.strip(b" \t").lower() == b"trailers"
+        ):
+            continue
+        out.append((name, value))
     if body_length is not None and (body_length > 0 or head.method not in _BODYLESS_METHODS):
         out.append((b"content-length", str(body_length).encode()))
     return out

@@ -357,8 +357,16 @@ class H2UpstreamConnection:
         if not self.usable:
             self._on_slot_freed(self)
             raise UpstreamRefused("connection stopped taking streams")
-        stream_id = self.h2.get_next_available_stream_id()
-        self.h2.send_headers(stream_id, headers, end_stream=end_stream)  # raises: nothing sent
+        try:
+            stream_id = self.h2.get_next_available_stream_id()
+            self.h2.send_headers(stream_id, headers, end_stream=end_stream)
+        except h2.exceptions.ProtocolError:
+            # Nothing was sent, but h2 validates while it encodes: the HPACK encoder may hold
+            # entries the backend never saw. No new stream here; the connection ends once
+            # the streams in flight are done.
+            self.draining = True
+            self._on_slot_freed(self)
+            raise
         stream = H2UpstreamStream(self, stream_id)
         self.streams[stream_id] = stream
         self.active += 1
@@ -389,7 +397,11 @@ class H2UpstreamConnection:
             return
         trailers = request_trailers(trailers)
         if trailers:
-            self.h2.send_headers(stream.id, trailers, end_stream=True)
+            try:
+                self.h2.send_headers(stream.id, trailers, end_stream=True)
+            except h2.exceptions.ProtocolError:
+                self.draining = True  # see open_stream: the HPACK encoder is suspect
+                raise
         else:
             self.h2.end_stream(stream.id)
         stream.local_ended = True

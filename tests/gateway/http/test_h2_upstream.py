@@ -86,3 +86,20 @@ def test_keepalive_pings_a_quiet_connection_and_gives_up_without_an_ack() -> Non
     assert keepalive_action(40.0, 5.0, None, 30.0, 10.0) == KEEPALIVE_PING
     assert keepalive_action(45.0, 5.0, 40.0, 30.0, 10.0) == KEEPALIVE_NOTHING
     assert keepalive_action(50.0, 5.0, 40.0, 30.0, 10.0) == KEEPALIVE_CLOSE
+
+
+def test_request_headers_drop_connection_specific_fields_but_keep_te_trailers() -> None:
+    head = RequestHead(
+        b"GET",
+        b"http",
+        b"svc",
+        b"/",
+        [
+            (b"connection", b"x"),
+            (b"te", b"gzip"),
+            (b"te", b"Trailers"),
+            (b"host", b"h"),
+            (b"a", b"1"),
+        ],
+    )
+    assert request_headers(head, b"http", None)[4:] == [(b"te", b"Trailers"), (b"a", b"1")]

@@ -368,3 +368,23 @@ async def test_keepalive_closes_a_connection_whose_backend_stopped_answering_pin
             with trio.fail_after(3):
                 while back.pool.connections(backend):
                     await trio.sleep(0.05)
+
+
+async def test_a_head_h2_refuses_to_send_fails_that_exchange_and_retires_the_connection() -> None:
+    async def script(conn: RawConn, rs: RawStream) -> None:
+        await conn.respond(rs.id)
+
+    async with raw_h2_server(script) as (port, record):
+        plan = backend_plan(port)
+        backend = as_backend(plan)
+        async with running_back([plan]) as back:
+            await exchange(back, backend, get("/warm"))
+            with pytest.raises(BadGateway) as caught:
+                # A pseudo-header among the fields: h2 refuses it after encoding the others.
+                await exchange(back, backend, get("/bad", [(b"x-first", b"1"), (b":bogus", b"x")]))
+            assert caught.value.kind == "upstream_request"
+            assert_no_stream_leak(back, backend)
+            # Its HPACK encoder saw fields the backend never did: the next stream goes to a
+            # fresh connection, and the backend never sees a block it cannot decode.
+            assert (await exchange(back, backend, get("/after"))).status == 200
+            assert record.connections == 2
