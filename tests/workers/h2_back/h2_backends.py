@@ -32,10 +32,10 @@ from running_gateway import wait_for_port
 from gateway.config.plan import BackendPlan
 from gateway.config.schema import BackendTlsConfig
 from gateway.http.errors import HttpError
-from gateway.http.limits import HttpLimits
+from gateway.http.limits import BODY_CHUNK_MAX_BYTES, HttpLimits
 from gateway.http.model import HeaderList, RequestHead
 from tools.ports import free_port
-from workers.http.body import BodySource, empty_body
+from workers.http.body import BodySource
 from workers.http.h2_back import H2Back
 from workers.http.h2_dial import h2_connect
 from workers.http1.backend import Backend
@@ -337,6 +337,48 @@ async def raw_h2_server(
             nursery.cancel_scope.cancel()
 
 
+# --- request bodies -----------------------------------------------------------------------
+
+
+class _End:
+    def __init__(self, trailers: HeaderList) -> None:
+        self.trailers = trailers
+
+
+class FedBody(BodySource):
+    """A request body a test task feeds through a small channel (a front's body source in
+    miniature): ``feed`` waits while 8 chunks are queued, ``finish`` ends it with trailers."""
+
+    def __init__(self, length: int | None = None) -> None:
+        super().__init__(length)
+        self._send, self._recv = trio.open_memory_channel[bytes | _End](8)
+
+    async def feed(self, data: bytes) -> None:
+        for i in range(0, len(data), BODY_CHUNK_MAX_BYTES):
+            try:
+                await self._send.send(data[i : i + BODY_CHUNK_MAX_BYTES])
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # discarded
+
+    async def finish(self, trailers: HeaderList | None = None) -> None:
+        try:
+            await self._send.send(_End(trailers or []))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async def receive(self) -> bytes:
+        self.started = True
+        item = await self._recv.receive()
+        if isinstance(item, _End):
+            self.trailers = item.trailers
+            return b""
+        self.received_bytes += len(item)
+        return item
+
+    def discard(self) -> None:
+        self._recv.close()
+
+
 # --- the adapter under test -----------------------------------------------------------------
 
 
@@ -388,7 +430,7 @@ async def exchange(
     failed: HttpError | None = None
     async with trio.open_nursery() as nursery:
         try:
-            response = await back.open_exchange(nursery, backend, head, body or empty_body())
+            response = await back.open_exchange(nursery, backend, head, body or BodySource(0))
             data = bytearray()
             try:
                 while chunk := await response.body.receive():

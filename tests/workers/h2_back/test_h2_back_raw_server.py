@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import trio
 from h2_backends import (
+    FedBody,
     RawConn,
     RawStream,
     as_backend,
@@ -28,7 +29,7 @@ from gateway.http.h2_upstream import STREAM_WINDOW_BYTES
 from gateway.http.limits import HttpLimits, PoolLimits
 from gateway.http.model import HeaderList
 from workers.http.back import UpstreamRefused
-from workers.http.body import ChannelBody, empty_body
+from workers.http.body import BodySource
 from workers.http1.pool import PoolExhausted
 
 CANCEL = 0x8
@@ -112,7 +113,9 @@ async def test_release_incomplete_resets_only_that_stream_with_cancel() -> None:
         backend = as_backend(plan)
         async with running_back([plan]) as back:
             async with trio.open_nursery() as nursery:
-                response = await back.open_exchange(nursery, backend, get("/abandon"), empty_body())
+                response = await back.open_exchange(
+                    nursery, backend, get("/abandon"), BodySource(0)
+                )
                 assert await response.body.receive() == b"y" * 4096
                 await response.release(complete=False)
                 nursery.cancel_scope.cancel()
@@ -129,7 +132,7 @@ async def test_request_trailers_reach_the_backend_after_the_body() -> None:
     async with raw_h2_server(script) as (port, record):
         plan = backend_plan(port)
         async with running_back([plan]) as back:
-            body = ChannelBody(length=None)
+            body = FedBody(length=None)
 
             async def feed() -> None:
                 await body.feed(b"z" * 100_000)
@@ -154,7 +157,7 @@ async def test_known_body_length_is_declared_as_content_length() -> None:
     async with raw_h2_server(script) as (port, record):
         plan = backend_plan(port)
         async with running_back([plan]) as back:
-            body = ChannelBody(length=5)
+            body = FedBody(length=5)
 
             async def feed() -> None:
                 await body.feed(b"12345")
@@ -258,7 +261,7 @@ async def test_early_complete_response_with_rst_no_error_stops_the_upload_only()
     async with raw_h2_server(script, on_headers=True) as (port, _record):
         plan = backend_plan(port)
         async with running_back([plan]) as back:
-            body = ChannelBody(length=None)
+            body = FedBody(length=None)
 
             async def feed_forever() -> None:
                 while True:
@@ -282,9 +285,9 @@ async def test_request_trailers_lose_the_fields_http2_forbids() -> None:
                 ([(b"connection", b"close"), (b"x-ok", b"1")], [(b"x-ok", b"1")]),
                 ([(b"transfer-encoding", b"chunked"), (b"content-length", b"4")], []),
             ):
-                body = ChannelBody(length=None)
+                body = FedBody(length=None)
 
-                async def feed(body: ChannelBody = body, trailers: HeaderList = trailers) -> None:
+                async def feed(body: FedBody = body, trailers: HeaderList = trailers) -> None:
                     await body.feed(b"data")
                     await body.finish(trailers)
 
@@ -337,7 +340,7 @@ async def test_upload_stalled_by_a_window_that_never_opens_fails_that_stream() -
     async with raw_h2_server(script, on_headers=True, ack_data=False) as (port, record):
         plan = backend_plan(port)
         async with running_back([plan], limits) as back:
-            body = ChannelBody(length=None)
+            body = FedBody(length=None)
 
             async def feed() -> None:
                 for _ in range(32):  # 256 KiB: far past the 64 KiB initial window

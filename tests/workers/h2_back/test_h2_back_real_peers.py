@@ -10,6 +10,7 @@ import pytest
 import trio
 from h2_backends import (
     MIB,
+    FedBody,
     NginxH2Backend,
     as_backend,
     assert_no_stream_leak,
@@ -26,7 +27,7 @@ from gateway.http.limits import HttpLimits, PoolLimits
 from tools.make_certs import make_certs
 from workers.dial import open_backend_stream
 from workers.http.back import UpstreamRefused
-from workers.http.body import ChannelBody
+from workers.http.body import BodySource
 from workers.http.h2_back import H2Back
 from workers.http1.backend import Backend
 
@@ -92,7 +93,7 @@ async def test_post_with_a_streamed_body_of_unknown_length_is_echoed() -> None:
     async with hypercorn_backend() as port:
         plan = backend_plan(port)
         async with running_back([plan]) as back:
-            body = ChannelBody(length=None)
+            body = FedBody(length=None)
 
             async def feed() -> None:
                 for i in range(0, len(payload), 50_000):
@@ -189,9 +190,7 @@ async def test_slow_consumer_of_64_mib_keeps_buffering_within_the_stream_window(
         backend = as_backend(plan)
         async with running_back([plan]) as back:
             async with trio.open_nursery() as nursery:
-                response = await back.open_exchange(
-                    nursery, backend, get("/big/64"), ChannelBody(0)
-                )
+                response = await back.open_exchange(nursery, backend, get("/big/64"), BodySource(0))
                 assert response.body.length == 64 * MIB
                 (conn,) = back.pool.connections(backend)
                 total = 0
@@ -261,7 +260,7 @@ async def test_many_exchanges_finished_or_abandoned_leave_no_slot_or_buffer_behi
             async def abandon() -> None:
                 async with trio.open_nursery() as nursery:
                     response = await back.open_exchange(
-                        nursery, backend, get("/big/1"), ChannelBody(0)
+                        nursery, backend, get("/big/1"), BodySource(0)
                     )
                     await response.body.receive()
                     await response.release(complete=False)
@@ -325,7 +324,7 @@ async def test_full_duplex_echo_streams_back_while_the_upload_runs() -> None:
     async with hypercorn_backend() as port:
         plan = backend_plan(port)
         async with running_back([plan]) as back:
-            body = ChannelBody(length=len(payload))
+            body = FedBody(length=len(payload))
 
             async def feed() -> None:
                 for i in range(0, len(payload), 65536):
