@@ -1,14 +1,18 @@
 """Active health checks, run by the supervisor, verdicts broadcast to every worker.
 
 One task per (listener, backend) with a `[listeners.health]` table: every
-`interval_ms` a TCP connect, or an HTTP/1.1 GET (h11) whose status must fall in
-`expected_status`, each bounded by `timeout_ms`. Results feed the pure rise/fall
+`interval_ms` a TCP connect, or an HTTP GET whose status must fall in `expected_status`,
+each bounded by `timeout_ms`. The GET speaks the backend's protocol: HTTP/1.1 (h11), or
+HTTP/2 for `protocol = "h2"` backends (gateway/health/h2_probe.py; h2c with prior knowledge,
+or TLS with ALPN h2 and the backend's verification settings when it has a `tls` table). Results feed the pure rise/fall
 state machine (gateway/health/active.py); a transition is logged once and sent to
 the workers as `SetBackendHealth`. States survive reloads for backends that stay.
 """
 
 from __future__ import annotations
 
+import functools
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,8 +22,10 @@ import structlog
 import trio
 
 from gateway.config.plan import BackendPlan, GatewayPlan, ListenerPlan
+from gateway.config.schema import BackendTlsConfig
 from gateway.config.validate import parse_status_ranges
 from gateway.health import ActiveHealth, ActiveState
+from gateway.health.h2_probe import H2Probe, status_problem
 
 log = structlog.get_logger("expressgateway.supervisor")
 
@@ -54,6 +60,8 @@ async def probe_http(backend: BackendPlan, listener: ListenerPlan, timeout_s: fl
     assert health is not None
     ranges = parse_status_ranges(health.expected_status) or [(200, 399)]
     host = health.host or backend.id
+    if backend.protocol == "h2":
+        return await probe_h2(backend, health.path, host, ranges, health.expected_status, timeout_s)
     with trio.move_on_after(timeout_s):
         try:
             stream = await trio.open_tcp_stream(backend.host, backend.port)
@@ -78,16 +86,82 @@ async def probe_http(backend: BackendPlan, listener: ListenerPlan, timeout_s: fl
                         conn.receive_data(await stream.receive_some(16384))
                         continue
                     if isinstance(event, h11.Response):
-                        status = event.status_code
-                        if any(lo <= status <= hi for lo, hi in ranges):
-                            return ""
-                        return f"status {status} not in {health.expected_status}"
+                        return status_problem(event.status_code, ranges, health.expected_status)
                     if isinstance(event, h11.ConnectionClosed):
                         return "closed before a response"
             except h11.RemoteProtocolError as exc:
                 return f"bad response: {exc}"
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 return f"io: {exc}"
+    return f"timeout after {timeout_s:.3f}s"
+
+
+@functools.lru_cache(maxsize=64)
+def _h2_probe_context(tls: BackendTlsConfig) -> ssl.SSLContext:
+    """Verification as the workers dial the backend (workers/tls_context.py), ALPN h2 only."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_path)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not tls.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
+
+
+async def _open_h2_probe_stream(backend: BackendPlan) -> trio.abc.Stream:
+    """TCP, then TLS + ALPN h2 when the backend has a `tls` table; raises OSError or
+    trio.BrokenResourceError, or ValueError when ALPN did not select h2."""
+    stream: trio.abc.Stream = await trio.open_tcp_stream(backend.host, backend.port)
+    if backend.tls is None:
+        return stream
+    tls_stream = trio.SSLStream(
+        stream,
+        _h2_probe_context(backend.tls),
+        server_hostname=backend.tls.server_name or backend.host,
+    )
+    try:
+        await tls_stream.do_handshake()
+        if tls_stream.selected_alpn_protocol() != "h2":
+            raise ValueError(f"ALPN selected {tls_stream.selected_alpn_protocol()!r}, not h2")
+    except BaseException:
+        await trio.aclose_forcefully(tls_stream)
+        raise
+    return tls_stream
+
+
+async def probe_h2(
+    backend: BackendPlan,
+    path: str,
+    host: str,
+    ranges: list[tuple[int, int]],
+    expected: str,
+    timeout_s: float,
+) -> str:
+    """One HTTP/2 GET on a fresh connection: '' when its status is in `ranges`."""
+    with trio.move_on_after(timeout_s):
+        try:
+            stream = await _open_h2_probe_stream(backend)
+        except OSError as exc:
+            return f"connect: {exc.strerror or exc}"
+        except (trio.BrokenResourceError, ssl.SSLError, ValueError) as exc:
+            return f"tls: {exc.__cause__ or exc}"
+        async with stream:
+            probe = H2Probe(
+                scheme=b"https" if backend.tls is not None else b"http",
+                authority=host.encode(),
+                path=path.encode(),
+            )
+            try:
+                await stream.send_all(probe.start())
+                while not probe.done:
+                    reply = probe.receive(bytes(await stream.receive_some(16384)))
+                    if reply:
+                        await stream.send_all(reply)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                return f"io: {exc}"
+            # Closed without a GOAWAY of ours: hypercorn (trio) was seen to break its
+            # connection on a GOAWAY that crossed its response (two tasks sending at once).
+            return probe.problem or status_problem(probe.status, ranges, expected)
     return f"timeout after {timeout_s:.3f}s"
 
 
