@@ -22,6 +22,7 @@ from gateway.http.limits import H2Limits
 from workers.http.context import ProxyContext
 from workers.http.front import ClientConn
 from workers.http.h1_front import general_exchange
+from workers.http.h2_dial import h2_connect
 from workers.http.h2_front import PREFACE
 from workers.http.registry import BACKS, FRONTS, FrontKit
 from workers.http1_listener import backend_connect, make_h1_context
@@ -59,9 +60,10 @@ def make_front_kit(runtime: ListenerRuntime, worker: Worker) -> FrontKit:
     """The contexts every front of this listener shares; drain reaches all of them."""
     h1 = make_h1_context(runtime, worker)
     plan = runtime.plan
-    connect = backend_connect(runtime)
+    connects = {"h1": backend_connect(runtime), "h2": h2_connect(plan.backends)}
     adapters = {
-        proto: BACKS[proto](h1.limits, connect) for proto in {b.protocol for b in plan.backends}
+        proto: BACKS[proto](h1.limits, connects[proto])
+        for proto in {b.protocol for b in plan.backends}
     }
     proxy = ProxyContext(
         listener=plan.name,

@@ -18,9 +18,10 @@ NOT_PROCESSED: Final = 0  # nothing reached the backend's application
 MAYBE_PROCESSED: Final = 1  # a reused connection died before any response byte
 PROCESSED: Final = 2  # anything else: request bytes delivered, or a response began
 
-# Failure kinds that say nothing about the backend's health.
+# Failure kinds that say nothing about the backend's health (a GOAWAY past the stream is
+# what a backend's graceful restart looks like).
 _NOT_THE_BACKENDS: Final = frozenset(
-    ("body_too_large", "body_timeout", "total_timeout", "aborted", "retry_stale")
+    ("body_too_large", "body_timeout", "total_timeout", "aborted", "retry_stale", "upstream_goaway")
 )
 
 

@@ -78,7 +78,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         )
         async for chunk in _body_chunks(receive):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": can_trail})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
         if can_trail:
             await send(
                 {"type": "http.response.trailers", "headers": [(b"x-echo-trailer", b"done")]}
@@ -103,7 +103,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         async for _ in _body_chunks(receive):
             pass
         await _start(send, 200, [(b"content-type", b"text/plain")], trailers=can_trail)
-        await send({"type": "http.response.body", "body": b"with trailers", "more_body": can_trail})
+        await send({"type": "http.response.body", "body": b"with trailers", "more_body": False})
         if can_trail:
             await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc123")]})
     elif path.startswith("/slow/"):

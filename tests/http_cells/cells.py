@@ -19,7 +19,7 @@ import httpx
 from running_gateway import ROOT, RunningGateway, free_port, wait_for_port
 
 # (front, back) pairs; every test table runs against each.
-CELLS = [("h1", "h1"), ("h1", "h1-general"), ("h2", "h1")]  # TODO h2 backs
+CELLS = [("h1", "h1"), ("h1", "h1-general"), ("h2", "h1"), ("h1", "h2"), ("h2", "h2")]
 CELL_IDS = [f"{f}->{b}" for f, b in CELLS]
 MAX_BODY_BYTES = 4 * 1024 * 1024
 

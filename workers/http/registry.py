@@ -16,6 +16,7 @@ from workers.http.back import BackAdapter
 from workers.http.context import ProxyContext
 from workers.http.front import ClientConn, FrontHandler
 from workers.http.h1_back import H1Back
+from workers.http.h2_back import H2Back
 from workers.http.h2_front import serve_h2_connection
 from workers.http1.backend import Connect
 from workers.http1.context import H1Context
@@ -53,4 +54,4 @@ FRONTS: dict[str, Callable[[FrontKit], FrontHandler]] = {"h1": _h1_front, "h2": 
 # (the listener's HTTP limits, how to open a stream to one of its backends) -> the adapter
 BackFactory = Callable[[HttpLimits, Connect | None], BackAdapter]
 
-BACKS: dict[str, BackFactory] = {"h1": H1Back}
+BACKS: dict[str, BackFactory] = {"h1": H1Back, "h2": H2Back}
