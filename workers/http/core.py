@@ -12,6 +12,8 @@ the adapters do.
 
 from __future__ import annotations
 
+from typing import cast
+
 import trio
 
 from gateway.http.admission import admit_request
@@ -206,18 +208,10 @@ async def _attempt(
     outcome = (True, "aborted")
     failure: HttpError | None = None
     try:
-        try:
-            async with trio.open_nursery() as nursery:
-                try:
-                    response = await adapter.open_exchange(nursery, backend, forwarded, ex.body)
-                except HttpError as exc:
-                    failure = exc
-                else:
-                    failure = await _relay(ex, response)
-                # The response is complete (or failed): an upload still running stops here.
-                nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            failure = _upload_failure(group)
+        if ex.body.length == 0:
+            failure = await _exchange_without_upload(ex, backend, adapter, forwarded)
+        else:
+            failure = await _exchange_with_upload(ex, backend, adapter, forwarded)
         if failure is None:
             outcome = status_outcome(ex.status)
             return PROCESSED, None
@@ -225,6 +219,47 @@ async def _attempt(
         return _how(failure), failure
     finally:
         ctx.on_backend_result(backend, outcome[0], outcome[1], trio.current_time() - started_at)
+
+
+class _NoUploads:
+    """Stands in for the exchange's nursery when the request has no body: adapters start an
+    upload task only for a body, and a bodiless exchange (most of them) skips the nursery."""
+
+    def start_soon(self, *args: object) -> None:
+        raise RuntimeError("a request without a body has no upload to run")
+
+
+_NO_UPLOADS = cast(trio.Nursery, _NoUploads())
+
+
+async def _exchange_without_upload(
+    ex: Exchange, backend: Backend, adapter: BackAdapter, forwarded: RequestHead
+) -> HttpError | None:
+    try:
+        response = await adapter.open_exchange(_NO_UPLOADS, backend, forwarded, ex.body)
+    except HttpError as exc:
+        return exc
+    return await _relay(ex, response)
+
+
+async def _exchange_with_upload(
+    ex: Exchange, backend: Backend, adapter: BackAdapter, forwarded: RequestHead
+) -> HttpError | None:
+    """The upload runs beside the response in a nursery; the first failure is the answer."""
+    failure: HttpError | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                response = await adapter.open_exchange(nursery, backend, forwarded, ex.body)
+            except HttpError as exc:
+                failure = exc
+            else:
+                failure = await _relay(ex, response)
+            # The response is complete (or failed): an upload still running stops here.
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        failure = _upload_failure(group)
+    return failure
 
 
 def _upload_failure(group: BaseExceptionGroup[BaseException]) -> HttpError:
