@@ -23,10 +23,17 @@ from gateway.config.schema import (
     HealthConfig,
     HttpConfig,
     OutlierConfig,
+    RelayConfig,
     UdpConfig,
     WebSocketConfig,
 )
-from gateway.config.validate import HASH_POLICIES, HTTP_PROTOCOLS, UDP_TRANSPORT, validate_config
+from gateway.config.validate import (
+    HASH_POLICIES,
+    HTTP_PROTOCOLS,
+    RELAY_PROTOCOLS,
+    UDP_TRANSPORT,
+    validate_config,
+)
 
 
 class SocketKey(msgspec.Struct, frozen=True, array_like=True):
@@ -62,6 +69,7 @@ class ListenerPlan(msgspec.Struct, frozen=True):
     websocket: WebSocketConfig | None
     udp: UdpConfig | None
     backends: list[BackendPlan]
+    relay: RelayConfig | None = None  # tcp and tls listeners: idle timeout, TCP keepalive
 
 
 class GatewayPlan(msgspec.Struct, frozen=True):
@@ -127,6 +135,7 @@ def plan_config(config: Config, *, online_cpus: Sequence[int], digest: str) -> G
                 websocket=lst.websocket,
                 udp=(lst.udp or UdpConfig()) if lst.protocol == "udp" else None,
                 backends=backends,
+                relay=(lst.relay or RelayConfig()) if lst.protocol in RELAY_PROTOCOLS else None,
             )
         )
     return GatewayPlan(
