@@ -146,9 +146,7 @@ def test_auto_inflight_cap_is_sized_from_the_raised_limit(tmp_path: Path, peers:
         gw.stop()
 
 
-def test_emfile_is_a_local_503_and_never_ejects_the_backend(
-    tmp_path: Path, peers: Peers
-) -> None:
+def test_emfile_is_a_local_503_and_never_ejects_the_backend(tmp_path: Path, peers: Peers) -> None:
     gw, web, tcp, admin = _start(tmp_path, peers, (64, 160), "100000")
     held: list[socket.socket] = []
     try:
@@ -164,9 +162,7 @@ def test_emfile_is_a_local_503_and_never_ejects_the_backend(
         # the client was accepted with the worker's last descriptor; the backend socket
         # could not be made: a local 503, not a 502 and not silence
         assert status == 503, f"after {len(held)} clients: {status}"
-        assert wait_until(lambda: rejections(admin).get("fd_exhausted") == 1, 5), rejections(
-            admin
-        )
+        assert wait_until(lambda: rejections(admin).get("fd_exhausted") == 1, 5), rejections(admin)
         backends = gw.ctl_json("backends")["data"]
         assert len(backends) == 2 and all(b["failures"] == 0 for b in backends), backends
         # the TCP listener on the same worker: accepted with the fd the 503 freed, the
@@ -200,4 +196,3 @@ def _served(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(REQUEST)
         return read_status(s, 3.0) == 200
-
