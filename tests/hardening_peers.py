@@ -153,6 +153,35 @@ def http_get(
         conn.close()
 
 
+def read_status(sock: socket.socket, timeout_s: float) -> int | None:
+    """The status of one response read off `sock` (head plus Content-Length body); None
+    when nothing came within `timeout_s` (the worker did not accept: EMFILE at accept)."""
+    sock.settimeout(timeout_s)
+    buf = b""
+    try:
+        while b"\r\n\r\n" not in buf:
+            data = sock.recv(65536)
+            if not data:
+                return 0
+            buf += data
+        head, _, body = buf.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(body) < length:
+            data = sock.recv(65536)
+            if not data:
+                break
+            body += data
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        return 0
+    return int(head.split(b" ", 2)[1])
+
+
 def outcome(sock: socket.socket, timeout_s: float = 2.0) -> str:
     """What a client sees next on `sock`: "eof", "reset", "data" or "silent"."""
     sock.settimeout(timeout_s)

@@ -21,6 +21,7 @@ from hardening_peers import (
     EchoServer,
     LimitedGateway,
     outcome,
+    read_status,
     rejections,
     upstream_errors,
     wait_until,
@@ -63,35 +64,6 @@ consecutive_failures = 1
 [[listeners.backends]]
 address = "127.0.0.1:{echo}"
 """
-
-
-def read_status(sock: socket.socket, timeout_s: float) -> int | None:
-    """The status of one response read off `sock` (head plus Content-Length body); None
-    when nothing came within `timeout_s` (the worker did not accept: EMFILE at accept)."""
-    sock.settimeout(timeout_s)
-    buf = b""
-    try:
-        while b"\r\n\r\n" not in buf:
-            data = sock.recv(65536)
-            if not data:
-                return 0
-            buf += data
-        head, _, body = buf.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        while len(body) < length:
-            data = sock.recv(65536)
-            if not data:
-                break
-            body += data
-    except TimeoutError:
-        return None
-    except ConnectionResetError:
-        return 0
-    return int(head.split(b" ", 2)[1])
 
 
 class Peers:
