@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import trio
 
-from gateway.http.errors import BadGateway, GatewayTimeout, HttpError, NoBackend
+from gateway.http.errors import BadGateway, GatewayTimeout, HttpError, LocalExhausted, NoBackend
 from gateway.http.forwarding import add_forwarding_headers
 from gateway.http.framing import NO_BODY
 from gateway.http.h1_wire import serialize_request_head, serialize_response_head
@@ -66,6 +66,9 @@ async def _connect(ctx: H1Context, head: RequestHead, client: str) -> UpstreamCo
             ctx.on_backend_result(backend, False, exc.kind, trio.current_time() - started_at)
             if attempt >= ctx.limits.pool.max_attempts:
                 raise
+        except LocalExhausted:  # our descriptors, not the backend: balance the pick, say nothing
+            ctx.on_backend_result(backend, True, "aborted", trio.current_time() - started_at)
+            raise
     raise NoBackend("no backend available")
 
 
