@@ -45,6 +45,8 @@ class AccessLog:
                 duration_ms=round(r.duration_s * 1000, 3),
                 backend=r.backend_id,
                 error=r.error_kind,
+                front=r.front,
+                back=r.back,
             )
 
     async def serve_flush(self) -> None:

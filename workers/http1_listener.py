@@ -8,7 +8,7 @@ access log from every request's record.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -17,7 +17,7 @@ from gateway.errors import UpstreamError
 from gateway.http.limits import HttpLimits, PoolLimits, WebSocketLimits
 from gateway.http.model import RequestHead
 from workers.dial import load_backend_tls, open_backend_stream
-from workers.http1 import Backend, H1Context, RequestRecord, serve_h1_connection
+from workers.http1 import Backend, H1Context, RequestRecord
 from workers.http1.backend import Connect, ConnectFailed
 
 if TYPE_CHECKING:
@@ -123,6 +123,7 @@ def make_h1_context(runtime: ListenerRuntime, worker: Worker) -> H1Context:
             record.bytes_in,
             record.bytes_out,
         )
+        stats.exchange_protocols(record.front, record.back)
         if record.error_kind and (
             record.status in _SECURITY_STATUSES or record.error_kind in _LOCAL_KINDS
         ):
@@ -137,15 +138,3 @@ def make_h1_context(runtime: ListenerRuntime, worker: Worker) -> H1Context:
         on_backend_result=on_backend_result,
         connect=backend_connect(runtime),
     )
-
-
-def make_h1_handler(
-    runtime: ListenerRuntime, worker: Worker
-) -> Callable[[trio.socket.SocketType, tuple[str, int]], Awaitable[None]]:
-    ctx = make_h1_context(runtime, worker)
-    runtime.on_drain = ctx.start_drain
-
-    async def handle(sock: trio.socket.SocketType, addr: tuple[str, int]) -> None:
-        await serve_h1_connection(trio.SocketStream(sock), ctx, addr[0])
-
-    return handle

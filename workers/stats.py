@@ -36,6 +36,9 @@ class ListenerStats:
         self.requests_total += 1
         self.metrics.request_done(self.name, backend, status, duration_s, bytes_in, bytes_out)
 
+    def exchange_protocols(self, front: str, back: str) -> None:
+        self.metrics.exchanges[(self.name, front, back)] += 1
+
     def no_backend(self) -> None:
         self.metrics.upstream_error(self.name, "", "no_backend")
 

@@ -79,9 +79,9 @@ class ListenerRuntime:
 
             return tcp
         if self.plan.protocol == "h1":
-            from workers.http1_listener import make_h1_handler
+            from workers.http_listener import make_h1_listener_handler
 
-            return make_h1_handler(self, worker)
+            return make_h1_listener_handler(self, worker)
         if self.plan.protocol == "tls":
             from workers.tls_listener import make_tls_handler
 

@@ -8,8 +8,13 @@ or listing it here.
 
 from __future__ import annotations
 
-BUILT_LISTENER_PROTOCOLS: frozenset[str] = frozenset({"tcp", "h1", "udp", "tls"})
-BUILT_BACKEND_PROTOCOLS: frozenset[str] = frozenset({"tcp", "h1", "udp"})
+from gateway.http.versions import BACK_PROTOCOLS, built_listener_protocols
+
+# L4 protocols are served by their relays; HTTP ones by the adapter registries.
+BUILT_LISTENER_PROTOCOLS: frozenset[str] = (
+    frozenset({"tcp", "udp", "tls"}) | built_listener_protocols()
+)
+BUILT_BACKEND_PROTOCOLS: frozenset[str] = frozenset({"tcp", "udp"}) | BACK_PROTOCOLS
 BUILT_PROXY_PROTOCOLS: frozenset[str] = frozenset({"none", "v1", "v2"})
 BACKEND_TLS_BUILT = True
 LISTENER_TLS_BUILT = True

@@ -20,6 +20,7 @@ from gateway.config.schema import (
     BackendTlsConfig,
     BalancerConfig,
     Config,
+    H2Config,
     HealthConfig,
     HttpConfig,
     OutlierConfig,
@@ -28,6 +29,7 @@ from gateway.config.schema import (
     WebSocketConfig,
 )
 from gateway.config.validate import (
+    H2_FRONT_PROTOCOLS,
     HASH_POLICIES,
     HTTP_PROTOCOLS,
     RELAY_PROTOCOLS,
@@ -66,6 +68,7 @@ class ListenerPlan(msgspec.Struct, frozen=True):
     outlier: OutlierConfig
     health: HealthConfig | None
     http: HttpConfig | None
+    h2: H2Config | None  # the HTTP/2 front of h1 and h1s listeners
     websocket: WebSocketConfig | None
     udp: UdpConfig | None
     backends: list[BackendPlan]
@@ -132,6 +135,7 @@ def plan_config(config: Config, *, online_cpus: Sequence[int], digest: str) -> G
                 outlier=lst.outlier,
                 health=lst.health,
                 http=(lst.http or HttpConfig()) if is_http else None,
+                h2=(lst.h2 or H2Config()) if lst.protocol in H2_FRONT_PROTOCOLS else None,
                 websocket=lst.websocket,
                 udp=(lst.udp or UdpConfig()) if lst.protocol == "udp" else None,
                 backends=backends,

@@ -126,6 +126,30 @@ class HttpConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     pool_max_idle_per_backend: int = 8
     pool_max_per_backend: int = 256
     pool_idle_timeout_ms: int = 60_000
+    # H1 clients to H1-only backends take the dedicated HTTP/1.1 path (same behaviour as the
+    # general proxy core, less CPU); false sends them through the general core.
+    h1_fast_path: bool = True
+
+
+class H2Config(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    """The HTTP/2 front of h1 (prior knowledge) and h1s (ALPN) listeners."""
+
+    prior_knowledge: bool = True
+    max_concurrent_streams: int = 256
+    initial_stream_window_size: int = 65_535
+    initial_connection_window_size: int = 1_048_576
+    max_header_list_size: int = 65_536
+    max_frame_size: int = 16_384
+    keepalive_interval_ms: int = 30_000
+    keepalive_timeout_ms: int = 30_000
+    idle_timeout_ms: int = 60_000
+    flood_window_ms: int = 10_000
+    max_resets_per_window: int = 100
+    max_pings_per_window: int = 50
+    max_settings_per_window: int = 100
+    max_empty_data_per_window: int = 100
+    max_priority_per_window: int = 500
+    max_refused_per_window: int = 100
 
 
 class WebSocketConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
@@ -164,6 +188,7 @@ class ListenerConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     health: HealthConfig | None = None
     outlier: OutlierConfig = msgspec.field(default_factory=OutlierConfig)
     http: HttpConfig | None = None
+    h2: H2Config | None = None
     websocket: WebSocketConfig | None = None
     udp: UdpConfig | None = None
     relay: RelayConfig | None = None

@@ -26,6 +26,8 @@ HTTP_PROTOCOLS = frozenset({"h1", "h1s", "quic"})
 TLS_PROTOCOLS = frozenset({"tls", "h1s", "quic"})
 UDP_TRANSPORT = frozenset({"udp", "quic"})
 RELAY_PROTOCOLS = frozenset({"tcp", "tls"})  # listeners served by the L4 byte relays
+H2_FRONT_PROTOCOLS = frozenset({"h1", "h1s"})
+_H2_WINDOW_MAX = 2**31 - 1  # RFC 9113 §6.9.1
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _IFNAME = re.compile(r"^[^/\s:]{1,15}$")
@@ -284,6 +286,11 @@ def _listener_blocks(lst: ListenerConfig, path: str, c: _Collector) -> None:
             c.add(f"{path}.http", f"only allowed on HTTP listeners (h1, h1s, quic), not {proto!r}")
         else:
             _http_limits(lst, f"{path}.http", c)
+    if lst.h2 is not None:
+        if proto not in H2_FRONT_PROTOCOLS:
+            c.add(f"{path}.h2", f"only allowed on h1 and h1s listeners, not {proto!r}")
+        else:
+            _h2_limits(lst, f"{path}.h2", c)
     if lst.websocket is not None:
         if proto not in HTTP_PROTOCOLS:
             c.add(
@@ -340,6 +347,38 @@ def _http_limits(lst: ListenerConfig, path: str, c: _Collector) -> None:
     c.in_range(
         f"{path}.pool_max_idle_per_backend", h.pool_max_idle_per_backend, 0, h.pool_max_per_backend
     )
+
+
+def _h2_limits(lst: ListenerConfig, path: str, c: _Collector) -> None:
+    h = lst.h2
+    assert h is not None
+    c.in_range(f"{path}.max_concurrent_streams", h.max_concurrent_streams, 1, 1_000_000)
+    c.in_range(
+        f"{path}.initial_stream_window_size", h.initial_stream_window_size, 1, _H2_WINDOW_MAX
+    )
+    c.in_range(
+        f"{path}.initial_connection_window_size",
+        h.initial_connection_window_size,
+        65_535,
+        _H2_WINDOW_MAX,
+    )
+    c.in_range(f"{path}.max_header_list_size", h.max_header_list_size, 1_024, 1 << 24)
+    # RFC 9113 §6.5.2: SETTINGS_MAX_FRAME_SIZE is 2^14..2^24-1.
+    c.in_range(f"{path}.max_frame_size", h.max_frame_size, 16_384, (1 << 24) - 1)
+    c.in_range(
+        f"{path}.keepalive_interval_ms", h.keepalive_interval_ms, 1_000, 3_600_000, zero_ok=True
+    )
+    for key in ("keepalive_timeout_ms", "idle_timeout_ms", "flood_window_ms"):
+        c.in_range(f"{path}.{key}", getattr(h, key), 100, 3_600_000)
+    for key in (
+        "max_resets_per_window",
+        "max_pings_per_window",
+        "max_settings_per_window",
+        "max_empty_data_per_window",
+        "max_priority_per_window",
+        "max_refused_per_window",
+    ):
+        c.in_range(f"{path}.{key}", getattr(h, key), 1, 1_000_000)
 
 
 def _balancer(lst: ListenerConfig, path: str, c: _Collector) -> None:
@@ -486,9 +525,10 @@ def _backends(lst: ListenerConfig, path: str, c: _Collector) -> None:
             c.add(f"{bp}.weight", f"must be <= 10000, got {backend.weight}")
         if backend.tls is not None and not features.BACKEND_TLS_BUILT:
             c.add(f"{bp}.tls", f"TLS towards backends {features.NOT_BUILT_HINT}")
-        elif backend.tls is not None and proto not in ("tcp", "h1"):
+        elif backend.tls is not None and proto not in ("tcp", "h1", "h2"):
             c.add(
-                f"{bp}.tls", f"TLS towards backends applies to tcp and h1 backends, not {proto!r}"
+                f"{bp}.tls",
+                f"TLS towards backends applies to tcp, h1 and h2 backends, not {proto!r}",
             )
         if backend.proxy_protocol not in features.BUILT_PROXY_PROTOCOLS:
             c.add(

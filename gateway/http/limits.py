@@ -54,3 +54,30 @@ class HttpLimits:
     def __post_init__(self) -> None:
         if self.underscore_policy not in ("reject", "drop", "allow"):
             raise ValueError(f"underscore_policy: {self.underscore_policy!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class H2Limits:
+    """HTTP/2 front settings and flood thresholds (``[listeners.h2]``, the original's
+    ``h2_security`` defaults)."""
+
+    max_concurrent_streams: int = 256
+    initial_stream_window_size: int = 65_535
+    initial_connection_window_size: int = 1_048_576
+    max_header_list_size: int = 65_536
+    max_frame_size: int = 16_384
+    # A response's data buffered for one stream beyond what the client's window admits.
+    max_send_buffer_bytes: int = 65_536
+    keepalive_interval_s: float = 30.0  # 0: no PINGs
+    keepalive_timeout_s: float = 30.0
+    idle_timeout_s: float = 60.0  # no stream open: GOAWAY and close
+    # Floods: more than this many of a kind within flood_window_s → GOAWAY ENHANCE_YOUR_CALM.
+    flood_window_s: float = 10.0
+    max_resets_per_window: int = 100  # rapid reset (CVE-2023-44487): client resets
+    max_pings_per_window: int = 50
+    max_settings_per_window: int = 100
+    max_empty_data_per_window: int = 100
+    max_priority_per_window: int = 500
+    max_refused_per_window: int = 100  # streams we refused (over the concurrency limit)
+    # On h1 listeners: serve a connection that opens with the HTTP/2 preface as HTTP/2.
+    prior_knowledge: bool = True

@@ -74,6 +74,13 @@ REQUESTS = Family(
     Kind.COUNTER,
     ("listener", "backend", "code"),
 )
+HTTP_EXCHANGES = Family(
+    PREFIX + "http_exchanges_total",
+    "HTTP requests finished, by the client's protocol (front) and the backend's (back; "
+    "empty when no backend was reached).",
+    Kind.COUNTER,
+    ("listener", "front", "back"),
+)
 REQUEST_DURATION = Family(
     PREFIX + "request_duration_seconds",
     "Time from request head received to response fully sent.",
@@ -172,6 +179,7 @@ SERIES_OVERFLOWED = Family(
 
 FAMILIES: tuple[Family, ...] = (
     REQUESTS,
+    HTTP_EXCHANGES,
     REQUEST_DURATION,
     CONNECTIONS,
     CONNECTIONS_ACTIVE,

@@ -39,6 +39,7 @@ class WorkerMetrics:
         "bytes",
         "connections",
         "connections_active",
+        "exchanges",
         "request_duration",
         "requests",
         "security_rejections",
@@ -47,6 +48,7 @@ class WorkerMetrics:
 
     def __init__(self) -> None:
         self.requests: defaultdict[Labels, int] = defaultdict(int)
+        self.exchanges: defaultdict[Labels, int] = defaultdict(int)
         self.request_duration: dict[Labels, HistogramValue] = {}
         self.connections: defaultdict[Labels, int] = defaultdict(int)
         self.connections_active: defaultdict[Labels, int] = defaultdict(int)
@@ -110,6 +112,7 @@ class WorkerMetrics:
         return MetricsSnapshot(
             counters={
                 fam.REQUESTS.name: dict(self.requests),
+                fam.HTTP_EXCHANGES.name: dict(self.exchanges),
                 fam.CONNECTIONS.name: dict(self.connections),
                 fam.BYTES.name: dict(self.bytes),
                 fam.UPSTREAM_ERRORS.name: dict(self.upstream_errors),

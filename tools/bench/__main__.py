@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tools.bench import http1, tcp
+from tools.bench import h2, http1, tcp
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,11 +18,16 @@ def main(argv: list[str] | None = None) -> int:
     http1.add_arguments(
         sub.add_parser("http1", help="HTTP/1.1 proxy requests/s and CPU per request")
     )
+    h2.add_arguments(
+        sub.add_parser("h2", help="HTTP/2 front requests/s and CPU per request (h2load)")
+    )
     args = parser.parse_args(argv)
     if args.benchmark == "tcp":
         return tcp.main(args)
     if args.benchmark == "http1":
         return http1.main(args)
+    if args.benchmark == "h2":
+        return h2.main(args)
     parser.error(f"unknown benchmark {args.benchmark}")
     return 2
 

@@ -40,7 +40,7 @@ DIRECT = "direct (no proxy)"
 # Idle keep-alive connections each proxy may keep to the backend (nginx `keepalive`, our
 # `pool_max_idle_per_backend`); above --connections, so no proxy reconnects in steady state.
 UPSTREAM_IDLE_KEEPALIVE = 64
-PROXY_NAMES = ("expressgateway", "nginx", "haproxy")
+PROXY_NAMES = ("expressgateway", "nginx", "haproxy", "expressgateway-general")
 BASELINE = "expressgateway@baseline"
 
 
@@ -175,24 +175,36 @@ listen bench
 
 
 def start_expressgateway_h1(
-    workdir: Path, port: int, backend_port: int, cpus: list[int], tree: Path | None = None
+    workdir: Path,
+    port: int,
+    backend_port: int,
+    cpus: list[int],
+    tree: Path | None = None,
+    *,
+    fast_path: bool = True,
 ) -> Proxy:
     """One worker, no access log (nginx and HAProxy log nothing either), unlimited keep-alive
     (nginx: 1000000), as many idle upstream connections as nginx keeps (``keepalive``);
-    ``tree``: run that source tree instead of this one (see --baseline-tree)."""
+    ``tree``: run that source tree instead of this one (see --baseline-tree); ``fast_path``
+    False: the general proxy core instead of the dedicated HTTP/1.1 path."""
+    fast = "" if fast_path else "h1_fast_path = false\n"
     listener = f"""[[listeners]]
 name = "bench"
 address = "127.0.0.1:{port}"
 protocol = "h1"
 [listeners.http]
 pool_max_idle_per_backend = {UPSTREAM_IDLE_KEEPALIVE}
-[[listeners.backends]]
+{fast}[[listeners.backends]]
 address = "127.0.0.1:{backend_port}"
 """
     if tree is None:
-        return start_expressgateway_with(
-            workdir, "expressgateway-h1", listener, cpus, port, "max_keepalive_requests = 0\n"
+        name = "expressgateway-h1" if fast_path else "expressgateway-general"
+        proxy = start_expressgateway_with(
+            workdir, name, listener, cpus, port, "max_keepalive_requests = 0\n"
         )
+        if not fast_path:
+            proxy.name = "expressgateway-general"
+        return proxy
     proxy = start_expressgateway_with(
         workdir, "baseline-h1", listener, cpus, port, "max_keepalive_requests = 0\n", tree
     )
@@ -200,10 +212,18 @@ address = "127.0.0.1:{backend_port}"
     return proxy
 
 
+def start_expressgateway_general(
+    workdir: Path, port: int, backend_port: int, cpus: list[int]
+) -> Proxy:
+    """The same listener through the general proxy core (``h1_fast_path = false``)."""
+    return start_expressgateway_h1(workdir, port, backend_port, cpus, fast_path=False)
+
+
 STARTERS = {
     "expressgateway": start_expressgateway_h1,
     "nginx": start_nginx_http,
     "haproxy": start_haproxy_http,
+    "expressgateway-general": start_expressgateway_general,
 }
 
 # ---- measurement ------------------------------------------------------------------------

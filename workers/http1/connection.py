@@ -247,6 +247,11 @@ class ClientConnection:
                 close_after=self._should_close(head),
             )
             self.current = (head, state)
+            general = self.ctx.general
+            if general is not None:
+                record = await general(self.stream, self.reader, self.client, head, state)
+                self.ctx.on_request_done(record)
+                return not state.close_after
             exchange = self.exchange
             exchange.s = state
 

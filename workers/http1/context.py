@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -33,6 +33,8 @@ class RequestRecord:
     backend_id: str | None
     client: str
     error_kind: str | None
+    front: str  # the client's protocol: "h1", "h2", "h3"
+    back: str  # the backend's protocol ("" when no backend was reached)
 
     def __init__(
         self,
@@ -46,6 +48,8 @@ class RequestRecord:
         backend_id: str | None,
         client: str,
         error_kind: str | None,
+        front: str = "h1",
+        back: str = "h1",
     ) -> None:
         self.listener = listener
         self.method = method
@@ -57,6 +61,8 @@ class RequestRecord:
         self.backend_id = backend_id
         self.client = client
         self.error_kind = error_kind
+        self.front = front
+        self.back = back
 
 
 # (request head, client ip, backends already tried for this request) -> the next backend
@@ -85,6 +91,9 @@ class H1Context:
     drain_deadline_at: float = math.inf
     rng: random.Random = field(default_factory=random.Random)
     pool: UpstreamPool | None = None  # built lazily; shared by every connection of the worker
+    # Set on listeners served by the general proxy core (workers/http/h1_front): called per
+    # admitted request as (client stream, reader, client ip, head, state) -> record.
+    general: Callable[..., Awaitable[RequestRecord]] | None = None
 
     def start_drain(self, grace_s: float) -> None:
         """Begin draining: idle keep-alives close after a short grace (at most grace_s), tunnels

@@ -229,8 +229,8 @@ def test_global_rules(snippet: str, expected: str) -> None:
             "listeners[0].backends[0].protocol: a 'tcp' listener can reach tcp backends, not 'h1'",
         ),
         (
-            listener(proto="h1") + 'protocol = "h2"\n',
-            "listeners[0].backends[0].protocol: 'h2' backends is not built",
+            listener(proto="h1") + 'protocol = "h3"\n',
+            "listeners[0].backends[0].protocol: 'h3' backends is not built",
         ),
         (
             listener() + "weight = 20000\n",
@@ -242,7 +242,7 @@ def test_global_rules(snippet: str, expected: str) -> None:
         ),
         (
             listener(proto="udp") + "[listeners.backends.tls]\nverify = true\n",
-            "listeners[0].backends[0].tls: TLS towards backends applies to tcp and h1 backends, not 'udp'",
+            "listeners[0].backends[0].tls: TLS towards backends applies to tcp, h1 and h2 backends, not 'udp'",
         ),
         (
             listener(proto="udp") + 'proxy_protocol = "v2"\n',

@@ -108,6 +108,30 @@ async def start_backend(
     return backend
 
 
+# Which path start_proxy builds: "fast" (the dedicated H1 path) or "general" (the proxy
+# core through workers/http/h1_front); conftest.py runs every test_h1_proxy_* test in both.
+PROXY_PATH = {"mode": "fast"}
+
+
+def _general_hook(ctx: H1Context, targets: list[Backend]) -> None:
+    from workers.http.context import ProxyContext
+    from workers.http.h1_back import H1Back
+    from workers.http.h1_front import general_exchange
+
+    back = H1Back(ctx.limits, ctx.connect)
+    proxy = ProxyContext(
+        listener=ctx.listener,
+        pick_backend=ctx.pick_backend,
+        back_for={t.id: back for t in targets},
+        limits=ctx.limits,
+        on_request_done=ctx.on_request_done,
+        on_backend_result=ctx.on_backend_result,
+        draining=ctx.draining,
+        rng=ctx.rng,
+    )
+    ctx.general = general_exchange(proxy)
+
+
 @dataclass
 class Proxy:
     ctx: H1Context
@@ -145,6 +169,8 @@ async def start_proxy(
         on_backend_result=lambda b, ok, kind, lat: results.append((b.id, ok, kind)),
         **ctx_kwargs,  # type: ignore[arg-type]
     )
+    if PROXY_PATH["mode"] == "general":
+        _general_hook(ctx, targets)
 
     async def handle(stream: trio.SocketStream) -> None:
         await serve_h1_connection(stream, ctx)

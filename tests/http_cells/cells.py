@@ -1,0 +1,115 @@
+"""The HTTP cells under test: a real gateway whose listeners reach one hypercorn backend
+as HTTP/1.1 and as HTTP/2 (h2c), and clients of either version.
+
+A cell is (front, back): the client speaks ``front`` to the gateway, the gateway speaks
+``back`` to the backend. ``h1`` backs are served by the dedicated HTTP/1.1 path when the
+client is HTTP/1.1 (``h1-general`` runs the same cell through the general core).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from running_gateway import ROOT, RunningGateway, free_port, wait_for_port
+
+# (front, back) pairs; every test table runs against each.
+CELLS = [("h1", "h1"), ("h1", "h1-general"), ("h2", "h1")]  # TODO h2 backs
+CELL_IDS = [f"{f}->{b}" for f, b in CELLS]
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+@contextmanager
+def hypercorn_backend(port: int) -> Iterator[None]:
+    """tests/http/asgi_backend.py under hypercorn: HTTP/1.1 and h2c on one port."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--worker-class",
+            "trio",
+            "asgi_backend:app",
+        ],
+        cwd=ROOT / "tests" / "http_cells",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def cells_config(ports: dict[str, int], backend_port: int, extra_http: str = "") -> str:
+    """One listener per back of CELLS, plus ``short`` (H1 back, a 1 s total timeout)."""
+    listeners = []
+    for back, port in ports.items():
+        protocol = "h2" if back == "h2" else "h1"
+        fast = "false" if back == "h1-general" else "true"
+        timeout = "total_timeout_ms = 1000" if back == "short" else ""
+        listeners.append(
+            f"""
+[[listeners]]
+name = "cell-{back}"
+address = "127.0.0.1:{port}"
+protocol = "h1"
+[listeners.http]
+max_body_bytes = {MAX_BODY_BYTES}
+h1_fast_path = {fast}
+{timeout}
+{extra_http}
+[[listeners.backends]]
+address = "127.0.0.1:{backend_port}"
+protocol = "{protocol}"
+"""
+        )
+    return f"""
+[runtime]
+workers = 1
+drain_timeout_ms = 3000
+
+[observability]
+log_format = "json"
+access_log = true
+{"".join(listeners)}
+"""
+
+
+@dataclass
+class Cells:
+    gateway: RunningGateway
+    ports: dict[str, int]  # back -> the listener port that reaches the backend that way
+
+    def url(self, back: str, path: str) -> str:
+        return f"http://127.0.0.1:{self.ports[back]}{path}"
+
+    def client(self, front: str, **kwargs: object) -> httpx.Client:
+        """httpx speaking HTTP/1.1, or HTTP/2 with prior knowledge (h2c)."""
+        if front == "h2":
+            return httpx.Client(http1=False, http2=True, timeout=60, **kwargs)  # type: ignore[arg-type]
+        return httpx.Client(timeout=60, **kwargs)  # type: ignore[arg-type]
+
+
+@contextmanager
+def running_cells(tmp: Path) -> Iterator[Cells]:
+    backend_port = free_port()
+    ports = {back: free_port() for back in {b for _, b in CELLS} | {"short"}}
+    with hypercorn_backend(backend_port):
+        gateway = RunningGateway(tmp, cells_config(ports, backend_port))
+        try:
+            gateway.start()
+            yield Cells(gateway, ports)
+        finally:
+            gateway.stop()

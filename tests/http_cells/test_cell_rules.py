@@ -1,0 +1,184 @@
+"""One table of forwarding rules, run against every cell (H1/H2 front x H1/H2 back).
+
+Each row sends a request through the gateway and asserts what the backend saw (hypercorn
+reports the request it received) or what the client got back. The same rows run for
+every cell, so a rule holds everywhere or the table says where it does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+import pytest
+from asgi_backend import pattern_bytes
+from cells import CELL_IDS, CELLS, MAX_BODY_BYTES, Cells
+
+VALID_PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def seen(cells: Cells, front: str, back: str, headers: dict[str, str]) -> dict[str, Any]:
+    with cells.client(front) as client:
+        r = client.get(cells.url(back, "/headers?x=1"), headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-backend-says"] == "hi"
+    got = r.json()
+    got["fields"] = {}
+    for name, value in got["headers"]:
+        got["fields"].setdefault(name, []).append(value)
+    return got
+
+
+@pytest.mark.parametrize(("front", "back"), CELLS, ids=CELL_IDS)
+def test_forwarding_headers(cells: Cells, front: str, back: str) -> None:
+    got = seen(
+        cells,
+        front,
+        back,
+        {
+            "x-forwarded-for": "203.0.113.7",
+            "x-forwarded-proto": "https",
+            "x-forwarded-host": "evil.example",
+            "via": "1.0 upstream-proxy",
+            "traceparent": VALID_PARENT,
+            "tracestate": "vendor=1",
+            "x-custom": "kept",
+        },
+    )
+    f = got["fields"]
+    assert got["path"] == "/headers?x=1"
+    assert got["method"] == "GET"
+    assert got["http_version"] == ("2" if back == "h2" else "1.1")
+    assert f["x-forwarded-for"] == ["203.0.113.7, 127.0.0.1"]
+    assert f["x-forwarded-proto"] == ["http"]
+    assert f["x-forwarded-host"] == [f"127.0.0.1:{cells.ports[back]}"]
+    assert f["via"] == ["1.0 upstream-proxy, 1.1 expressgateway"]
+    trace = f["traceparent"][0].split("-")
+    assert trace[1] == "4bf92f3577b34da6a3ce929d0e0e4736"  # same trace
+    assert trace[2] != "00f067aa0ba902b7"  # our own span
+    assert f["tracestate"] == ["vendor=1"]
+    assert f["x-custom"] == ["kept"]
+    # The authority the client used reaches the backend (Host on H1, :authority on H2).
+    assert f["host"] == [f"127.0.0.1:{cells.ports[back]}"]
+
+
+@pytest.mark.parametrize(("front", "back"), CELLS, ids=CELL_IDS)
+def test_invalid_traceparent_is_replaced_and_its_tracestate_dropped(
+    cells: Cells, front: str, back: str
+) -> None:
+    f = seen(cells, front, back, {"traceparent": "00-zz", "tracestate": "vendor=1"})["fields"]
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]", f["traceparent"][0])
+    assert "tracestate" not in f
+
+
+@pytest.mark.parametrize(("front", "back"), CELLS, ids=CELL_IDS)
+def test_te_trailers_reaches_only_multiplexed_backends(cells: Cells, front: str, back: str) -> None:
+    f = seen(cells, front, back, {"te": "trailers"})["fields"]
+    if back == "h2":
+        assert f.get("te") == ["trailers"]
+    else:
+        assert "te" not in f  # hop-by-hop toward HTTP/1.1
+
+
+@pytest.mark.parametrize(("front", "back"), CELLS, ids=CELL_IDS)
+def test_underscore_header_rejected(cells: Cells, front: str, back: str) -> None:
+    with cells.client(front) as client:
+        r = client.get(cells.url(back, "/headers"), headers={"x_auth_user": "admin"})
+    assert r.status_code == 400
+
+
+@pytest.mark.parametrize(("front", "back"), CELLS, ids=CELL_IDS)
+def test_too_many_headers_is_431(cells: Cells, front: str, back: str) -> None:
+    headers = {f"x-h{i}": "v" for i in range(300)}
+    with cells.client(front) as client:
+        r = client.get(cells.url(back, "/headers"), headers=headers)
+    assert r.status_code == 431
+
+
+@pytest.mark.parametrize(("front", "back"), CELLS, ids=CELL_IDS)
+def test_response_status_and_headers_relayed(cells: Cells, front: str, back: str) -> None:
+    with cells.client(front) as client:
+        r = client.get(cells.url(back, "/status/503"))
+        assert r.status_code == 503
+        r = client.get(cells.url(back, "/nope"))
+        assert r.status_code == 404
+
+
+@pytest.mark.parametrize(("front", "back"), CELLS, ids=CELL_IDS)
+def test_streamed_upload_arrives_whole(cells: Cells, front: str, back: str) -> None:
+    payload = pattern_bytes(3 * 1024 * 1024 + 17)
+
+    def chunks():  # type: ignore[no-untyped-def]
+        for i in range(0, len(payload), 100_000):
+            yield payload[i : i + 100_000]
+
+    with cells.client(front) as client:
+        r = client.post(cells.url(back, "/sha"), content=chunks())
+    assert r.status_code == 200
+    assert r.json() == {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
+
+
+@pytest.mark.parametrize(("front", "back"), CELLS, ids=CELL_IDS)
+def test_streamed_download_arrives_whole(cells: Cells, front: str, back: str) -> None:
+    n = 5 * 1024 * 1024 + 3
+    digest = hashlib.sha256()
+    size = 0
+    with cells.client(front) as client, client.stream("GET", cells.url(back, f"/bytes/{n}")) as r:
+        assert r.status_code == 200
+        for chunk in r.iter_bytes():
+            digest.update(chunk)
+            size += len(chunk)
+    assert size == n
+    assert digest.hexdigest() == hashlib.sha256(pattern_bytes(n)).hexdigest()
+
+
+@pytest.mark.parametrize(("front", "back"), CELLS, ids=CELL_IDS)
+def test_echo_round_trip(cells: Cells, front: str, back: str) -> None:
+    payload = pattern_bytes(700_000)
+    with cells.client(front) as client:
+        r = client.post(cells.url(back, "/echo"), content=payload)
+    assert r.status_code == 200
+    assert r.content == payload
+
+
+@pytest.mark.parametrize(("front", "back"), CELLS, ids=CELL_IDS)
+def test_body_over_the_cap_is_413(cells: Cells, front: str, back: str) -> None:
+    with cells.client(front) as client:
+        declared = client.post(cells.url(back, "/sha"), content=b"x" * (MAX_BODY_BYTES + 1))
+        assert declared.status_code == 413
+
+        def chunks():  # type: ignore[no-untyped-def]
+            for _ in range(MAX_BODY_BYTES // 65536 + 2):
+                yield b"y" * 65536
+
+    # A streamed body without a declared length: 413 once it crosses the cap.
+    with cells.client(front) as client:
+        streamed = client.post(cells.url(back, "/sha"), content=chunks())
+    assert streamed.status_code == 413
+
+
+@pytest.mark.parametrize(("front", "back"), CELLS, ids=CELL_IDS)
+def test_head_request_keeps_declared_length(cells: Cells, front: str, back: str) -> None:
+    with cells.client(front) as client:
+        r = client.head(cells.url(back, "/bytes/1234"))
+    assert r.status_code == 200
+    assert r.headers["content-length"] == "1234"
+    assert r.content == b""
+
+
+def test_access_log_carries_front_and_back_protocols(cells: Cells) -> None:
+    with cells.client("h2") as client:
+        assert client.get(cells.url("h1", "/headers")).status_code == 200
+    import time
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        events = [e for e in cells.gateway.events("access") if e.get("front") == "h2"]
+        if events:
+            break
+        time.sleep(0.2)
+    assert events, "no access record with front=h2"
+    assert events[-1]["back"] == "h1"
+    assert json.dumps(events[-1])

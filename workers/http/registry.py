@@ -1,0 +1,54 @@
+"""The registries of front and back adapters, keyed by protocol name.
+
+Owns the mapping from a protocol name (gateway/http/versions) to the adapter that serves
+it: FRONTS build a connection handler for a listener from its FrontKit; BACKS build the
+upstream client of one backend protocol for a listener. Adding a protocol is one entry
+here and one name there. Must never decide anything per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.http.limits import H2Limits, HttpLimits
+from workers.http.back import BackAdapter
+from workers.http.context import ProxyContext
+from workers.http.front import ClientConn, FrontHandler
+from workers.http.h1_back import H1Back
+from workers.http.h2_front import serve_h2_connection
+from workers.http1.backend import Connect
+from workers.http1.context import H1Context
+from workers.http1.serve import serve_h1_connection
+
+
+@dataclass(slots=True)
+class FrontKit:
+    """Everything the fronts of one listener share: the H1 connection loop's context, the
+    proxy core's context and the HTTP/2 settings."""
+
+    h1: H1Context
+    proxy: ProxyContext
+    h2: H2Limits
+
+
+def _h1_front(kit: FrontKit) -> FrontHandler:
+    async def serve(client: ClientConn) -> None:
+        await serve_h1_connection(client.stream, kit.h1, client.client_ip)
+
+    return serve
+
+
+def _h2_front(kit: FrontKit) -> FrontHandler:
+    async def serve(client: ClientConn) -> None:
+        await serve_h2_connection(client, kit.proxy, kit.h2)
+
+    return serve
+
+
+FRONTS: dict[str, Callable[[FrontKit], FrontHandler]] = {"h1": _h1_front, "h2": _h2_front}
+
+# (the listener's HTTP limits, how to open a stream to one of its backends) -> the adapter
+BackFactory = Callable[[HttpLimits, Connect | None], BackAdapter]
+
+BACKS: dict[str, BackFactory] = {"h1": H1Back}

@@ -1,0 +1,129 @@
+"""Wires an HTTP listener's plan into its front adapters and the proxy core.
+
+Builds, once per worker and listener: the H1 connection loop's context (limits, backend
+choice, accounting: workers/http1_listener), the general proxy core's context with one back
+adapter per backend protocol (workers/http/registry BACKS), the compiled HTTP/2 settings,
+and the connection handler of a cleartext ``h1`` listener, which serves a connection that
+opens with the HTTP/2 preface (prior knowledge, RFC 9113 §3.3) as HTTP/2 and any other as
+HTTP/1.1. H1 clients reach H1-only backends through the dedicated HTTP/1.1 path unless
+``h1_fast_path`` is off; every other cell runs through the general core.
+"""
+
+from __future__ import annotations
+
+import socket as stdsocket
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from gateway.config.schema import H2Config
+from gateway.http.limits import H2Limits
+from workers.http.context import ProxyContext
+from workers.http.front import ClientConn
+from workers.http.h1_front import general_exchange
+from workers.http.h2_front import PREFACE
+from workers.http.registry import BACKS, FRONTS, FrontKit
+from workers.http1_listener import backend_connect, make_h1_context
+
+if TYPE_CHECKING:
+    from workers.worker import ListenerRuntime, Worker
+
+Handler = Callable[[trio.socket.SocketType, tuple[str, int]], Awaitable[None]]
+_PREFACE_POLL_S = 0.01
+
+
+def h2_limits(config: H2Config | None) -> H2Limits:
+    h = config or H2Config()
+    return H2Limits(
+        max_concurrent_streams=h.max_concurrent_streams,
+        initial_stream_window_size=h.initial_stream_window_size,
+        initial_connection_window_size=h.initial_connection_window_size,
+        max_header_list_size=h.max_header_list_size,
+        max_frame_size=h.max_frame_size,
+        keepalive_interval_s=h.keepalive_interval_ms / 1000,
+        keepalive_timeout_s=h.keepalive_timeout_ms / 1000,
+        idle_timeout_s=h.idle_timeout_ms / 1000,
+        flood_window_s=h.flood_window_ms / 1000,
+        max_resets_per_window=h.max_resets_per_window,
+        max_pings_per_window=h.max_pings_per_window,
+        max_settings_per_window=h.max_settings_per_window,
+        max_empty_data_per_window=h.max_empty_data_per_window,
+        max_priority_per_window=h.max_priority_per_window,
+        max_refused_per_window=h.max_refused_per_window,
+        prior_knowledge=h.prior_knowledge,
+    )
+
+
+def make_front_kit(runtime: ListenerRuntime, worker: Worker) -> FrontKit:
+    """The contexts every front of this listener shares; drain reaches all of them."""
+    h1 = make_h1_context(runtime, worker)
+    plan = runtime.plan
+    connect = backend_connect(runtime)
+    adapters = {
+        proto: BACKS[proto](h1.limits, connect) for proto in {b.protocol for b in plan.backends}
+    }
+    proxy = ProxyContext(
+        listener=plan.name,
+        pick_backend=h1.pick_backend,
+        back_for={b.id: adapters[b.protocol] for b in plan.backends},
+        limits=h1.limits,
+        on_request_done=h1.on_request_done,
+        on_backend_result=h1.on_backend_result,
+        on_reject=runtime.stats.reject,
+        draining=h1.draining,
+        rng=h1.rng,
+    )
+    assert plan.http is not None
+    if set(adapters) != {"h1"} or not plan.http.h1_fast_path:
+        h1.general = general_exchange(proxy)
+
+    def start_drain(grace_s: float) -> None:
+        h1.start_drain(grace_s)
+        proxy.drain_deadline_at = h1.drain_deadline_at
+
+    runtime.on_drain = start_drain
+    return FrontKit(h1=h1, proxy=proxy, h2=h2_limits(plan.h2))
+
+
+# What a connection's first bytes say (peeked, so nothing is consumed).
+H1 = 1
+H2 = 2
+SILENT = 0  # nothing within the header timeout, or EOF: closed without a word, as H1 does
+
+
+async def sniff_preface(sock: trio.socket.SocketType, timeout_s: float) -> int:
+    """H2 when the client opens with the HTTP/2 connection preface, H1 for anything else."""
+    with trio.move_on_after(timeout_s):
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                data = await sock.recv(len(PREFACE), stdsocket.MSG_PEEK)
+            except OSError:
+                return SILENT
+            if not data:
+                return SILENT
+            if not PREFACE.startswith(data):
+                return H1
+            if len(data) == len(PREFACE):
+                return H2
+            await trio.sleep(_PREFACE_POLL_S)  # a partial preface: wait for the rest
+    return SILENT
+
+
+def make_h1_listener_handler(runtime: ListenerRuntime, worker: Worker) -> Handler:
+    kit = make_front_kit(runtime, worker)
+    h1_front = FRONTS["h1"](kit)
+    h2_front = FRONTS["h2"](kit)
+    sniff = kit.h2.prior_knowledge
+    sniff_timeout_s = kit.h1.limits.header_timeout_ms / 1000
+
+    async def handle(sock: trio.socket.SocketType, addr: tuple[str, int]) -> None:
+        client = ClientConn(trio.SocketStream(sock), addr[0])
+        kind = await sniff_preface(sock, sniff_timeout_s) if sniff else H1
+        if kind == H2:
+            await h2_front(client)
+        elif kind == H1:
+            await h1_front(client)
+
+    return handle
