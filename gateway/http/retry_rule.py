@@ -20,7 +20,7 @@ PROCESSED: Final = 2  # anything else: request bytes delivered, or a response be
 
 # Failure kinds that say nothing about the backend's health.
 _NOT_THE_BACKENDS: Final = frozenset(
-    ("body_too_large", "body_timeout", "total_timeout", "aborted", "retry_stale")
+    ("body_too_large", "body_timeout", "total_timeout", "aborted", "retry_stale", "fd_exhausted")
 )
 
 

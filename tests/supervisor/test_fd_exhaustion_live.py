@@ -35,7 +35,9 @@ pytestmark = pytest.mark.slow
 REQUEST = b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n"
 
 
-def _config(web: int, tcp: int, admin: int, http_backend: int, echo: int, inflight: str) -> str:
+def _config(
+    web: int, tcp: int, admin: int, http_backend: int, echo: int, inflight: str, fast: bool
+) -> str:
     return f"""
 [runtime]
 workers = 1
@@ -50,6 +52,7 @@ address = "127.0.0.1:{web}"
 protocol = "h1"
 [listeners.http]
 header_timeout_ms = 60000
+h1_fast_path = {"true" if fast else "false"}
 [listeners.outlier]
 consecutive_failures = 1
 [[listeners.backends]]
@@ -83,9 +86,11 @@ def peers() -> Iterator[Peers]:
     p.stop()
 
 
-def _start(tmp: Path, peers: Peers, nofile: tuple[int, int], inflight: str) -> tuple:
+def _start(
+    tmp: Path, peers: Peers, nofile: tuple[int, int], inflight: str, fast: bool = True
+) -> tuple:
     web, tcp, admin = free_port(), free_port(), free_port()
-    config = _config(web, tcp, admin, peers.http.port, peers.echo.port, inflight)
+    config = _config(web, tcp, admin, peers.http.port, peers.echo.port, inflight, fast)
     gw = LimitedGateway(tmp, config, nofile=nofile).start()
     return gw, web, tcp, admin
 
@@ -118,8 +123,11 @@ def test_auto_inflight_cap_is_sized_from_the_raised_limit(tmp_path: Path, peers:
         gw.stop()
 
 
-def test_emfile_is_a_local_503_and_never_ejects_the_backend(tmp_path: Path, peers: Peers) -> None:
-    gw, web, tcp, admin = _start(tmp_path, peers, (64, 160), "100000")
+@pytest.mark.parametrize("fast", [True, False], ids=["h1_fast_path", "general_core"])
+def test_emfile_is_a_local_503_and_never_ejects_the_backend(
+    tmp_path: Path, peers: Peers, fast: bool
+) -> None:
+    gw, web, tcp, admin = _start(tmp_path, peers, (64, 160), "100000", fast)
     held: list[socket.socket] = []
     try:
         status = None
