@@ -121,9 +121,8 @@ class Datapath:
         pin_dir = bpffs.instance_dir(instance, pin_root)
         # a new ABI version gets fresh maps beside the old ones (shapes may differ)
         maps_dir = pin_dir / f"maps-v{ABI_CONSTANTS['GW_ABI_VERSION']}"
+        bpffs.make_pin_dirs(maps_dir, pin_dir / "links")  # UnsafePinDir: adopt nothing
         created = not (maps_dir / "gw_config").exists()
-        maps_dir.mkdir(parents=True, exist_ok=True)
-        (pin_dir / "links").mkdir(exist_ok=True)
         objs: list[BpfObject] = []
         try:
             for name, table in ((XDP_OBJECT, XDP_MAPS), (REUSEPORT_OBJECT, REUSEPORT_MAPS)):
@@ -163,6 +162,10 @@ class Datapath:
                 self.pin_dir.rmdir()
 
     # -- XDP attachment ------------------------------------------------------------------
+
+    def pinned_links(self) -> list[str]:
+        """Interfaces with a pinned XDP link (ours, or a crashed predecessor's)."""
+        return sorted(p.name for p in (self.pin_dir / "links").glob("*"))
 
     def _link_pin(self, ifname: str) -> Path:
         return self.pin_dir / "links" / ifname

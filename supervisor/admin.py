@@ -2,8 +2,15 @@
 
 Owns the HTTP/1.1 conversation with scrapers and probes (h11, keep-alive, GET/HEAD only),
 bearer-token checking for `/metrics`, and the defences an exposed port needs: a deadline on
-every request head, a cap on request size, a cap on concurrent connections, and a
-per-connection error boundary so junk from one peer never stops the listener.
+every request head, a cap on request size, a cap on concurrent connections and one per
+client IP, and a per-connection error boundary so junk from one peer never stops the
+listener. Probes are exempt from the connection cap: a connection over it still gets one
+request answered on a small separate lane (short head deadline, then close) if that
+request is a probe; anything else there is answered 503. So a flood that fills the cap
+cannot make the orchestrator restart a healthy gateway.
+`/metrics` is rendered in a worker thread, one render at a time (`before_render` first
+takes the merged view on the event loop), so a big exposition never stalls the loop
+that reads heartbeats and answers gatewayctl.
 It must never decide readiness (the supervisor flips `AdminState`), never hand-write the
 Prometheus format (prometheus_client renders it), and never log per request.
 """
@@ -14,6 +21,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -44,6 +52,12 @@ class AdminState:
     header_timeout_s: float = 10.0
     max_request_bytes: int = 16 * 1024
     max_connections: int = 64
+    max_connections_per_ip: int = 8
+    probe_lane_connections: int = 16  # over max_connections: one probe each, then close
+    probe_lane_timeout_s: float = 2.0
+    # On the event loop before each render (the supervisor: fold in its own values and
+    # take the merged view the render thread reads); None: the collectors are thread-safe.
+    before_render: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         if self.api_token_sha256 is not None:
@@ -90,6 +104,10 @@ class _Answer:
     body: bytes
     content_type: str = "text/plain; charset=utf-8"
     extra_headers: tuple[tuple[str, str], ...] = ()
+    render_accept: str | None = None  # /metrics: render for this Accept header, off the loop
+
+
+_BUSY = _Answer(503, b"busy: only probes are answered now\n", extra_headers=(("retry-after", "1"),))
 
 
 def decide_answer(
@@ -110,8 +128,13 @@ def decide_answer(
             extra_headers=(("www-authenticate", 'Bearer realm="expressgateway"'),),
         )
     accept = (_header(headers, b"accept") or b"").decode("latin-1")
+    return _Answer(200, b"", render_accept=accept)
+
+
+def render_exposition(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
+    """The Prometheus exposition for `accept` (blocking: run it in a thread)."""
     encoder, content_type = choose_encoder(accept)
-    return _Answer(200, encoder(state.registry), content_type)
+    return encoder(registry), content_type
 
 
 def _probe(state: AdminState, path: str) -> _Answer:
@@ -134,21 +157,79 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
+def _peer_ip(stream: trio.abc.Stream) -> str:
+    if isinstance(stream, trio.SocketStream):
+        try:
+            return str(stream.socket.getpeername()[0])
+        except OSError:
+            pass
+    return ""
+
+
 class _AdminServer:
     def __init__(self, state: AdminState, log: RateLimitedLog) -> None:
         self.state = state
         self.log = log
         self.limiter = trio.CapacityLimiter(state.max_connections)
+        self.probe_lane = trio.CapacityLimiter(state.probe_lane_connections)
+        self.render_lock = trio.Lock()  # one render thread at a time, whatever the scrapers
+        self.per_ip: dict[str, int] = {}
 
     async def handle(self, stream: trio.abc.Stream) -> None:
+        ip = _peer_ip(stream)
+        if self.per_ip.get(ip, 0) >= self.state.max_connections_per_ip:
+            self.log.warning(
+                "admin_connection_refused",
+                key="admin_connection_refused:per_ip",
+                reason="per_ip_cap",
+                client=ip,
+                limit=self.state.max_connections_per_ip,
+            )
+            await trio.aclose_forcefully(stream)
+            return
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        try:
+            await self._admit(stream)
+        finally:
+            self.per_ip[ip] -= 1
+            if not self.per_ip[ip]:
+                del self.per_ip[ip]
+
+    async def _admit(self, stream: trio.abc.Stream) -> None:
         try:
             self.limiter.acquire_nowait()
         except trio.WouldBlock:
-            self.log.warning("admin_connection_refused", limit=self.state.max_connections)
+            await self._probe_lane(stream)
+            return
+        try:
+            await self._bounded(stream, probes_only=False)
+        finally:
+            self.limiter.release()
+
+    async def _probe_lane(self, stream: trio.abc.Stream) -> None:
+        try:
+            self.probe_lane.acquire_nowait()
+        except trio.WouldBlock:
+            self.log.warning(
+                "admin_connection_refused",
+                key="admin_connection_refused:cap",
+                reason="connection_cap",
+                limit=self.state.max_connections + self.state.probe_lane_connections,
+            )
             await trio.aclose_forcefully(stream)
             return
         try:
-            await self._converse(stream)
+            await self._bounded(stream, probes_only=True)
+        finally:
+            self.probe_lane.release()
+
+    async def _bounded(self, stream: trio.abc.Stream, *, probes_only: bool) -> None:
+        try:
+            if probes_only:
+                with trio.move_on_after(self.state.probe_lane_timeout_s):
+                    await self._converse(stream, probes_only=True)
+            else:
+                await self._converse(stream, probes_only=False)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the peer went away; nothing to answer
         except trio.TooSlowError:
@@ -161,10 +242,23 @@ class _AdminServer:
             # and passes through.
             structlog.get_logger().exception("admin_connection_crashed")
         finally:
-            self.limiter.release()
             await trio.aclose_forcefully(stream)
 
-    async def _converse(self, stream: trio.abc.Stream) -> None:
+    async def _render(self, ans: _Answer) -> _Answer:
+        assert ans.render_accept is not None
+        async with self.render_lock:
+            try:
+                if self.state.before_render is not None:
+                    self.state.before_render()
+                body, content_type = await trio.to_thread.run_sync(
+                    render_exposition, self.state.registry, ans.render_accept
+                )
+            except Exception:
+                structlog.get_logger().exception("admin_render_failed")
+                return _Answer(500, b"internal error\n")
+        return _Answer(200, body, content_type)
+
+    async def _converse(self, stream: trio.abc.Stream, *, probes_only: bool) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.state.max_request_bytes)
         while True:
             try:
@@ -179,14 +273,22 @@ class _AdminServer:
                 return
             if request is None:
                 return
-            try:
-                ans = decide_answer(
-                    self.state, request.method, request.target, list(request.headers)
-                )
-            except Exception:
-                structlog.get_logger().exception("admin_render_failed", target=request.target)
-                ans = _Answer(500, b"internal error\n")
-            await self._send(stream, conn, request.method, ans, close=False)
+            path = request.target.split(b"?", 1)[0].decode("ascii", "replace")
+            if probes_only and path not in _PROBES:
+                ans = _BUSY
+            else:
+                try:
+                    ans = decide_answer(
+                        self.state, request.method, request.target, list(request.headers)
+                    )
+                except Exception:
+                    structlog.get_logger().exception("admin_answer_failed", target=request.target)
+                    ans = _Answer(500, b"internal error\n")
+            if ans.render_accept is not None:
+                ans = await self._render(ans)
+            await self._send(stream, conn, request.method, ans, close=probes_only)
+            if probes_only:
+                return
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()

@@ -1,7 +1,9 @@
 """The control socket: a unix stream socket (mode 0600) serving gatewayctl.
 
 One JSON request line per connection, one JSON response line. Bad requests get a
-clear error response; nothing a client sends can stop the server.
+clear error response; nothing a client sends can stop the server: each request has its
+own error boundary (a command that fails unexpectedly is answered `ok: false` and logged
+with its traceback). Every command is logged with the caller's uid and pid (SO_PEERCRED).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 import socket as stdsocket
 import stat
+import struct
 from typing import TYPE_CHECKING
 
 import structlog
@@ -93,19 +96,50 @@ async def _read_line(stream: trio.SocketStream) -> bytes:
     return bytes(buf).split(b"\n", 1)[0]
 
 
+def peer_credentials(stream: trio.SocketStream) -> tuple[int, int]:
+    """(uid, pid) of the process at the other end of a unix stream socket; -1 if unknown."""
+    try:
+        raw = stream.socket.getsockopt(
+            stdsocket.SOL_SOCKET, stdsocket.SO_PEERCRED, struct.calcsize("3i")
+        )
+    except OSError:
+        return -1, -1
+    pid, uid, _gid = struct.unpack("3i", raw)
+    return uid, pid
+
+
 async def _serve_one(sup: Supervisor, stream: trio.SocketStream, nursery: trio.Nursery) -> None:
     async with stream:
+        uid, pid = peer_credentials(stream)
+        request: Request | None = None
         try:
             with trio.fail_after(_READ_TIMEOUT_S):
                 line = await _read_line(stream)
             request = parse_request(line)
+            log.info(
+                "control_command",
+                cmd=request.cmd,
+                worker=request.worker,
+                args=request.args or None,
+                peer_uid=uid,
+                peer_pid=pid,
+            )
             response = await dispatch(sup, request, nursery)
         except BadRequest as exc:
+            log.warning("control_request_rejected", error=str(exc), peer_uid=uid, peer_pid=pid)
             response = Response(ok=False, errors=[str(exc)])
         except trio.TooSlowError:
             response = Response(ok=False, errors=[f"no complete request within {_READ_TIMEOUT_S}s"])
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
+        except Exception as exc:  # the per-request boundary; cancellation passes
+            log.exception(
+                "control_command_failed",
+                cmd=request.cmd if request else None,
+                peer_uid=uid,
+                peer_pid=pid,
+            )
+            response = Response(ok=False, errors=[f"internal error: {type(exc).__name__}: {exc}"])
         try:
             await stream.send_all(encode_response(response))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -114,7 +148,6 @@ async def _serve_one(sup: Supervisor, stream: trio.SocketStream, nursery: trio.N
 
 async def dispatch(sup: Supervisor, request: Request, nursery: trio.Nursery) -> Response:
     cmd = request.cmd
-    log.info("control_command", cmd=cmd, worker=request.worker)
     if cmd == "status":
         return Response(ok=True, data=status_report.status(sup))
     if cmd == "workers":

@@ -3,10 +3,13 @@
     gatewayctl [--socket PATH] [--json] status | workers | reload | backends
     gatewayctl drain WORKER [--timeout S] [--no-replace]
     gatewayctl stop [--now]
-    gatewayctl kernel stats [--json] | deny list | deny add CIDR | deny del CIDR
+    gatewayctl kernel stats | deny list | deny add CIDR | deny del CIDR
 
+`--json` may also follow the subcommand (`gatewayctl workers --json`).
 Exit codes: 0 ok, 1 the supervisor refused or failed the command (its errors are
-printed), 2 usage error, 69 no supervisor reachable at the socket.
+printed), 2 usage error, 69 no supervisor answered at the socket (none there, no answer
+in time, or the connection closed without one), 77 not allowed to use the socket.
+Never a traceback: every failure to talk to the supervisor is one line on stderr.
 """
 
 from __future__ import annotations
@@ -18,10 +21,17 @@ import socket
 import sys
 from typing import Any
 
+import msgspec
+
 from gateway.config.schema import RuntimeConfig
 from gateway.control import Request, Response, decode_response, encode_request
 
 EXIT_UNREACHABLE = 69
+EXIT_NOPERM = 77  # sysexits EX_NOPERM
+
+
+class NoAnswer(Exception):
+    """The supervisor closed the connection without a (decodable) answer."""
 
 
 def call(path: str, request: Request, *, timeout_s: float = 120.0) -> Response:
@@ -35,7 +45,13 @@ def call(path: str, request: Request, *, timeout_s: float = 120.0) -> Response:
             if not data:
                 break
             buf += data
-    return decode_response(bytes(buf).split(b"\n", 1)[0])
+    line = bytes(buf).split(b"\n", 1)[0]
+    if not line:
+        raise NoAnswer("the connection closed without an answer")
+    try:
+        return decode_response(line)
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise NoAnswer(f"the answer is not a control response: {exc}") from None
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -96,20 +112,31 @@ def main(argv: list[str] | None = None) -> int:
         help="control socket path (default: %(default)s)",
     )
     parser.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    # `--json` after the subcommand too; SUPPRESS keeps a top-level `--json` when absent.
+    json_after = argparse.ArgumentParser(add_help=False)
+    json_after.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("status", help="generation, config, uptime, workers ready/total")
-    sub.add_parser("workers", help="one row per worker process")
-    sub.add_parser("reload", help="validate the config, start a new generation, drain the old")
-    sub.add_parser("backends", help="per listener and backend: health, weight, load, failures")
-    drain = sub.add_parser("drain", help="replace one worker and drain it")
+    for name, text in (
+        ("status", "generation, config, uptime, workers ready/total"),
+        ("workers", "one row per worker process"),
+        ("reload", "validate the config, start a new generation, drain the old"),
+        ("backends", "per listener and backend: health, weight, load, failures"),
+    ):
+        sub.add_parser(name, help=text, parents=[json_after])
+    drain = sub.add_parser("drain", help="replace one worker and drain it", parents=[json_after])
     drain.add_argument("worker", type=int, help="worker id (the ID column of `gatewayctl workers`)")
     drain.add_argument("--timeout", type=float, default=None, help="drain budget in seconds")
     drain.add_argument("--no-replace", action="store_true", help="leave the CPU without a worker")
-    stop = sub.add_parser("stop", help="stop the gateway (graceful drain unless --now)")
+    stop = sub.add_parser(
+        "stop", help="stop the gateway (graceful drain unless --now)", parents=[json_after]
+    )
     stop.add_argument("--now", action="store_true")
-    kernel = sub.add_parser("kernel", help="kernel datapath: stats | deny add CIDR | deny del CIDR")
+    kernel = sub.add_parser(
+        "kernel",
+        help="kernel datapath: stats | deny add CIDR | deny del CIDR",
+        parents=[json_after],
+    )
     kernel.add_argument("args", nargs="+")
-    kernel.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     request = Request(
         cmd=args.cmd,
@@ -121,13 +148,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         response = call(args.socket, request)
-    except (FileNotFoundError, ConnectionRefusedError) as exc:
+    except PermissionError as exc:
+        print(
+            f"gatewayctl: not allowed to use {args.socket}: {exc.strerror} (the control socket "
+            "is 0600, owned by the supervisor's user: run as that user or root)",
+            file=sys.stderr,
+        )
+        return EXIT_NOPERM
+    except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError) as exc:
         print(f"gatewayctl: no supervisor at {args.socket}: {exc.strerror}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except TimeoutError:
         print(
             f"gatewayctl: the supervisor at {args.socket} did not answer in time", file=sys.stderr
         )
+        return EXIT_UNREACHABLE
+    except NoAnswer as exc:
+        print(f"gatewayctl: the supervisor at {args.socket}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except OSError as exc:  # reset, broken pipe, not a socket, ...
+        print(f"gatewayctl: talking to {args.socket} failed: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     if args.json:
         print(

@@ -118,7 +118,14 @@ def start_datapath(cfg: KernelConfig, *, obj_dir: Path | None = None) -> Datapat
         obj_dir=str(obj_dir),
         hash_seed=dp.config()["hash_seed"],
     )
-    return DatapathControl(dp, cfg, features, absent)
+    control = DatapathControl(dp, cfg, features, absent)
+    control.detach_stale_links()
+    return control
+
+
+class DatapathApplyFailed(DatapathUnavailable):
+    """The kernel refused part of a config (a map write, an attach): the OS error,
+    translated once here."""
 
 
 class DatapathControl:
@@ -168,6 +175,17 @@ class DatapathControl:
             return "generic"  # not required (start would have failed): fall back
         return self.cfg.mode
 
+    def detach_stale_links(self) -> None:
+        """A crashed supervisor leaves its XDP links pinned (on purpose: steering goes on
+        until the next one adopts them). One on an interface this config does not steer
+        (removed from the file, or gone) would steer forever with nobody to own it:
+        detach it."""
+        wanted = set(self.cfg.interfaces) - self.absent
+        for ifname in self.dp.pinned_links():
+            if ifname not in wanted:
+                self.dp.detach(ifname)
+                log.warning("kernel_stale_link_detached", interface=ifname)
+
     def attach_interfaces(self) -> None:
         """XDP on every configured interface that exists (adopted links: program swapped)."""
         for ifname in self.cfg.interfaces:
@@ -186,7 +204,25 @@ class DatapathControl:
     def apply_config(self, new: KernelConfig, old: KernelConfig | None = None) -> None:
         """Deny list and rate cap from the config. At start (old None) every configured
         CIDR is added (entries adopted from an earlier supervisor stay); at reload the
-        CIDRs removed from the file are removed, and runtime `deny add` entries stay."""
+        CIDRs removed from the file are removed, and runtime `deny add` entries stay.
+
+        Raises DatapathApplyFailed (a map write refused, e.g. a full deny map) or
+        DatapathUnavailable (`required` and an interface cannot be attached); the caller
+        decides (start: exit 69; reload: a failed reload, see `revert_config`)."""
+        try:
+            self._apply_config(new, old)
+        except (BpfError, OSError, ValueError) as exc:
+            raise DatapathApplyFailed(str(exc)) from exc
+
+    def revert_config(self, old: KernelConfig, failed: KernelConfig) -> None:
+        """Best effort after a failed reload: back to `old`'s deny list, rate cap and
+        interfaces. A runtime `deny add` of a CIDR that only `failed` listed goes too."""
+        try:
+            self._apply_config(old, failed)
+        except (BpfError, OSError, ValueError, DatapathUnavailable) as exc:
+            log.error("kernel_revert_failed", error=str(exc))
+
+    def _apply_config(self, new: KernelConfig, old: KernelConfig | None) -> None:
         for cidr in new.deny:
             self.dp.deny_add(cidr)
         if old is not None:

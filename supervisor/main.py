@@ -13,6 +13,7 @@ import signal
 import time
 from typing import Any
 
+import msgspec
 import structlog
 import trio
 
@@ -27,17 +28,17 @@ from gateway.errors import (
     ConfigError,
     DatapathUnavailable,
 )
-from gateway.ipc import Heartbeat, SetBackendHealth
+from gateway.ipc import Heartbeat, ProtocolError, SetBackendHealth
 from gateway.lifecycle import RestartBackoff, WorkerState
 from gateway.logs import configure_logging
-from gateway.metrics.aggregator import MetricsAggregator
+from gateway.metrics.aggregator import MetricsAggregator, unmergeable
 from gateway.metrics.snapshot import decode_snapshot
 from gateway.metrics.supervisor_metrics import SupervisorMetrics
 from gateway.version import VERSION
 from supervisor.admin import AdminState, serve_admin
 from supervisor.datapath_control import DatapathControl, start_datapath
 from supervisor.fd_limit import raise_nofile_limit
-from supervisor.metrics_export import build_registry
+from supervisor.metrics_export import build_exporter
 from supervisor.prober import Prober
 from supervisor.sdnotify import Notifier
 from supervisor.sockets import SocketTable, enable_tcp_migrate_req
@@ -76,8 +77,10 @@ class Supervisor:
             max_series_per_family=plan.config.observability.max_series_per_family
         )
         self.metrics = SupervisorMetrics(VERSION)
+        registry, collector = build_exporter(self.aggregator, self.metrics)
         self.admin = AdminState(
-            build_registry(self.aggregator, self.metrics),
+            registry,
+            before_render=collector.freeze,
             api_token_sha256=plan.config.admin.api_token_hash,
         )
         self.datapath: DatapathControl | None = None
@@ -111,20 +114,27 @@ class Supervisor:
         return handle
 
     def _on_heartbeat(self, handle: WorkerHandle, heartbeat: Heartbeat) -> None:
+        """Raises ProtocolError on a malformed snapshot: the worker's fault boundary
+        (WorkerHandle) then ends that worker; the aggregator keeps its last good one."""
         if heartbeat.metrics:
             try:
-                self.aggregator.update(handle.metrics_source, decode_snapshot(heartbeat.metrics))
-            except ValueError as exc:
-                log.warning(
-                    "worker_metrics_undecodable", slot=handle.slot, pid=handle.pid, error=str(exc)
-                )
+                snapshot = decode_snapshot(heartbeat.metrics)
+            except (msgspec.DecodeError, ValueError) as exc:  # ValidationError is a DecodeError
+                raise ProtocolError(f"undecodable metrics snapshot: {exc}") from None
+            problem = unmergeable(snapshot)
+            if problem:  # merged later with the others' series, it would fail every scrape
+                raise ProtocolError(f"metrics snapshot: {problem}")
+            self.aggregator.update(handle.metrics_source, snapshot)
 
     async def _broadcast_health(self, listener: str, backend_id: str, healthy: bool) -> None:
         self.metrics.set_backend_health(listener, backend_id, healthy)
         message = SetBackendHealth(listener=listener, backend_id=backend_id, healthy=healthy)
-        for w in list(self.workers):
-            if w.state is not WorkerState.EXITED:
-                await w.send(message)
+        # Concurrently: a worker that does not read (each send has its own timeout) must
+        # not hold the verdict back from the others.
+        async with trio.open_nursery() as sends:
+            for w in list(self.workers):
+                if w.state is not WorkerState.EXITED:
+                    sends.start_soon(w.send, message)
 
     async def _send_known_health(self, handle: WorkerHandle) -> None:
         """A new worker starts with every verdict the prober already has."""
@@ -155,6 +165,7 @@ class Supervisor:
             generation=handle.generation,
             how=handle.exit_text,
             boot_error=handle.boot_error or None,
+            fault=handle.fault or None,
         )
         if (
             handle.respawn
@@ -212,7 +223,11 @@ class Supervisor:
                 failures.append(f"worker {h.slot} (cpu {h.cpu}, pid {h.pid}): {why}")
         return failures
 
-    async def _start_generation(self, plan: GatewayPlan, generation: int) -> list[str]:
+    async def _start_generation(
+        self, plan: GatewayPlan, generation: int
+    ) -> tuple[list[WorkerHandle], list[str]]:
+        """Start `generation` on every CPU; (its workers, failures). On any failure the
+        generation is already stopped again."""
         handles = []
         for slot, cpu in enumerate(plan.cpus):
             handles.append(await self._spawn(slot, cpu, generation, plan))
@@ -220,13 +235,19 @@ class Supervisor:
             handles, plan.config.runtime.worker_boot_timeout_ms / 1000
         )
         if failures:
+            await self._abandon(handles)
+        return handles, failures
+
+    async def _abandon(self, handles: list[WorkerHandle]) -> None:
+        """Stop a generation that will not serve, and wait until its workers are gone."""
+        async with trio.open_nursery() as sends:
             for h in handles:
                 h.respawn = False
-                await h.stop()
-                h.kill()
-            for h in handles:
-                await h.exited.wait()
-        return failures
+                sends.start_soon(h.stop)
+        for h in handles:
+            h.kill()
+        for h in handles:
+            await h.exited.wait()
 
     def _drain_budget_s(self, plan: GatewayPlan) -> float:
         return (
@@ -239,8 +260,9 @@ class Supervisor:
 
     async def _drain_workers(self, handles: list[WorkerHandle], timeout_s: float) -> None:
         """Drain `handles`; escalate to SIGTERM then SIGKILL past the deadline."""
-        for h in handles:
-            await h.drain(timeout_s)
+        async with trio.open_nursery() as sends:  # one worker not reading delays no other
+            for h in handles:
+                sends.start_soon(h.drain, timeout_s)
         assert self._nursery is not None
         for h in handles:
             self._nursery.start_soon(self._escalate, h, timeout_s)
@@ -274,10 +296,23 @@ class Supervisor:
             self.state = "reloading"
             try:
                 return await self._reload_locked()
+            except Exception as exc:  # the reload's boundary (SIGHUP has no other)
+                return await self._reload_crashed(exc)
             finally:
                 if self.state == "reloading":
                     self.state = "running"
                 self.notifier.ready(self._status_line())
+
+    async def _reload_crashed(self, exc: Exception) -> Response:
+        """An unexpected error in a reload: stop whatever of the new generation started;
+        the current one keeps serving."""
+        log.exception("reload_crashed", generation=self.generation)
+        await self._abandon([w for w in self.workers if w.generation > self.generation])
+        self.reloads["failed"] += 1
+        self.metrics.reload_finished("internal_error")
+        errors = [f"reload failed: {type(exc).__name__}: {exc}", "old generation keeps serving"]
+        self.last_reload = {"result": "internal_error", "errors": errors}
+        return Response(ok=False, errors=errors)
 
     async def _reload_locked(self) -> Response:
         from supervisor.cli import read_plan
@@ -305,7 +340,7 @@ class Supervisor:
         new_generation = (
             max(self.generation, max((w.generation for w in self.workers), default=0)) + 1
         )
-        failures = await self._start_generation(plan, new_generation)
+        handles, failures = await self._start_generation(plan, new_generation)
         if failures:
             self.sockets.close(opened)
             self.reloads["failed"] += 1
@@ -316,10 +351,23 @@ class Supervisor:
                 ok=False,
                 errors=["new generation failed to boot; old generation keeps serving", *failures],
             )
+        if self.datapath is not None:
+            try:
+                self.datapath.apply_config(plan.config.kernel, old_plan.config.kernel)
+            except DatapathUnavailable as exc:
+                # e.g. a full deny map: the new generation never serves, the old one does
+                # with its own kernel settings.
+                self.datapath.revert_config(old_plan.config.kernel, plan.config.kernel)
+                await self._abandon(handles)
+                self.sockets.close(opened)
+                self.reloads["failed"] += 1
+                self.metrics.reload_finished("datapath_error")
+                errors = [f"kernel datapath: {exc}", "old generation keeps serving"]
+                self.last_reload = {"result": "datapath_error", "errors": errors}
+                log.error("reload_datapath_failed", generation=new_generation, error=str(exc))
+                return Response(ok=False, errors=errors)
         self.generation, self.plan = new_generation, plan
         self.vacant_slots.clear()
-        if self.datapath is not None:
-            self.datapath.apply_config(plan.config.kernel, old_plan.config.kernel)
         self._kernel_steer()
         self.prober.stop()
         assert self._nursery is not None
@@ -419,8 +467,9 @@ class Supervisor:
         log.info("supervisor_stopping", graceful=not now)
         live = [w for w in self.workers if w.state is not WorkerState.EXITED]
         if now:
-            for w in live:
-                await w.stop()
+            async with trio.open_nursery() as sends:
+                for w in live:
+                    sends.start_soon(w.stop)
             with trio.move_on_after(1.0):
                 for w in live:
                     await w.exited.wait()
@@ -543,7 +592,7 @@ class Supervisor:
                 self.generation = 1
                 self.state = "starting"
                 await nursery.start(self.prober.serve, self.plan)
-                failures = await self._start_generation(self.plan, 1)
+                _, failures = await self._start_generation(self.plan, 1)
                 if failures:
                     for f in failures:
                         log.error("worker_boot_failed", failure=f)

@@ -2,8 +2,11 @@
 
 Owns `GatewayCollector`, a custom prometheus_client Collector that, at every scrape, folds
 the supervisor's own values into the aggregator and yields one family per definition in
-`gateway.metrics.families`. It must never hand-write the exposition format (prometheus_client
-does), never block on I/O, and never invent a family that is not in the definitions.
+`gateway.metrics.families`. The fold and merge run on the event loop (`freeze`, which owns
+the aggregator); `collect` then only turns that frozen view into families, so a render
+thread can run it while heartbeats keep updating the aggregator. It must never hand-write
+the exposition format (prometheus_client does), never block on I/O, and never invent a
+family that is not in the definitions.
 """
 
 from __future__ import annotations
@@ -30,10 +33,19 @@ class GatewayCollector(Collector):
     def __init__(self, aggregator: MetricsAggregator, supervisor: SupervisorMetrics) -> None:
         self.aggregator = aggregator
         self.supervisor = supervisor
+        self._frozen: MetricsSnapshot | None = None
+
+    def freeze(self) -> None:
+        """On the event loop: take the merged view the next `collect` renders."""
+        self.aggregator.update(SUPERVISOR_SOURCE, self.supervisor.snapshot())
+        self._frozen = self.aggregator.merged()
 
     def collect(self) -> Iterator[Metric]:
-        self.aggregator.update(SUPERVISOR_SOURCE, self.supervisor.snapshot())
-        yield from families_from_snapshot(self.aggregator.merged())
+        view, self._frozen = self._frozen, None
+        if view is None:  # not frozen: a caller on the event loop itself
+            self.aggregator.update(SUPERVISOR_SOURCE, self.supervisor.snapshot())
+            view = self.aggregator.merged()
+        yield from families_from_snapshot(view)
 
 
 def families_from_snapshot(view: MetricsSnapshot) -> Iterator[Metric]:
@@ -80,6 +92,14 @@ def build_registry(
 ) -> CollectorRegistry:
     """A registry holding only the gateway's families (no default process collectors:
     the soak runner samples processes with psutil, per worker)."""
+    return build_exporter(aggregator, supervisor)[0]
+
+
+def build_exporter(
+    aggregator: MetricsAggregator, supervisor: SupervisorMetrics
+) -> tuple[CollectorRegistry, GatewayCollector]:
+    """The registry and its collector (whose `freeze` precedes a render in a thread)."""
+    collector = GatewayCollector(aggregator, supervisor)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(aggregator, supervisor))
-    return registry
+    registry.register(collector)
+    return registry, collector

@@ -5,14 +5,17 @@ Validation (gateway/config/validate.py) is pure; what needs to look at files
 bad file fails the check instead of a later worker. For each `tls` listener: both
 files readable and PEM, the key private to its owner (mode 0600 or stricter, as the
 original required), the key matching the certificate (loaded exactly as workers load
-it), the certificate not expired. For backend TLS: the CA bundle loads, and
-`verify = false` is logged as a warning. Must never open sockets.
+it), the certificate not expired; the same for every SNI certificate of an `h1s` listener
+(`[[listeners.tls.certificates]]`). For backend TLS: the CA bundle loads, and
+`verify = false` is logged as a warning. As root: `runtime.worker_user` exists.
+Must never open sockets.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import pwd
 import ssl
 import stat
 
@@ -124,10 +127,27 @@ def preflight(plan: GatewayPlan, *, source: str = "", now: datetime.datetime | N
     """Raise ConfigError listing every file problem; log warnings for what only deserves one."""
     now = now or datetime.datetime.now(datetime.UTC)
     problems: list[Problem] = []
+    worker_user = plan.config.runtime.worker_user
+    if worker_user and os.geteuid() == 0:
+        try:
+            pwd.getpwnam(worker_user)
+        except KeyError:
+            problems.append(
+                Problem(
+                    "runtime.worker_user",
+                    f"user {worker_user!r} does not exist on this machine; create it "
+                    f"(useradd --system {worker_user}) or name another unprivileged user",
+                )
+            )
     for i, lst in enumerate(plan.config.listeners):
         if lst.tls is not None:
             for key, message in listener_tls_problems(lst.tls, lst.name, now):
                 problems.append(Problem(f"listeners[{i}].tls.{key}", message))
+            for k, cert in enumerate(lst.tls.certificates):
+                # Checked exactly like the default certificate (an h1s listener's SNI ones).
+                one = TlsConfig(cert_path=cert.cert_path, key_path=cert.key_path)
+                for key, message in listener_tls_problems(one, lst.name, now):
+                    problems.append(Problem(f"listeners[{i}].tls.certificates[{k}].{key}", message))
         for j, backend in enumerate(lst.backends):
             if backend.tls is None:
                 continue

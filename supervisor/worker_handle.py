@@ -3,6 +3,12 @@
 `WorkerHandle.run` is the task that owns the process from spawn to exit: it
 passes the sockets, pins the CPU, sends `Boot`, reads events (ready, heartbeat,
 drained) and records how the process ended (exit code or signal name).
+
+It is also the worker's fault boundary: whatever goes wrong on this worker's channel
+(a malformed frame, an undecodable heartbeat, an event illegal in its state, a send
+that cannot complete, heartbeats that stop) ends *this worker* — recorded in `fault`,
+the process killed, the supervisor respawning it on its CPU — and never escapes into
+the supervisor. It must never let one worker's channel stall or stop another's.
 """
 
 from __future__ import annotations
@@ -36,6 +42,13 @@ from supervisor.spawn import ChildProcess, spawn
 
 log = structlog.get_logger("expressgateway.supervisor")
 
+# A healthy worker reads its channel at once; a send that cannot finish in this long means
+# it is not reading (stopped, wedged). The frame may be half written: the channel is lost.
+SEND_TIMEOUT_S = 5.0
+# Unresponsive worker: SIGABRT (the worker's faulthandler prints every thread's stack),
+# then SIGKILL this much later if it has not died (a SIGSTOPped process only dies so).
+ABORT_GRACE_S = 1.0
+
 
 def describe_exit(returncode: int | None) -> str:
     if returncode is None:
@@ -62,12 +75,15 @@ class WorkerHandle:
     returncode: int | None = None
     last_heartbeat: Heartbeat | None = None
     boot_error: str = ""
+    fault: str = ""  # why the supervisor ended this worker (protocol, unresponsive, send)
     respawn: bool = True  # respawn on an unexpected exit (false once drained or stopping)
     on_heartbeat: Callable[[WorkerHandle, Heartbeat], None] | None = None
     ready: trio.Event = field(default_factory=trio.Event)
     exited: trio.Event = field(default_factory=trio.Event)
     _stream: trio.SocketStream | None = None
     _process: ChildProcess | None = None
+    _nursery: trio.Nursery | None = None
+    _last_seen_at: float = 0.0  # trio clock: the last complete frame from the worker
     # Senders (boot, health broadcasts, drain) take turns: concurrent send_all raises
     # BusyResourceError, which used to drop the message silently.
     _send_lock: trio.Lock = field(default_factory=trio.Lock)
@@ -84,15 +100,55 @@ class WorkerHandle:
     def exit_text(self) -> str:
         return describe_exit(self.returncode)
 
-    async def send(self, message: ToWorker) -> bool:
-        if self._stream is None:
+    async def send(self, message: ToWorker, *, timeout_s: float = SEND_TIMEOUT_S) -> bool:
+        """Send one command; False when the channel is gone or the send timed out (the
+        worker is then ended: a half-written frame leaves the channel unusable)."""
+        if self._stream is None or self.fault:
             return False
-        try:
-            async with self._send_lock:
-                await self._stream.send_all(encode(message))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        with trio.move_on_after(timeout_s) as scope:
+            try:
+                async with self._send_lock:
+                    if self.fault:
+                        return False
+                    await self._stream.send_all(encode(message))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
+        if scope.cancelled_caught:
+            self.end_for(
+                "send_timeout",
+                f"{type(message).__name__} not taken within {timeout_s:.1f}s",
+                abort_first=True,
+            )
             return False
         return True
+
+    def end_for(self, kind: str, detail: str, *, abort_first: bool) -> None:
+        """The fault boundary's verdict: log why, then end the process (SIGKILL, or
+        SIGABRT then SIGKILL for a worker that may be wedged and can tell us where)."""
+        if self.fault or self.returncode is not None:
+            return
+        self.fault = f"{kind}: {detail}"
+        log.error(
+            "worker_fault",
+            kind=kind,
+            detail=detail,
+            slot=self.slot,
+            pid=self.pid,
+            cpu=self.cpu,
+            generation=self.generation,
+            action="SIGABRT then SIGKILL" if abort_first else "SIGKILL",
+        )
+        if abort_first and self._nursery is not None:
+            self._nursery.start_soon(self._abort_then_kill)
+        else:
+            self.kill()
+
+    async def _abort_then_kill(self) -> None:
+        self.kill(signal.SIGABRT)
+        with trio.move_on_after(ABORT_GRACE_S):
+            await self.exited.wait()
+            return
+        self.kill(signal.SIGKILL)
 
     async def drain(self, timeout_s: float) -> None:
         if self.state in (WorkerState.EXITED,):
@@ -153,16 +209,20 @@ class WorkerHandle:
                     cpu=self.cpu,
                     plan=self.plan,
                     listener_fds=self.listener_fds,
-                )
+                ),
+                timeout_s=self.plan.config.runtime.worker_boot_timeout_ms / 1000,
             )
             # Only now may others send (health verdicts): the worker ignores anything
             # that reaches it before its Boot.
             task_status.started()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read_events)
+                self._nursery = nursery
+                nursery.start_soon(self._serve_events)
+                nursery.start_soon(self._watch_heartbeats)
                 await process.wait()
                 nursery.cancel_scope.cancel()
         finally:
+            self._nursery = None
             with trio.CancelScope(shield=True):
                 if process.returncode is None:
                     process.kill()
@@ -172,6 +232,30 @@ class WorkerHandle:
                 if self.state is not WorkerState.EXITED:
                     self.transition(WorkerInput.EXITED)
                 self.exited.set()
+
+    async def _serve_events(self) -> None:
+        """Read the worker's events; any error in doing so ends this worker only."""
+        try:
+            await self._read_events()
+        except Exception as exc:  # the boundary: cancellation (BaseException) passes
+            self.end_for("protocol", f"{type(exc).__name__}: {exc}", abort_first=False)
+
+    async def _watch_heartbeats(self) -> None:
+        """A ready worker that sends nothing for `worker_heartbeat_timeout_ms` is wedged
+        or stopped: end it so it is replaced on its CPU."""
+        timeout_s = self.plan.config.runtime.worker_heartbeat_timeout_ms / 1000
+        while True:
+            await trio.sleep(min(1.0, timeout_s / 4))
+            if self.state is not WorkerState.READY:
+                continue  # booting has its own deadline; draining has the drain ladder
+            silent_s = trio.current_time() - self._last_seen_at
+            if silent_s > timeout_s:
+                self.end_for(
+                    "unresponsive",
+                    f"no heartbeat for {silent_s:.1f}s (timeout {timeout_s:.1f}s)",
+                    abort_first=True,
+                )
+                return
 
     async def _read_events(self) -> None:
         assert self._stream is not None
@@ -184,6 +268,7 @@ class WorkerHandle:
             if not data:
                 return
             for message in decoder.feed(data):
+                self._last_seen_at = trio.current_time()
                 if isinstance(message, BecameReady):
                     self.transition(WorkerInput.BECAME_READY)
                     self.ready.set()

@@ -63,11 +63,13 @@ def test_own_examples_are_present() -> None:
 
 @pytest.fixture(scope="module")
 def example_certs() -> None:
-    """conf/examples/tls.toml names build/certs/ (ignored by git): make them as its comment says."""
-    if not (ROOT / "build" / "certs" / "server.key").exists():
+    """conf/examples/tls.toml and h1s-sni.toml name build/certs/ (ignored by git): make them
+    as their comments say."""
+    certs = ROOT / "build" / "certs"
+    if not all((certs / f"{stem}.key").exists() for stem in ("server", "api", "wild")):
         from tools.make_certs import make_certs
 
-        make_certs(ROOT / "build" / "certs")
+        make_certs(certs, extra={"api": ["api.example.com"], "wild": ["*.example.com"]})
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.relative_to(CONF).as_posix() for p in SHIPPED])

@@ -5,7 +5,9 @@
 Writes OUTDIR/ca.pem (the CA certificate, for clients' trust and backend `ca_path`),
 OUTDIR/ca.key, OUTDIR/server.pem (server certificate followed by the CA: the chain a
 `tls` listener's `cert_path` wants) and OUTDIR/server.key (mode 0600, as preflight
-requires). The server certificate names localhost, 127.0.0.1 and ::1. `--expired`
+requires). The server certificate names localhost, 127.0.0.1 and ::1; each
+`--extra STEM=NAME[,NAME...]` adds OUTDIR/STEM.pem and STEM.key for those DNS names, signed
+by the same CA (SNI certificates of an `h1s` listener). `--expired`
 makes a server certificate whose validity ended yesterday (for preflight tests).
 Uses `cryptography` (already installed as a dependency of aioquic). Never for production.
 """
@@ -65,6 +67,7 @@ def make_certs(
     expired: bool = False,
     name: str = "localhost",
     now: datetime.datetime | None = None,
+    extra: dict[str, list[str]] | None = None,
 ) -> CertFiles:
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,7 +100,6 @@ def make_certs(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
     )
-    key = ec.generate_private_key(ec.SECP256R1())
     if expired:
         not_before, not_after = now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)
     else:
@@ -105,24 +107,51 @@ def make_certs(
             now - datetime.timedelta(minutes=5),
             now + datetime.timedelta(days=days),
         )
+    pem = serialization.Encoding.PEM
+    files = CertFiles(out / "ca.pem", out / "ca.key", out / "server.pem", out / "server.key")
+    files.ca_cert.write_bytes(ca_cert.public_bytes(pem))
+    _write_private(files.ca_key, _key_pem(ca_key))
+    localhost: list[x509.GeneralName] = [
+        x509.DNSName(name),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    _issue(files.cert, files.key, name, localhost, ca_cert, ca_key, not_before, not_after)
+    for stem, names in (extra or {}).items():
+        _issue(
+            out / f"{stem}.pem",
+            out / f"{stem}.key",
+            names[0],
+            [x509.DNSName(n) for n in names],
+            ca_cert,
+            ca_key,
+            not_before,
+            not_after,
+        )
+    return files
+
+
+def _issue(
+    cert_path: Path,
+    key_path: Path,
+    common_name: str,
+    alt_names: list[x509.GeneralName],
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    not_before: datetime.datetime,
+    not_after: datetime.datetime,
+) -> None:
+    """A server certificate signed by the CA: chain (cert + CA) and key (0600) written."""
+    key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(name))
-        .issuer_name(ca_name)
+        .subject_name(_name(common_name))
+        .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName(name),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.IPAddress(ipaddress.ip_address("::1")),
-                ]
-            ),
-            critical=False,
-        )
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
@@ -131,12 +160,8 @@ def make_certs(
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
-    files = CertFiles(out / "ca.pem", out / "ca.key", out / "server.pem", out / "server.key")
-    files.ca_cert.write_bytes(ca_cert.public_bytes(pem))
-    _write_private(files.ca_key, _key_pem(ca_key))
-    files.cert.write_bytes(cert.public_bytes(pem) + ca_cert.public_bytes(pem))
-    _write_private(files.key, _key_pem(key))
-    return files
+    cert_path.write_bytes(cert.public_bytes(pem) + ca_cert.public_bytes(pem))
+    _write_private(key_path, _key_pem(key))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,9 +170,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=365, help="server certificate lifetime")
     parser.add_argument("--expired", action="store_true", help="validity ended yesterday")
     parser.add_argument("--name", default="localhost", help="DNS name (also the CN)")
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="STEM=NAME[,NAME...]",
+        help="also write OUTDIR/STEM.pem and STEM.key for these DNS names (same CA)",
+    )
     args = parser.parse_args(argv)
-    files = make_certs(args.outdir, days=args.days, expired=args.expired, name=args.name)
+    extra = {}
+    for spec in args.extra:
+        stem, _, names = spec.partition("=")
+        if not stem or not names:
+            parser.error(f"--extra wants STEM=NAME[,NAME...], got {spec!r}")
+        extra[stem] = names.split(",")
+    files = make_certs(
+        args.outdir, days=args.days, expired=args.expired, name=args.name, extra=extra
+    )
     print(f"CA {files.ca_cert}\ncertificate chain {files.cert}\nkey {files.key} (0600)")
+    for stem in extra:
+        print(f"certificate chain {files.cert.parent / stem}.pem, key {stem}.key (0600)")
     return 0
 
 

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 import trio
 
 from gateway.errors import UpstreamError
+from gateway.http.forwarding import ForwardingPolicy
 from gateway.http.limits import HttpLimits, PoolLimits, WebSocketLimits
 from gateway.http.model import RequestHead
+from gateway.http.retry_budget import RetryBudgetLimits
 from workers.dial import load_backend_tls, open_backend_stream
 from workers.http1 import Backend, H1Context, RequestRecord
 from workers.http1.backend import Connect, ConnectFailed
@@ -54,10 +56,15 @@ def limits_from_plan(runtime: ListenerRuntime) -> HttpLimits:
         pool=PoolLimits(
             max_idle_per_backend=http.pool_max_idle_per_backend,
             max_per_backend=http.pool_max_per_backend,
+            max_tunnels_per_backend=http.pool_max_tunnels_per_backend,
             idle_timeout_s=http.pool_idle_timeout_ms / 1000,
             connect_timeout_ms=plan.connect_timeout_ms,
             max_attempts=plan.balancer.max_connect_attempts,
         ),
+        retry_budget=RetryBudgetLimits(
+            percent=http.retry_budget_percent, min_concurrency=http.retry_budget_min_concurrency
+        ),
+        forwarding=ForwardingPolicy(http.forwarded_headers, tuple(http.trusted_proxies)),
     )
 
 
@@ -115,6 +122,9 @@ def make_h1_context(runtime: ListenerRuntime, worker: Worker) -> H1Context:
         if not ok:
             stats.upstream_error(backend.id, kind)
 
+    def on_retry_denied() -> None:
+        stats.upstream_error("", "retry_budget_exhausted")
+
     def on_request_done(record: RequestRecord) -> None:
         stats.request_done(
             record.backend_id or "",
@@ -136,5 +146,6 @@ def make_h1_context(runtime: ListenerRuntime, worker: Worker) -> H1Context:
         limits=limits_from_plan(runtime),
         on_request_done=on_request_done,
         on_backend_result=on_backend_result,
+        on_retry_denied=on_retry_denied,
         connect=backend_connect(runtime),
     )

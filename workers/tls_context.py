@@ -26,10 +26,16 @@ def _harden(ctx: ssl.SSLContext, *, tls13_only: bool) -> None:
 
 def server_context(tls: TlsConfig) -> ssl.SSLContext:
     """Terminating context for a `tls` listener; raises ssl.SSLError / OSError on bad files."""
+    return certificate_context(tls.cert_path, tls.key_path, tls13_only=tls.tls13_only)
+
+
+def certificate_context(cert_path: str, key_path: str, *, tls13_only: bool) -> ssl.SSLContext:
+    """Terminating context serving one certificate chain (an h1s listener has one per
+    certificate, workers/sni_contexts.py); raises ssl.SSLError / OSError on bad files."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    _harden(ctx, tls13_only=tls.tls13_only)
+    _harden(ctx, tls13_only=tls13_only)
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    ctx.load_cert_chain(tls.cert_path, tls.key_path)
+    ctx.load_cert_chain(cert_path, key_path)
     return ctx
 
 

@@ -82,6 +82,10 @@ class ListenerRuntime:
             from workers.http_listener import make_h1_listener_handler
 
             return make_h1_listener_handler(self, worker)
+        if self.plan.protocol == "h1s":
+            from workers.h1s_listener import make_h1s_handler
+
+            return make_h1s_handler(self, worker)
         if self.plan.protocol == "tls":
             from workers.tls_listener import make_tls_handler
 

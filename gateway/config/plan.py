@@ -25,6 +25,7 @@ from gateway.config.schema import (
     HttpConfig,
     OutlierConfig,
     RelayConfig,
+    TlsConfig,
     UdpConfig,
     WebSocketConfig,
 )
@@ -36,6 +37,7 @@ from gateway.config.validate import (
     UDP_TRANSPORT,
     validate_config,
 )
+from gateway.http.server_names import normalise_name
 
 
 class SocketKey(msgspec.Struct, frozen=True, array_like=True):
@@ -57,6 +59,23 @@ class BackendPlan(msgspec.Struct, frozen=True):
     tls: BackendTlsConfig | None = None  # TLS towards this backend (workers/tls_context.py)
 
 
+class CertificatePlan(msgspec.Struct, frozen=True):
+    cert_path: str
+    key_path: str
+    server_names: list[str]  # normalised (lowercase, no trailing dot); may be empty (default)
+
+
+class ListenerTlsPlan(msgspec.Struct, frozen=True):
+    """What a TLS-terminating HTTP listener's worker builds its SSLContexts from."""
+
+    # certificates[0] is the default (the top-level cert_path/key_path); the rest are chosen
+    # by SNI (gateway/http/server_names.py maps names to these indices).
+    certificates: list[CertificatePlan]
+    tls13_only: bool
+    alpn: list[str]  # offered in this order of preference
+    handshake_timeout_ms: int
+
+
 class ListenerPlan(msgspec.Struct, frozen=True):
     name: str
     protocol: str
@@ -72,6 +91,7 @@ class ListenerPlan(msgspec.Struct, frozen=True):
     websocket: WebSocketConfig | None
     udp: UdpConfig | None
     backends: list[BackendPlan]
+    tls: ListenerTlsPlan | None = None  # h1s listeners (the tls listener still reads config)
     relay: RelayConfig | None = None  # tcp and tls listeners: idle timeout, TCP keepalive
 
 
@@ -139,6 +159,9 @@ def plan_config(config: Config, *, online_cpus: Sequence[int], digest: str) -> G
                 websocket=lst.websocket,
                 udp=(lst.udp or UdpConfig()) if lst.protocol == "udp" else None,
                 backends=backends,
+                tls=_listener_tls(lst.tls, rt.handshake_timeout_ms)
+                if lst.protocol == "h1s"
+                else None,
                 relay=(lst.relay or RelayConfig()) if lst.protocol in RELAY_PROTOCOLS else None,
             )
         )
@@ -147,6 +170,25 @@ def plan_config(config: Config, *, online_cpus: Sequence[int], digest: str) -> G
         cpus=resolve_cpus(rt.workers, online_cpus),
         config=config,
         listeners=listeners,
+    )
+
+
+def _listener_tls(tls: TlsConfig | None, handshake_timeout_ms: int) -> ListenerTlsPlan:
+    assert tls is not None  # validation requires [listeners.tls] on h1s listeners
+    certificates = [
+        CertificatePlan(tls.cert_path, tls.key_path, [normalise_name(n) for n in tls.server_names])
+    ]
+    for cert in tls.certificates:
+        certificates.append(
+            CertificatePlan(
+                cert.cert_path, cert.key_path, [normalise_name(n) for n in cert.server_names]
+            )
+        )
+    return ListenerTlsPlan(
+        certificates=certificates,
+        tls13_only=tls.tls13_only,
+        alpn=list(tls.alpn),
+        handshake_timeout_ms=handshake_timeout_ms,
     )
 
 

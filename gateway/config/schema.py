@@ -31,7 +31,11 @@ HealthKind = Literal["tcp", "http"]
 LogFormat = Literal["auto", "json", "console"]
 KernelMode = Literal["auto", "native", "generic"]
 UnderscorePolicy = Literal["reject", "drop", "allow"]
+ForwardedHeaders = Literal["append", "replace", "trusted"]
 ProxyProtocol = Literal["none", "v1", "v2"]
+
+# What an h1s listener offers in ALPN when `alpn` is not written (server's preference first).
+DEFAULT_ALPN = ("h2", "http/1.1")
 
 _STRUCT = {"frozen": True, "forbid_unknown_fields": True, "kw_only": True}
 
@@ -48,6 +52,8 @@ class RuntimeConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     max_inflight_connections: int | str = "auto"  # "auto": sized from RLIMIT_NOFILE
     max_keepalive_requests: int = 100
     header_underscore_policy: UnderscorePolicy = "reject"
+    worker_user: str = "nobody"  # workers switch to it when the supervisor runs as root
+    worker_heartbeat_timeout_ms: int = 10_000
 
 
 class ObservabilityConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
@@ -77,10 +83,25 @@ class KernelConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     deny: list[str] = msgspec.field(default_factory=list)
 
 
+class TlsCertificateConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    """One more certificate of an `h1s` listener, chosen by SNI for its server names."""
+
+    server_names: list[str]
+    cert_path: str
+    key_path: str
+
+
 class TlsConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    # The default certificate: served without SNI, for an unknown name, and for server_names.
     cert_path: str
     key_path: str
     tls13_only: bool = False
+    # h1s only: the names the default certificate serves (so a 421 can tell them apart).
+    server_names: list[str] = msgspec.field(default_factory=list)
+    # h1s only: ALPN protocols offered, in the server's order of preference.
+    alpn: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_ALPN))
+    # h1s only: further certificates selected by SNI.
+    certificates: list[TlsCertificateConfig] = msgspec.field(default_factory=list)
 
 
 class BackendTlsConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
@@ -125,10 +146,15 @@ class HttpConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     max_header_bytes: int = 65_536
     pool_max_idle_per_backend: int = 8
     pool_max_per_backend: int = 256
+    pool_max_tunnels_per_backend: int = 256
     pool_idle_timeout_ms: int = 60_000
     # H1 clients to H1-only backends take the dedicated HTTP/1.1 path (same behaviour as the
     # general proxy core, less CPU); false sends them through the general core.
     h1_fast_path: bool = True
+    retry_budget_percent: int = 20
+    retry_budget_min_concurrency: int = 3
+    forwarded_headers: ForwardedHeaders = "append"
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
 
 
 class H2Config(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
@@ -136,7 +162,7 @@ class H2Config(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
 
     prior_knowledge: bool = True
     max_concurrent_streams: int = 256
-    initial_stream_window_size: int = 65_535
+    initial_stream_window_size: int = 1_048_576
     initial_connection_window_size: int = 1_048_576
     max_header_list_size: int = 65_536
     max_frame_size: int = 16_384

@@ -15,6 +15,7 @@ from gateway.config import features
 from gateway.config.address import AddressError, HostPort, parse_host_port
 from gateway.config.schema import (
     ALLOWED_BACKEND_PROTOCOLS,
+    DEFAULT_ALPN,
     NATURAL_BACKEND_PROTOCOL,
     Config,
     ListenerConfig,
@@ -31,9 +32,14 @@ _H2_WINDOW_MAX = 2**31 - 1  # RFC 9113 §6.9.1
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _IFNAME = re.compile(r"^[^/\s:]{1,15}$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _STATUS_RANGE = re.compile(r"^([1-5][0-9]{2})(?:-([1-5][0-9]{2}))?$")
 _TOKEN_HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = re.compile(rf"^{_DNS_LABEL}(?:\.{_DNS_LABEL})*$")
+# What an h1s listener may offer in ALPN (RFC 7301), in the default order of preference.
+ALPN_PROTOCOLS = ("h2", "http/1.1")
 
 
 class _Collector:
@@ -42,7 +48,10 @@ class _Collector:
         self.lines = lines
 
     def add(self, path: str, message: str) -> None:
-        self.problems.append(Problem(path, message, self.lines.get(path)))
+        line = self.lines.get(path)
+        if line is None and path.endswith("]"):  # an array element: the array's line
+            line = self.lines.get(path[: path.rindex("[")])
+        self.problems.append(Problem(path, message, line))
 
     def in_range(
         self, path: str, value: int, low: int, high: int, *, zero_ok: bool = False
@@ -162,6 +171,17 @@ def _runtime(config: Config, online_cpus: Sequence[int], c: _Collector) -> None:
     c.in_range(
         "runtime.max_keepalive_requests", rt.max_keepalive_requests, 1, 10_000_000, zero_ok=True
     )
+    c.in_range(
+        "runtime.worker_heartbeat_timeout_ms", rt.worker_heartbeat_timeout_ms, 3_000, 600_000
+    )
+    if rt.worker_user and not _USER.match(rt.worker_user):
+        c.add(
+            "runtime.worker_user",
+            f'must be a user name ([a-z_][a-z0-9_-]*, at most 32) or "" (keep the '
+            f"supervisor's user), got {rt.worker_user!r}",
+        )
+    if rt.worker_user == "root":
+        c.add("runtime.worker_user", 'must be an unprivileged user, got "root"')
     if not rt.control_socket.startswith("/"):
         c.add("runtime.control_socket", f"must be an absolute path, got {rt.control_socket!r}")
     elif len(rt.control_socket.encode()) > 107:
@@ -281,6 +301,8 @@ def _listener_blocks(lst: ListenerConfig, path: str, c: _Collector) -> None:
             c.add(f"{path}.tls", f"only allowed on tls, h1s and quic listeners, not {proto!r}")
         elif not features.LISTENER_TLS_BUILT:
             c.add(f"{path}.tls", f"TLS termination {features.NOT_BUILT_HINT}")
+        else:
+            _listener_tls(lst, f"{path}.tls", c)
     if lst.http is not None:
         if proto not in HTTP_PROTOCOLS:
             c.add(f"{path}.http", f"only allowed on HTTP listeners (h1, h1s, quic), not {proto!r}")
@@ -334,6 +356,80 @@ def _relay(lst: ListenerConfig, path: str, c: _Collector) -> None:
     c.in_range(f"{path}.keepalive_probes", r.keepalive_probes, 1, 127)
 
 
+def _listener_tls(lst: ListenerConfig, path: str, c: _Collector) -> None:
+    """ALPN and the SNI certificates: h1s only; every server name valid and claimed once."""
+    tls = lst.tls
+    assert tls is not None
+    if lst.protocol != "h1s":
+        for key, value, default in (
+            ("alpn", tls.alpn, list(DEFAULT_ALPN)),
+            ("server_names", tls.server_names, []),
+            ("certificates", tls.certificates, []),
+        ):
+            if value != default:
+                c.add(f"{path}.{key}", f"only allowed on h1s listeners, not {lst.protocol!r}")
+        return
+    if "http/1.1" not in tls.alpn:
+        c.add(
+            f"{path}.alpn",
+            f"must include 'http/1.1' (a client without ALPN is served HTTP/1.1 anyway); "
+            f"allowed: ['h2', 'http/1.1'] or ['http/1.1'], got {tls.alpn!r}",
+        )
+    for k, proto in enumerate(tls.alpn):
+        if proto not in ALPN_PROTOCOLS:
+            c.add(
+                f"{path}.alpn[{k}]",
+                f"must be one of {', '.join(repr(p) for p in ALPN_PROTOCOLS)}, got {proto!r}",
+            )
+        elif proto in tls.alpn[:k]:
+            c.add(f"{path}.alpn[{k}]", f"{proto!r} is listed twice")
+    claimed: dict[str, str] = {}
+    _server_names(tls.server_names, f"{path}.server_names", claimed, c)
+    for k, cert in enumerate(tls.certificates):
+        cp = f"{path}.certificates[{k}]"
+        if not cert.server_names:
+            c.add(
+                f"{cp}.server_names",
+                "a certificate needs at least one server name (SNI selects it by name; "
+                "the top-level cert_path is the default for everything else)",
+            )
+        _server_names(cert.server_names, f"{cp}.server_names", claimed, c)
+
+
+def _server_names(names: list[str], path: str, claimed: dict[str, str], c: _Collector) -> None:
+    for k, raw in enumerate(names):
+        where = f"{path}[{k}]"
+        problem = server_name_problem(raw)
+        if problem:
+            c.add(where, problem)
+            continue
+        name = raw.lower().rstrip(".")
+        if name in claimed:
+            c.add(where, f"server name {raw!r} is claimed twice (also {claimed[name]})")
+        else:
+            claimed[name] = where
+
+
+def server_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an SNI server name, or None (RFC 6066 §3, RFC 6125 §6.4.3)."""
+    allowed = "a DNS name such as example.com or a wildcard such as *.example.com"
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        return f"must be {allowed} (SNI carries no IP addresses), got {name!r}"
+    base = name.rstrip(".")
+    wildcard = base.startswith("*.")
+    if wildcard:
+        base = base[2:]
+    if len(base) > 253 or not _DNS_NAME.match(base):
+        return f"must be {allowed}, got {name!r}"
+    if wildcard and "." not in base:
+        return f"a wildcard needs at least two labels after '*.', got {name!r}"
+    return None
+
+
 def _http_limits(lst: ListenerConfig, path: str, c: _Collector) -> None:
     h = lst.http
     assert h is not None
@@ -344,9 +440,35 @@ def _http_limits(lst: ListenerConfig, path: str, c: _Collector) -> None:
     c.in_range(f"{path}.max_headers", h.max_headers, 1, 10_000)
     c.in_range(f"{path}.max_header_bytes", h.max_header_bytes, 1_024, 1 << 20)
     c.in_range(f"{path}.pool_max_per_backend", h.pool_max_per_backend, 1, 100_000)
+    c.in_range(f"{path}.pool_max_tunnels_per_backend", h.pool_max_tunnels_per_backend, 1, 100_000)
     c.in_range(
         f"{path}.pool_max_idle_per_backend", h.pool_max_idle_per_backend, 0, h.pool_max_per_backend
     )
+    c.in_range(f"{path}.retry_budget_percent", h.retry_budget_percent, 0, 100)
+    c.in_range(f"{path}.retry_budget_min_concurrency", h.retry_budget_min_concurrency, 0, 100_000)
+    _forwarding(h.forwarded_headers, h.trusted_proxies, path, c)
+
+
+def _forwarding(mode: str, trusted: list[str], path: str, c: _Collector) -> None:
+    for i, cidr in enumerate(trusted):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            c.add(
+                f"{path}.trusted_proxies[{i}]",
+                f"must be a CIDR such as 10.0.0.0/8 or 2001:db8::/32, got {cidr!r}",
+            )
+    if mode == "trusted" and not trusted:
+        c.add(
+            f"{path}.trusted_proxies",
+            'forwarded_headers = "trusted" needs at least one proxy CIDR here '
+            '(with none, use "replace")',
+        )
+    elif mode != "trusted" and trusted:
+        c.add(
+            f"{path}.trusted_proxies",
+            f'is used only with forwarded_headers = "trusted", not {mode!r}',
+        )
 
 
 def _h2_limits(lst: ListenerConfig, path: str, c: _Collector) -> None:

@@ -33,6 +33,13 @@ class RequestTimeout(HttpError):
     kind = "client_timeout"
 
 
+class MisdirectedRequest(HttpError):
+    """The request names a host this TLS connection's certificate does not serve (421)."""
+
+    status = 421
+    kind = "misdirected"
+
+
 class BodyTooLarge(HttpError):
     status = 413
     kind = "body_too_large"

@@ -2,7 +2,8 @@
 
 Owns the hot-path form of a rule chain that is defined elsewhere: the upstream request head is
 exactly ``serialize_request_head`` of ``strip_hop_by_hop`` → drop Expect/Content-Length → add
-Host when missing → ``add_forwarding_headers`` → ``apply_traceparent``; the client response head
+Host when missing → ``add_forwarding_headers`` (with the connection's ``keep_inbound``) →
+``apply_traceparent``; the client response head
 is exactly ``serialize_response_head`` of ``strip_hop_by_hop`` → drop the framing fields. Tests
 hold the two forms byte-for-byte equal, so a rule changes in its own module and here together.
 Must never decide a rule of its own, parse bytes or touch I/O; randomness is injected (``rng``).
@@ -13,7 +14,7 @@ from __future__ import annotations
 import random
 from typing import Final
 
-from gateway.http.forwarding import VIA_TOKEN
+from gateway.http.forwarding import CLIENT_IDENTITY_FIELDS, VIA_TOKEN
 from gateway.http.framing import BodyFraming, BodyKind
 from gateway.http.hop_by_hop import HOP_BY_HOP
 from gateway.http.model import HeaderList
@@ -25,6 +26,8 @@ from gateway.http.traceparent import child_context, parse_traceparent
 _REQUEST_DROP: Final = HOP_BY_HOP | frozenset(
     (b"expect", b"content-length", b"x-forwarded-proto", b"x-forwarded-host")
 )
+# The same, from a peer whose word about the client's address is not kept (forwarding policy).
+_REQUEST_DROP_UNTRUSTED: Final = _REQUEST_DROP | CLIENT_IDENTITY_FIELDS
 _RESPONSE_DROP: Final = HOP_BY_HOP | frozenset((b"content-length", b"transfer-encoding"))
 _CRLF = b"\r\n"
 
@@ -88,9 +91,14 @@ def upstream_request_head(
     proto: bytes,
     default_host: bytes,
     rng: random.Random,
+    keep_inbound: bool = True,
 ) -> bytes:
-    """The request head for an HTTP/1.1 next hop, with Host, X-Forwarded-*, Via, traceparent."""
-    drop = _REQUEST_DROP
+    """The request head for an HTTP/1.1 next hop, with Host, X-Forwarded-*, Via, traceparent.
+
+    ``keep_inbound`` False: the client's X-Forwarded-For, Forwarded and X-Real-IP are dropped
+    (``ForwardingPolicy.keeps_inbound`` decides, once per connection).
+    """
+    drop = _REQUEST_DROP if keep_inbound else _REQUEST_DROP_UNTRUSTED
     if any(n == b"connection" for n, _ in headers):
         drop = _drop_with_listed(drop, headers)
     lines = [method + b" " + path + b" HTTP/1.1"]

@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gateway.http.forwarding import ForwardingPolicy
+from gateway.http.lingering_close import LingerLimits
+from gateway.http.retry_budget import RetryBudgetLimits
+
 UnderscorePolicy = Literal["reject", "drop", "allow"]
 
-# The bounded in-flight window of a streamed body: chunks of at most this size, at most this
-# many chunks between reader and writer (8 x 8 KiB in the original, all HTTP versions).
+# The largest chunk an HTTP/2 upstream body hands the core at once (the original's 8 KiB).
 BODY_CHUNK_MAX_BYTES = 8 * 1024
-BODY_WINDOW_CHUNKS = 8
 # One read from a socket on the H1 path; also bounds what one parser feed can queue.
 READ_MAX_BYTES = 64 * 1024
 
@@ -23,6 +25,8 @@ READ_MAX_BYTES = 64 * 1024
 class PoolLimits:
     max_idle_per_backend: int = 8
     max_per_backend: int = 256
+    # WebSocket tunnels and streamed uploads: a budget of their own (issue 17 item 8).
+    max_tunnels_per_backend: int = 256
     idle_timeout_s: float = 60.0
     connect_timeout_ms: int = 5000
     # Total upstream attempts for one request (first try + retries), retries only when safe.
@@ -50,6 +54,9 @@ class HttpLimits:
     strict_te: bool = False
     websocket: WebSocketLimits = field(default_factory=WebSocketLimits)
     pool: PoolLimits = field(default_factory=PoolLimits)
+    linger: LingerLimits = field(default_factory=LingerLimits)
+    retry_budget: RetryBudgetLimits = field(default_factory=RetryBudgetLimits)
+    forwarding: ForwardingPolicy = field(default_factory=ForwardingPolicy)
 
     def __post_init__(self) -> None:
         if self.underscore_policy not in ("reject", "drop", "allow"):
@@ -62,7 +69,7 @@ class H2Limits:
     ``h2_security`` defaults)."""
 
     max_concurrent_streams: int = 256
-    initial_stream_window_size: int = 65_535
+    initial_stream_window_size: int = 1_048_576
     initial_connection_window_size: int = 1_048_576
     max_header_list_size: int = 65_536
     max_frame_size: int = 16_384

@@ -96,6 +96,10 @@ def without(headers: HeaderList, names: frozenset[bytes]) -> HeaderList:
 # --- pseudo-header mapping (RFC 9113 §8.3, RFC 9114 §4.3) ---------------------------------
 
 _REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path", b":protocol"))
+_TOKEN_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~"
+# Bytes no request-target may hold (RFC 3986 §2): SP, controls, DEL. h2 lets them through in
+# ``:path``; written into an HTTP/1.1 request line they would change what the next hop parses.
+_NOT_IN_TARGET = bytes(range(0x21)) + b"\x7f"
 
 
 def request_to_pseudo(head: RequestHead) -> HeaderList:
@@ -127,6 +131,11 @@ def request_from_pseudo(headers: HeaderList, http_version: bytes = b"2") -> Requ
         raise BadRequest("missing :method", kind="pseudo_header")
     if method != b"CONNECT" and not (pseudo.get(b":scheme") and pseudo.get(b":path")):
         raise BadRequest("missing :scheme or :path", kind="pseudo_header")
+    if method.translate(None, _TOKEN_BYTES):  # RFC 9110 §9.1: a method is a token
+        raise BadRequest("invalid :method", kind="pseudo_header")
+    path = pseudo.get(b":path", b"")
+    if len(path.translate(None, _NOT_IN_TARGET)) != len(path):
+        raise BadRequest("invalid :path", kind="pseudo_header")
     authority = pseudo.get(b":authority")
     host = first_header(regular, b"host")
     if authority is not None and host is not None and authority != host:
@@ -135,7 +144,7 @@ def request_from_pseudo(headers: HeaderList, http_version: bytes = b"2") -> Requ
         method=method,
         scheme=pseudo.get(b":scheme", b""),
         authority=authority if authority is not None else (host or b""),
-        path=pseudo.get(b":path", b""),
+        path=path,
         headers=regular,
         http_version=http_version,
     )

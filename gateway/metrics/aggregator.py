@@ -42,6 +42,20 @@ def _went_backwards(prev: MetricsSnapshot, new: MetricsSnapshot) -> bool:
     return False
 
 
+def unmergeable(snapshot: MetricsSnapshot) -> str | None:
+    """Why `snapshot` cannot be merged with others (a histogram of an unknown family, or
+    with another bucket layout than its family's), or None. Check a source's snapshot
+    before `update`: merged with the rest, it would make every later `merged()` raise."""
+    for name, series in snapshot.histograms.items():
+        family = fam.FAMILIES_BY_NAME.get(name)
+        if family is None or family.kind is not fam.Kind.HISTOGRAM:
+            return f"{name!r} is not a histogram family"
+        for labels, h in series.items():
+            if len(h.bucket_counts) != len(family.buckets) + 1:
+                return f"{name}{list(labels)} has {len(h.bucket_counts)} buckets"
+    return None
+
+
 class MetricsAggregator:
     def __init__(self, *, max_series_per_family: int = DEFAULT_MAX_SERIES_PER_FAMILY) -> None:
         if max_series_per_family < 1:

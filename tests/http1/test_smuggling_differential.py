@@ -87,7 +87,8 @@ def failures_for(case: Case, response: bytes, backend: RecordingBackend) -> list
 
 
 @pytest.mark.root
-async def test_smuggling_differential_against_nginx(tmp_path: Path) -> None:
+@pytest.mark.parametrize("h1_fast_path", ["true", "false"], ids=["fast-path", "general-core"])
+async def test_smuggling_differential_against_nginx(tmp_path: Path, h1_fast_path: str) -> None:
     ours = [RecordingBackend() for _ in CASES]
     theirs = [RecordingBackend() for _ in CASES]
     async with trio.open_nursery() as nursery:
@@ -97,7 +98,10 @@ async def test_smuggling_differential_against_nginx(tmp_path: Path) -> None:
         nginx_pairs = [(free_port(), b.port) for b in theirs]
         (tmp_path / "eg").mkdir()
         gateway = RunningGateway(
-            tmp_path / "eg", h1_gateway_config(our_pairs, http="header_timeout_ms = 2000")
+            tmp_path / "eg",
+            h1_gateway_config(
+                our_pairs, http=f"header_timeout_ms = 2000\nh1_fast_path = {h1_fast_path}"
+            ),
         )
         nginx = NginxProxy(tmp_path / "nginx", nginx_pairs)
         try:

@@ -52,7 +52,13 @@ def hypercorn_backend(port: int) -> Iterator[None]:
         proc.wait()
 
 
-def cells_config(ports: dict[str, int], backend_port: int, extra_http: str = "") -> str:
+def cells_config(
+    ports: dict[str, int],
+    backend_port: int,
+    extra_http: str = "",
+    max_body_bytes: int = MAX_BODY_BYTES,
+    admin_port: int = 0,
+) -> str:
     """One listener per back of CELLS, plus ``short`` (H1 back, a 1 s total timeout)."""
     listeners = []
     for back, port in ports.items():
@@ -66,7 +72,7 @@ name = "cell-{back}"
 address = "127.0.0.1:{port}"
 protocol = "h1"
 [listeners.http]
-max_body_bytes = {MAX_BODY_BYTES}
+max_body_bytes = {max_body_bytes}
 h1_fast_path = {fast}
 {timeout}
 {extra_http}
@@ -78,11 +84,12 @@ protocol = "{protocol}"
     return f"""
 [runtime]
 workers = 1
-drain_timeout_ms = 3000
+drain_timeout_ms = 10000
 
 [observability]
 log_format = "json"
 access_log = true
+{f'metrics_bind = "127.0.0.1:{admin_port}"' if admin_port else ""}
 {"".join(listeners)}
 """
 
@@ -91,6 +98,7 @@ access_log = true
 class Cells:
     gateway: RunningGateway
     ports: dict[str, int]  # back -> the listener port that reaches the backend that way
+    admin_port: int = 0
 
     def url(self, back: str, path: str) -> str:
         return f"http://127.0.0.1:{self.ports[back]}{path}"
@@ -103,13 +111,17 @@ class Cells:
 
 
 @contextmanager
-def running_cells(tmp: Path) -> Iterator[Cells]:
+def running_cells(tmp: Path, max_body_bytes: int = MAX_BODY_BYTES) -> Iterator[Cells]:
     backend_port = free_port()
     ports = {back: free_port() for back in {b for _, b in CELLS} | {"short"}}
+    admin_port = free_port()
     with hypercorn_backend(backend_port):
-        gateway = RunningGateway(tmp, cells_config(ports, backend_port))
+        gateway = RunningGateway(
+            tmp,
+            cells_config(ports, backend_port, max_body_bytes=max_body_bytes, admin_port=admin_port),
+        )
         try:
             gateway.start()
-            yield Cells(gateway, ports)
+            yield Cells(gateway, ports, admin_port)
         finally:
             gateway.stop()

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from typing import Any
 
+import httpx
 import pytest
 from asgi_backend import pattern_bytes
 from cells import CELL_IDS, CELLS, MAX_BODY_BYTES, Cells
@@ -171,8 +173,6 @@ def test_head_request_keeps_declared_length(cells: Cells, front: str, back: str)
 def test_access_log_carries_front_and_back_protocols(cells: Cells) -> None:
     with cells.client("h2") as client:
         assert client.get(cells.url("h1", "/headers")).status_code == 200
-    import time
-
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         events = [e for e in cells.gateway.events("access") if e.get("front") == "h2"]
@@ -182,3 +182,27 @@ def test_access_log_carries_front_and_back_protocols(cells: Cells) -> None:
     assert events, "no access record with front=h2"
     assert events[-1]["back"] == "h1"
     assert json.dumps(events[-1])
+
+
+def test_metrics_count_exchanges_by_front_and_back_protocol(cells: Cells) -> None:
+    with cells.client("h2") as client:
+        for _ in range(3):
+            assert client.get(cells.url("h1-general", "/headers")).status_code == 200
+    with cells.client("h1") as client:
+        assert client.get(cells.url("h1-general", "/headers")).status_code == 200
+    wanted = {
+        'expressgateway_http_exchanges_total{back="h1",front="h2",listener="cell-h1-general"}',
+        'expressgateway_http_exchanges_total{back="h1",front="h1",listener="cell-h1-general"}',
+    }
+    deadline = time.monotonic() + 10  # worker snapshots reach the supervisor each second
+    while time.monotonic() < deadline:
+        body = httpx.get(f"http://127.0.0.1:{cells.admin_port}/metrics").text
+        values = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in body.splitlines()
+            if line.startswith("expressgateway_http_exchanges_total{")
+        }
+        if all(values.get(k, 0) >= (3 if 'front="h2"' in k else 1) for k in wanted):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"missing {wanted} in {values}")

@@ -69,7 +69,7 @@ def test_nghttp_sees_our_settings(cells: Cells) -> None:
     )
     settings = out.stdout[out.stdout.index("recv SETTINGS frame") :]
     assert "SETTINGS_MAX_CONCURRENT_STREAMS(0x03):256" in settings
-    assert "SETTINGS_INITIAL_WINDOW_SIZE(0x04):65535" in settings
+    assert "SETTINGS_INITIAL_WINDOW_SIZE(0x04):1048576" in settings
     assert "SETTINGS_MAX_HEADER_LIST_SIZE(0x06):65536" in settings
     assert re.search(r"recv \(stream_id=\d+\) :status: 200", out.stdout)
 

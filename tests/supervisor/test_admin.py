@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -288,15 +289,96 @@ async def test_junk_oversize_and_slow_peers_do_not_kill_the_server(admin: Admin)
     assert (await admin.request("GET", "/livez")).status == 200
 
 
-async def test_connection_cap_refuses_excess_but_keeps_serving(nursery: trio.Nursery) -> None:
-    a = await _start(nursery, max_connections=2, header_timeout_s=2.0)
-    held = [await trio.open_tcp_stream("127.0.0.1", a.port) for _ in range(2)]
-    await trio.sleep(0.1)  # let the server accept both
+async def test_over_the_cap_only_probes_are_answered(nursery: trio.Nursery) -> None:
+    """A flood that fills the connection cap cannot fail the orchestrator's probes."""
+    a = await _start(nursery, max_connections=2, probe_lane_connections=1, probe_lane_timeout_s=1.0)
+    _feed(a)
+    held = [
+        await trio.open_tcp_stream("127.0.0.1", a.port, local_address=f"127.0.0.{2 + i}")
+        for i in range(2)
+    ]
+    await trio.sleep(0.1)  # let the server accept both: the cap is full
+    livez = await a.raw(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert livez.startswith(b"HTTP/1.1 200") and b"connection: close" in livez.lower()
+    readyz = await a.raw(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert readyz.startswith(b"HTTP/1.1 503") and b'"ready": false' in readyz  # a real verdict
+    busy = await a.raw(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert busy.startswith(b"HTTP/1.1 503") and b"only probes" in busy
+    # The probe lane is bounded too: while one silent peer holds it, the next is closed;
+    # the silent one is dropped after the lane's short deadline.
+    silent = await trio.open_tcp_stream("127.0.0.1", a.port)
+    await trio.sleep(0.1)
     assert await a.raw(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n") == b""
+    with trio.fail_after(3):
+        assert await silent.receive_some(100) == b""
+    assert (await a.raw(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 200")
     for s in held:
         await s.aclose()
+    await silent.aclose()
     await trio.sleep(0.1)
-    assert (await a.request("GET", "/livez")).status == 200
+    assert (await a.request("GET", "/metrics")).status == 200
+
+
+async def test_per_ip_cap_closes_the_excess_of_one_client_only(nursery: trio.Nursery) -> None:
+    a = await _start(nursery, max_connections_per_ip=2)
+    hog = [
+        await trio.open_tcp_stream("127.0.0.1", a.port, local_address="127.0.0.9") for _ in range(2)
+    ]
+    await trio.sleep(0.1)
+    third = await trio.open_tcp_stream("127.0.0.1", a.port, local_address="127.0.0.9")
+    await third.send_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+    with trio.fail_after(3):
+        assert await third.receive_some(100) == b""  # closed at once, unanswered
+    await third.aclose()
+    assert (await a.request("GET", "/livez")).status == 200  # another client: served
+    assert (await a.request("GET", "/metrics")).status == 200
+    await hog[0].aclose()
+    await trio.sleep(0.1)
+    again = await trio.open_tcp_stream("127.0.0.1", a.port, local_address="127.0.0.9")
+    await again.send_all(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    with trio.fail_after(3):
+        assert (await again.receive_some(100)).startswith(b"HTTP/1.1 200")
+    await again.aclose()
+    await hog[1].aclose()
+
+
+async def test_metrics_render_runs_off_the_event_loop(admin: Admin) -> None:
+    """A render that takes a second (a huge exposition) leaves the loop free: probes and
+    everything else the supervisor does on it go on meanwhile."""
+
+    class Slow:
+        def collect(self) -> Iterator[object]:
+            time.sleep(1.0)  # stands in for rendering a very large registry
+            return iter(())
+
+    admin.state.registry.register(Slow())  # type: ignore[arg-type]
+    lateness: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            before = trio.current_time()
+            await trio.sleep(0.01)
+            lateness.append(trio.current_time() - before - 0.01)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(tick)
+        scrape_done = trio.Event()
+
+        async def scrape() -> None:
+            assert (await admin.request("GET", "/metrics")).status == 200
+            scrape_done.set()
+
+        started = trio.current_time()
+        n.start_soon(scrape)
+        await trio.sleep(0.3)  # the render is under way
+        assert not scrape_done.is_set()
+        probe_started = trio.current_time()
+        assert (await admin.request("GET", "/livez")).status == 200
+        assert trio.current_time() - probe_started < 0.8
+        await scrape_done.wait()
+        assert trio.current_time() - started >= 1.0
+        n.cancel_scope.cancel()
+    assert max(lateness) < 0.5, max(lateness)  # on the loop, it would be >= 1 s
 
 
 async def test_render_failure_answers_500_and_keeps_serving(admin: Admin) -> None:

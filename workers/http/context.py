@@ -17,6 +17,7 @@ import trio
 
 from gateway.http.limits import HttpLimits
 from gateway.http.model import RequestHead
+from gateway.http.server_names import ServerNameTable
 from workers.http.back import BackAdapter
 from workers.http1.backend import Backend
 from workers.http1.context import PickBackend, RequestRecord
@@ -51,6 +52,8 @@ class ProxyContext:
     on_backend_result: Callable[[Backend, bool, str, float], None] = _ignore_result
     # A defence fired (its reason counted in the security-rejection metric).
     on_reject: Callable[[str], None] = _ignore_reason
+    # TLS listeners with several certificates: the table of the 421 check (None: no check).
+    server_names: ServerNameTable | None = None
     draining: trio.Event = field(default_factory=trio.Event)
     drain_deadline_at: float = math.inf
     rng: random.Random = field(default_factory=random.Random)

@@ -27,9 +27,16 @@ import trio
 from hyperframe.frame import GoAwayFrame
 
 from gateway.http import h2_guard
-from gateway.http.errors import BadRequest, NotImplementedMethod
+from gateway.http.errors import (
+    BadRequest,
+    HttpError,
+    MisdirectedRequest,
+    NotImplementedMethod,
+)
 from gateway.http.limits import H2Limits
+from gateway.http.misdirected import is_misdirected
 from gateway.http.model import HeaderList, RequestHead, comma_tokens, request_from_pseudo
+from workers.http import h2_repr_patch  # noqa: F401  (a cheaper frame repr, see there)
 from workers.http.context import ProxyContext
 from workers.http.core import proxy_exchange
 from workers.http.front import ClientConn
@@ -43,6 +50,8 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _READ_BYTES = 65_536
 # Framed bytes a connection may hold before its streams' senders wait for the socket.
 SEND_BACKLOG_BYTES = 256 * 1024
+_FINAL_FLUSH_S = 1.0
+_ENCODER_TABLE_BYTES = 4_096  # the HPACK default (RFC 7541 §6.5.2 initial value)
 _MAX_STREAM_ID = 2**31 - 1
 _Codes = h2.errors.ErrorCodes
 _S = h2.settings.SettingCodes
@@ -94,15 +103,20 @@ class H2ServerConnection:
         self._wake_writer = trio.Event()
         self._backlog = 0  # bytes framed but not yet written to the socket
         self._drained = trio.Event()
+        self._writer_done = trio.Event()
         self._windows: dict[int, trio.Event] = {}
         self._extra: list[bytes] = []
         self._closing = False  # no new stream; done when the last one ends
         self._dead = False  # fatal: nothing more is read or answered
         self._done = trio.Event()
         self._last_stream_id = _MAX_STREAM_ID  # once closing, streams above it are refused
-        self._idle_since = trio.current_time()
+        self._heard_at = trio.current_time()  # the client's last bytes (PING liveness)
+        self._idle_since = self._heard_at  # the last stream's end (the idle close)
         self._ping_sent_at: float | None = None
         self._nursery: trio.Nursery | None = None
+        # The certificate the handshake chose, for the misdirected-request check (421).
+        names = ctx.server_names
+        self.certificate = names.certificate_for_sni(client.sni) if names is not None else 0
 
     # ---- life ----
 
@@ -121,6 +135,11 @@ class H2ServerConnection:
                     self._on_bytes(preread)
                 nursery.start_soon(self._read_loop)
                 await self._done.wait()
+                # The writer sends what is queued (a GOAWAY among it) and returns: cancelled
+                # inside send_all, bytes it took would be lost, not left for the final flush.
+                self._kick()
+                with trio.move_on_after(_FINAL_FLUSH_S):
+                    await self._writer_done.wait()
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
@@ -156,12 +175,17 @@ class H2ServerConnection:
             self._on_bytes(data)
 
     def _on_bytes(self, data: bytes | bytearray) -> None:
-        self._idle_since = trio.current_time()
+        self._heard_at = trio.current_time()
         self._ping_sent_at = None  # anything from the client proves it alive
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             code = getattr(exc, "error_code", _Codes.PROTOCOL_ERROR)
+            # h2's DoS error is the decoded header list past our setting (HPACK bomb); any
+            # other (CONTINUATION flood, connection-specific field, content-length vs DATA)
+            # is a protocol error.
+            dos = isinstance(exc, h2.exceptions.DenialOfServiceError)
+            self.ctx.on_reject("header_list_too_large" if dos else "h2_protocol_error")
             self._fatal(code, f"h2 protocol error: {exc}")
             return
         now = trio.current_time()
@@ -219,6 +243,11 @@ class H2ServerConnection:
             self._on_window(event.stream_id)
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             self._flood(h2_guard.SETTINGS, now)
+            if _S.HEADER_TABLE_SIZE in event.changed_settings:
+                # h2 sizes our HPACK encoder to whatever the client allows (up to 4 GiB of
+                # response headers kept per connection); less is allowed (RFC 7541 §4.2).
+                encoder = self.h2.encoder
+                encoder.header_table_size = min(encoder.header_table_size, _ENCODER_TABLE_BYTES)
             self._on_window(0)
         elif isinstance(event, h2.events.PingReceived):
             self._flood(h2_guard.PING, now)
@@ -231,9 +260,12 @@ class H2ServerConnection:
         sid = event.stream_id
         ended = event.stream_ended is not None
         now = trio.current_time()
-        if (self._closing and sid > self._last_stream_id) or len(
-            self.streams
-        ) >= self.limits.max_concurrent_streams:
+        # Streams whose END_STREAM or RST_STREAM went out are closed for the client (RFC 9113
+        # §5.1.2) while their task finishes: counting them refused a compliant client.
+        active = sum(1 for st in self.streams.values() if not st.sink.finished)
+        if (
+            self._closing and sid > self._last_stream_id
+        ) or active >= self.limits.max_concurrent_streams:
             self.reset(sid, _Codes.REFUSED_STREAM)  # not processed: safe for the client to retry
             self._flood(h2_guard.REFUSED, now)
             return
@@ -284,9 +316,10 @@ class H2ServerConnection:
         record: RequestRecord | None = None
         try:
             with st.scope:
-                if head.method == b"CONNECT":
-                    await st.sink.send_error(NotImplementedMethod("CONNECT is not proxied"))
-                    record = _failed_record(self, head, started_at, 501, "not_implemented")
+                refusal = self._refusal(head)
+                if refusal is not None:
+                    await st.sink.send_error(refusal)
+                    record = _failed_record(self, head, started_at, refusal.status, refusal.kind)
                 else:
                     record = await proxy_exchange(
                         self.ctx,
@@ -301,11 +334,22 @@ class H2ServerConnection:
             self.ctx.on_request_done(record)
         finally:
             self.streams.pop(sid, None)
+            self._idle_since = trio.current_time()
             if sid in self._windows:
                 del self._windows[sid]
             self._kick()
             if self._closing and not self.streams:
                 self._done.set()
+
+    def _refusal(self, head: RequestHead) -> HttpError | None:
+        """A request this front answers itself: CONNECT (not proxied) or one for a host
+        another certificate of this listener serves (421, RFC 9113 §9.1.2)."""
+        if head.method == b"CONNECT":
+            return NotImplementedMethod("CONNECT is not proxied")
+        names = self.ctx.server_names
+        if names is not None and is_misdirected(names, self.certificate, head.authority):
+            return MisdirectedRequest("authority served by another certificate")
+        return None
 
     def acknowledge(self, stream_id: int, flow_len: int) -> None:
         """Reopen the client's windows for ``flow_len`` bytes the core took (or dropped)."""
@@ -365,6 +409,9 @@ class H2ServerConnection:
             if not data:
                 self._backlog = 0
                 self._drained.set()
+                if self._done.is_set():
+                    self._writer_done.set()  # all sent: the connection may close
+                    return
                 self._wake_writer = trio.Event()
                 await self._wake_writer.wait()
                 continue
@@ -374,9 +421,11 @@ class H2ServerConnection:
                     await self.stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self._fatal(_Codes.CANCEL, "client connection broken")
+                    self._writer_done.set()
                     return
             if scope.cancelled_caught:
                 self._fatal(_Codes.CANCEL, "client stopped reading")
+                self._writer_done.set()
                 return
 
     def _take_output(self) -> bytes:
@@ -418,7 +467,7 @@ class H2ServerConnection:
             if not self.streams and now - self._idle_since >= limits.idle_timeout_s:
                 self._close_when_idle()
                 return
-            if interval > 0 and ping_at is None and now - self._idle_since >= interval:
+            if interval > 0 and ping_at is None and now - self._heard_at >= interval:
                 self._ping_sent_at = now
                 self.h2.ping(b"eg-alive")
                 self._kick()

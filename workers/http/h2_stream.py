@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from workers.http.h2_front import H2ServerConnection
 
 
+# Queued DATA frames handed to the core as one chunk, at most this many bytes.
+COALESCE_BYTES = 64 * 1024
+
+
 class StreamStalled(ClientGone):
     kind = "client_stalled"
 
@@ -95,7 +99,18 @@ class H2RequestBody(BodySource):
                 await self._wake.wait()
             if scope.cancelled_caught:
                 raise RequestTimeout("request body too slow", kind="body_timeout")
+        # Everything queued leaves as one chunk (up to COALESCE_BYTES): one upstream write
+        # and one window update for a run of DATA frames.
         data, flow_len = self.queued.popleft()
+        if self.queued and len(data) < COALESCE_BYTES:
+            parts = [data]
+            size = len(data)
+            while self.queued and size < COALESCE_BYTES:
+                more, more_flow = self.queued.popleft()
+                parts.append(more)
+                size += len(more)
+                flow_len += more_flow
+            data = b"".join(parts)
         self.received_bytes += len(data)
         if self.received_bytes > self.max_body_bytes:
             self.discard()

@@ -34,7 +34,9 @@ class FrontKit:
 
 def _h1_front(kit: FrontKit) -> FrontHandler:
     async def serve(client: ClientConn) -> None:
-        await serve_h1_connection(client.stream, kit.h1, client.client_ip)
+        names = kit.h1.server_names  # TLS with several certificates (the 421 check)
+        certificate = names.certificate_for_sni(client.sni) if names is not None else 0
+        await serve_h1_connection(client.stream, kit.h1, client.client_ip, certificate)
 
     return serve
 

@@ -3,8 +3,9 @@
 
 Owns: the keep-alive loop (requests processed strictly one after another, so pipelined
 requests are safe), the header timeout and idle close, admission and smuggling checks via
-``gateway.http``, the per-request access record, the keep-alive cap, drain, and turning every
-error into a small response or a close. Must never log per request (only ``on_request_done``)
+``gateway.http`` (behind TLS with several certificates also the 421 misdirected check), the
+per-request access record, the keep-alive cap, drain, and turning every error into a small
+response or a close. Must never log per request (only ``on_request_done``)
 and never let client or backend bytes raise out of the handler.
 """
 
@@ -20,12 +21,15 @@ from gateway.http.errors import (
     BodyTooLarge,
     ExpectationFailed,
     HttpError,
+    MisdirectedRequest,
     NotImplementedMethod,
     RequestTimeout,
 )
 from gateway.http.framing import BodyKind, request_body_framing
 from gateway.http.h1_relay_heads import upstream_request_head
 from gateway.http.h1_wire import client_keeps_alive
+from gateway.http.lingering_close import should_linger
+from gateway.http.misdirected import is_misdirected
 from gateway.http.model import RequestHead, comma_tokens
 from gateway.http.responses import error_response_h1
 from workers.http1.backend import Backend
@@ -61,12 +65,17 @@ def peer_of(stream: trio.abc.Stream) -> str:
 
 
 class ClientConnection:
-    def __init__(self, stream: trio.abc.Stream, ctx: H1Context, client: str) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, ctx: H1Context, client: str, certificate: int = 0
+    ) -> None:
         self.stream = stream
         self.ctx = ctx
         self.client = client
         self.limits = ctx.limits
         self.client_ip = client.encode()
+        # Whether this peer's X-Forwarded-For / Forwarded / X-Real-IP are believed: the
+        # peer is fixed, so the policy is asked once per connection, never per request.
+        self.keep_inbound = ctx.limits.forwarding.keeps_inbound(client)
         self.reader = MessageReader(stream, ctx.limits, is_request=True)
         self.exchange = Exchange(None, stream, self.reader, ctx.limits, ctx.draining)
         self.header_timeout_s = ctx.limits.header_timeout_ms / 1000
@@ -83,6 +92,17 @@ class ClientConnection:
         # The request in progress, for the answer to a lapse (answer_lapse).
         self.head_started_at = 0.0
         self.current: tuple[RequestHead, ExchangeState | None] | None = None
+        # TLS with several certificates only (else None: no per-request cost).
+        self.server_names = ctx.server_names
+        self.certificate = certificate
+        self.abort = False  # close with a reset: a response already sent is known truncated
+
+    def lingers(self) -> bool:
+        """Closing now could reset a response in flight: the client may still be sending."""
+        r = self.reader
+        return should_linger(
+            unread_input=r.in_message or bool(r.events), peer_closed=r.eof, upgraded=r.upgraded
+        )
 
     def _lapse_at(self) -> float:
         d = self.deadline
@@ -208,6 +228,7 @@ class ClientConnection:
             proto=self.ctx.scheme,
             default_host=backend.authority,
             rng=self.ctx.rng,
+            keep_inbound=self.keep_inbound,
         )
 
     async def _handle(self, parsed: ParsedHead, started_at: float) -> bool:
@@ -220,6 +241,9 @@ class ClientConnection:
             if head.method == b"CONNECT":
                 raise NotImplementedMethod("CONNECT is not proxied")
             admit_request(head, self.limits)
+            names = self.server_names
+            if names is not None and is_misdirected(names, self.certificate, head.authority):
+                raise MisdirectedRequest("authority served by another certificate")
             framing = request_body_framing(
                 head.headers, http_version=head.http_version, strict_te=self.limits.strict_te
             )
@@ -338,6 +362,9 @@ class ClientConnection:
                     status = 0
         elif state is not None:
             status = state.status
+            # A body the client reads until our close cannot say it was cut short: a reset
+            # does (a FIN would dress the truncated body up as complete).
+            self.abort = state.client_until_close and not isinstance(exc, ClientGone)
         if head is not None or status:
             backend_id = state.backend_id if state else None
             self._record(head, started_at, state, backend_id, exc.kind, status=status)

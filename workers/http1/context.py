@@ -16,6 +16,8 @@ import trio
 
 from gateway.http.limits import HttpLimits
 from gateway.http.model import RequestHead
+from gateway.http.retry_budget import RetryBudget
+from gateway.http.server_names import ServerNameTable
 from workers.http1.backend import Backend, Connect
 from workers.http1.pool import UpstreamPool
 
@@ -77,6 +79,10 @@ def _ignore_result(backend: Backend, ok: bool, kind: str, latency_s: float) -> N
     return None
 
 
+def _ignore_denied() -> None:
+    return None
+
+
 @dataclass(slots=True)
 class H1Context:
     listener: str
@@ -86,6 +92,7 @@ class H1Context:
     connect: Connect | None = None  # default: TCP with the pool's connect timeout
     on_request_done: Callable[[RequestRecord], None] = _ignore_record
     on_backend_result: Callable[[Backend, bool, str, float], None] = _ignore_result
+    on_retry_denied: Callable[[], None] = _ignore_denied  # the retry budget refused a retry
     draining: trio.Event = field(default_factory=trio.Event)
     # trio clock deadline by which tunnels get their close frames; set by start_drain.
     drain_deadline_at: float = math.inf
@@ -94,12 +101,20 @@ class H1Context:
     # Set on listeners served by the general proxy core (workers/http/h1_front): called per
     # admitted request as (client stream, reader, client ip, head, state) -> record.
     general: Callable[..., Awaitable[RequestRecord]] | None = None
+    # TLS listeners with several certificates: which one serves which name (the 421 check).
+    server_names: ServerNameTable | None = None
+    budget: RetryBudget | None = None  # built lazily; the listener's retries in this worker
 
     def start_drain(self, grace_s: float) -> None:
         """Begin draining: idle keep-alives close after a short grace (at most grace_s), tunnels
         get close frames after grace_s."""
         self.drain_deadline_at = trio.current_time() + grace_s
         self.draining.set()
+
+    def retry_budget(self) -> RetryBudget:
+        if self.budget is None:
+            self.budget = RetryBudget(self.limits.retry_budget)
+        return self.budget
 
     def upstream_pool(self) -> UpstreamPool:
         if self.pool is None:

@@ -4,7 +4,8 @@ Owns: choosing the exchange's shape (``buffered_request``: the whole request is 
 task; ``streaming_request``: a body still arriving, upload beside the response relay), the
 per-request state the connection records, and the response relay both shapes share: the
 final head (interim responses skipped), re-framing for the client (HEAD/204/304, chunked,
-until-close, HTTP/1.0), trailers, coalescing the response head with the body bytes already
+until-close, HTTP/1.0; a close-delimited body cut by a reset or a TLS end without
+close_notify is relayed without its terminator, then the close), trailers, coalescing the response head with the body bytes already
 parsed (at most one read's worth, so the window stays bounded), each step under the task's
 moving deadline (``exchange_steps``), and the decision whether the upstream connection is
 clean enough to pool. Must never choose a backend or retry (``upstream`` does) and never
@@ -70,6 +71,7 @@ class ExchangeState:
     upload_done: bool
     body_sent: bool
     upstream_reusable: bool
+    client_until_close: bool  # the client's body ends at our close (an HTTP/1.0 client)
     backend_id: str | None
     failure: HttpError | None
     request_trailers: HeaderList
@@ -94,6 +96,7 @@ class ExchangeState:
         self.upload_done = False
         self.body_sent = False
         self.upstream_reusable = False
+        self.client_until_close = False
         self.backend_id = None
         self.failure = None
         self.request_trailers = []
@@ -158,15 +161,21 @@ class Exchange:
         if up_reader is None or not up_reader.at_boundary:
             up_reader = conn.reader = MessageReader(conn.stream, self.limits, is_request=False)
         up_reader.begin_exchange()
-        if s.request_framing.kind is BodyKind.NONE or (
-            not s.expect_continue and self.client_reader.has_complete_message()
-        ):
-            await run_buffered(self, conn, up_reader, request_bytes)
-        else:
+        if self.streams_upload():
             await run_streaming(self, conn, up_reader, request_bytes)
+        else:
+            await run_buffered(self, conn, up_reader, request_bytes)
         if not s.upload_done:
             s.close_after = True
             s.upstream_reusable = False
+
+    def streams_upload(self) -> bool:
+        """The request's body is still arriving (or waits for 100 Continue): the streaming
+        shape, whose upstream connection is held as long as the client takes (a tunnel)."""
+        s = self.s
+        return s.request_framing.kind is not BodyKind.NONE and (
+            s.expect_continue or not self.client_reader.has_complete_message()
+        )
 
     # ---- steps shared by both shapes (called by buffered_request and streaming_request) ----
 
@@ -232,9 +241,12 @@ class Exchange:
             raise BadGateway("unsolicited 101 from upstream", kind="upstream_protocol")
         up_framing = response_body_framing(head.status, s.method, head.headers)
         client_framing, must_close = self._client_framing(up_framing)
+        s.client_until_close = must_close
         # Drain may have begun while the backend worked: this response announces the close.
         draining = self.draining is not None and self.draining.is_set()
-        s.close_after = s.close_after or must_close or draining
+        # A final answer while the upload still streams (an early 401/413) ends the
+        # connection unless the upload finishes first: announce the close now.
+        s.close_after = s.close_after or must_close or draining or not s.upload_done
         declared: int | None = None
         if client_framing is None and head.status != 204 and not 100 <= head.status < 200:
             cl = first_header(head.headers, b"content-length")
@@ -300,7 +312,12 @@ class Exchange:
             elif tag == TRAILERS:
                 assert isinstance(payload, list)
                 trailers = strip_hop_by_hop(payload)
-            elif tag == END or (tag == EOF_EVENT and up.kind is BodyKind.UNTIL_CLOSE):
+            elif tag == END or (
+                # A close-delimited body ends at a clean close only: a reset or a TLS end
+                # without close_notify truncates it (RFC 9112 §6.3, RFC 8446 §6.1), and the
+                # client must see that as a missing terminator, never a complete body.
+                tag == EOF_EVENT and up.kind is BodyKind.UNTIL_CLOSE and not up_reader.eof_error
+            ):
                 if chunked_out:
                     pending.append(encode_last_chunk(trailers))
                 await self._flush(pending, timer)
@@ -308,5 +325,7 @@ class Exchange:
             else:
                 await self._flush(pending, timer)  # the client gets what arrived, then a close
                 if tag == EOF_EVENT:
+                    if up_reader.eof_error:
+                        raise BadGateway("upstream reset mid-body", kind="upstream_reset")
                     raise BadGateway("upstream closed mid-body", kind="upstream_truncated")
                 raise BadGateway(f"unexpected upstream event {tag}", kind="upstream_protocol")

@@ -2,7 +2,10 @@
 
 Owns: feeding bytes to llhttp only when the consumer asks for the next event (so at most one
 read of READ_MAX_BYTES is ever queued: the bounded window), header count/size caps enforced
-while the head is still arriving, and the translation of parser errors to typed HttpErrors.
+on the head and on the trailer section alike, a raw-byte bound on every parser state that
+yields no event (a head still arriving, a trailer field or chunk line without its end), how
+the stream ended (clean EOF or reset / TLS without close_notify), and the translation of
+parser errors to typed HttpErrors.
 Must never decide policy (admission, framing rules) or write to the stream.
 """
 
@@ -104,12 +107,15 @@ class _Callbacks:
                     _LOWERED.clear()
                 _LOWERED[name] = lowered
         r.headers.append((lowered, value))
+        r.progressed = True
         if len(r.headers) > r.max_headers or r.head_bytes > r.max_header_bytes:
             raise r.too_large("header section too large")
 
     def on_headers_complete(self) -> None:
         r = self.r
         r.head_done = True
+        r.progressed = True
+        r.head_bytes = 0  # a trailer section gets the head's caps afresh (RFC 9112 §7.1.2)
         p = r.parser
         head = ParsedHead(
             p.get_method() if isinstance(p, _RequestParser) else b"",
@@ -123,7 +129,9 @@ class _Callbacks:
         r.events.append((HEAD, head))
 
     def on_body(self, body: bytes) -> None:
-        self.r.events.append((DATA, body))
+        r = self.r
+        r.progressed = True
+        r.events.append((DATA, body))
 
     def on_message_complete(self) -> None:
         r = self.r
@@ -174,11 +182,19 @@ class MessageReader:
         self.head_done = False
         self.head_bytes = 0
         self.raw_head_bytes = 0
+        # Bytes fed since the last event once the head is done: llhttp and httptools hold a
+        # trailer field (or skip a chunk extension) until its line ends, so a line that never
+        # ends yields nothing and, unbounded, grows the worker (issue 17 item 1).
+        self.raw_quiet_bytes = 0
+        self.progressed = False
         self.target = b""
         self.headers: HeaderList = []
         self.bytes_read = 0
         self.upgraded = False
         self.eof = False
+        # The stream ended by an error (reset, TLS without close_notify), not a clean EOF: an
+        # until-close body that ends so is truncated, never complete (RFC 9112 §6.3 item 8).
+        self.eof_error = False
         self.last_feed_clean_head_end = False
         # The next fill follows a request just sent: wait for readability before reading.
         self.wait_first = False
@@ -227,6 +243,7 @@ class MessageReader:
                 data = await receive_some(self.stream, READ_MAX_BYTES, self.readiness, checkpoint)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
+            self.eof_error = True
         if not data:
             self.eof = True
             self.events.append((EOF_EVENT, not self.in_message))
@@ -262,6 +279,17 @@ class MessageReader:
                 raise self.too_large("header section too large")
         else:
             self.raw_head_bytes = 0
+            if self.progressed or not self.in_message:
+                self.progressed = False
+                self.raw_quiet_bytes = 0
+            else:
+                # After the head, every feed of a well-formed body yields an event (body
+                # bytes, a trailer field, the end); feeds that yield none are a trailer
+                # field or chunk line still open. Bounded like a head: at most
+                # max_header_bytes plus one read is ever held.
+                self.raw_quiet_bytes += len(data)
+                if self.raw_quiet_bytes > self.max_header_bytes:
+                    raise self.too_large("trailer section or chunk line too large")
 
     def _body_queued(self) -> bool:
         return any(tag == DATA for tag, _ in self.events)

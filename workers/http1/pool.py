@@ -1,7 +1,11 @@
 """Bounded per-backend pool of idle upstream HTTP/1.1 connections.
 
 Owns: how many connections a backend may have open (``max_per_backend``), how many may idle
-(``max_idle_per_backend``), idle expiry, and the desync guard's last line (a connection is
+(``max_idle_per_backend``), the separate budget of tunnels (``max_tunnels_per_backend``:
+WebSocket tunnels and streamed uploads hold a connection for as long as the client likes,
+so they take their slots from a semaphore of their own and cannot starve ordinary requests,
+issue 17 item 8; a streamed upload's connection rejoins the ordinary pool only when an
+ordinary slot is free), idle expiry, and the desync guard's last line (a connection is
 only ever returned by the caller after a complete, well-framed exchange; here we also refuse
 one that has unread bytes or EOF waiting). Must never parse HTTP.
 """
@@ -33,6 +37,7 @@ class UpstreamConn:
     stream: trio.abc.Stream
     reused: bool = False
     idle_since: float = 0.0
+    tunnel: bool = False  # its slot is from the tunnel budget, not the ordinary one
     # The response parser, kept across exchanges while it sits exactly between messages
     # (saves building an llhttp parser per request); None: the next exchange builds one.
     reader: MessageReader | None = None
@@ -41,6 +46,7 @@ class UpstreamConn:
 @dataclass(slots=True)
 class _BackendSlots:
     limiter: trio.Semaphore
+    tunnel_limiter: trio.Semaphore
     idle: collections.deque[UpstreamConn] = field(default_factory=collections.deque)
     open_count: int = 0
 
@@ -77,6 +83,15 @@ def _has_pending_input(conn: UpstreamConn) -> bool:
     return False
 
 
+def _to_tunnel(slots: _BackendSlots) -> bool:
+    """Move an idle connection's slot from the ordinary budget to the tunnel one, if free."""
+    if slots.tunnel_limiter.value == 0:
+        return False
+    slots.tunnel_limiter.acquire_nowait()
+    slots.limiter.release()
+    return True
+
+
 class UpstreamPool:
     def __init__(self, limits: PoolLimits, connect: Connect | None = None) -> None:
         self.limits = limits
@@ -88,7 +103,8 @@ class UpstreamPool:
         slots = self._slots.get(backend)
         if slots is None:
             slots = self._slots[backend] = _BackendSlots(
-                trio.Semaphore(self.limits.max_per_backend)
+                trio.Semaphore(self.limits.max_per_backend),
+                trio.Semaphore(self.limits.max_tunnels_per_backend),
             )
         return slots
 
@@ -100,9 +116,10 @@ class UpstreamPool:
         slots = self._slots.get(backend)
         return slots.open_count if slots else 0
 
-    def take_idle(self, backend: Backend) -> UpstreamConn | None:
+    def take_idle(self, backend: Backend, tunnel: bool = False) -> UpstreamConn | None:
         """The newest idle connection when it is usable now, without awaiting; None: call
-        ``acquire`` (which also closes expired or unusable idle connections)."""
+        ``acquire`` (which also closes expired or unusable idle connections). ``tunnel``: for
+        a streamed upload, whose slot then moves to the tunnel budget (None when it is full)."""
         slots = self._slots.get(backend)
         if slots is None or not slots.idle:
             return None
@@ -111,34 +128,50 @@ class UpstreamPool:
             _has_pending_input(conn)
         ):
             return None
+        if tunnel and not _to_tunnel(slots):
+            return None
         slots.idle.pop()
         conn.reused = True
+        conn.tunnel = tunnel
         return conn
 
-    async def acquire(self, backend: Backend, *, fresh: bool = False) -> UpstreamConn:
-        """An idle connection (unless ``fresh``) or a new one; raises typed connect errors."""
+    async def acquire(
+        self, backend: Backend, *, fresh: bool = False, tunnel: bool = False
+    ) -> UpstreamConn:
+        """An idle connection (unless ``fresh``) or a new one; raises typed connect errors.
+        ``tunnel``: a WebSocket tunnel or a streamed upload, its slot from the tunnel budget."""
         slots = self._slots_for(backend)
         now = self._now()
         while slots.idle and not fresh:
             conn = slots.idle.pop()
             if now - conn.idle_since < self.limits.idle_timeout_s and not _has_pending_input(conn):
-                conn.reused = True
-                return conn
+                if not tunnel:
+                    conn.reused = True
+                    return conn
+                if _to_tunnel(slots):
+                    conn.reused = conn.tunnel = True
+                    return conn
+                slots.idle.append(conn)  # no tunnel slot now: wait for one below
+                break
             await self._close(slots, conn)
         timeout_s = self.limits.connect_timeout_ms / 1000
-        if slots.limiter.value == 0 and slots.idle:
+        limiter = slots.tunnel_limiter if tunnel else slots.limiter
+        if not tunnel and slots.limiter.value == 0 and slots.idle:
             await self._close(slots, slots.idle.popleft())
         with trio.move_on_after(timeout_s) as scope:
-            await slots.limiter.acquire()
+            await limiter.acquire()
         if scope.cancelled_caught:
+            if tunnel:
+                cap = self.limits.max_tunnels_per_backend
+                raise PoolExhausted(f"{backend.id}: {cap} tunnels busy", kind="tunnels_exhausted")
             raise PoolExhausted(f"{backend.id}: {self.limits.max_per_backend} connections busy")
         try:
             stream = await connect_with_timeout(self._connect, backend, timeout_s)
         except BaseException:
-            slots.limiter.release()
+            limiter.release()
             raise
         slots.open_count += 1
-        return UpstreamConn(backend, stream)
+        return UpstreamConn(backend, stream, tunnel=tunnel)
 
     async def release(self, conn: UpstreamConn, *, reusable: bool) -> None:
         """Return after a clean exchange (``reusable``) or close."""
@@ -155,6 +188,13 @@ class UpstreamPool:
         slots = self._slots_for(conn.backend)
         if len(slots.idle) >= self.limits.max_idle_per_backend:
             return False
+        if conn.tunnel:
+            # A streamed upload's connection rejoins the pool on an ordinary slot, or closes.
+            if slots.limiter.value == 0:
+                return False
+            slots.limiter.acquire_nowait()
+            slots.tunnel_limiter.release()
+            conn.tunnel = False
         if conn.reader is not None and not conn.reader.at_boundary:
             conn.reader = None
         conn.idle_since = self._now()
@@ -167,7 +207,10 @@ class UpstreamPool:
 
     async def _close(self, slots: _BackendSlots, conn: UpstreamConn) -> None:
         slots.open_count -= 1
-        slots.limiter.release()
+        if conn.tunnel:
+            slots.tunnel_limiter.release()
+        else:
+            slots.limiter.release()
         forget(conn.stream)
         await trio.aclose_forcefully(conn.stream)
 

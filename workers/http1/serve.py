@@ -1,5 +1,6 @@
 """serve_h1_connection: run one client connection (``connection.ClientConnection``) with its
-deadline watcher, answer a lapse, close the stream.
+deadline watcher, answer a lapse, linger when the client may still be sending (issue 17
+item 4) or reset when a close-delimited response was cut short (item 6), close the stream.
 
 Interpreted on purpose (tools/build_native leaves it out): it opens the connection's nursery,
 and a mypyc-compiled coroutine must never await while an exception is being handled
@@ -13,14 +14,18 @@ import trio
 
 from workers.http1.connection import ClientConnection, peer_of
 from workers.http1.context import H1Context
+from workers.http1.lingering_close import linger_before_close, reset_on_close
 from workers.http1.socket_io import forget
 
 
 async def serve_h1_connection(
-    stream: trio.abc.Stream, ctx: H1Context, client_addr: str | None = None
+    stream: trio.abc.Stream, ctx: H1Context, client_addr: str | None = None, certificate: int = 0
 ) -> None:
-    """Serve one client connection until it closes; never raises for peer behaviour."""
-    conn = ClientConnection(stream, ctx, client_addr or peer_of(stream))
+    """Serve one client connection until it closes; never raises for peer behaviour.
+
+    ``certificate``: on TLS, the index of the certificate the handshake chose (the
+    misdirected-request check compares it with each request's authority)."""
+    conn = ClientConnection(stream, ctx, client_addr or peer_of(stream), certificate)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.watch_deadlines)
@@ -29,6 +34,11 @@ async def serve_h1_connection(
             nursery.cancel_scope.cancel()
         if conn.deadline.lapsed:
             await conn.answer_lapse()
+        if conn.abort:
+            reset_on_close(stream)
+        elif conn.lingers():
+            reader = conn.reader
+            await linger_before_close(stream, reader.readiness, ctx.limits.linger)
     finally:
         forget(stream)
         await trio.aclose_forcefully(stream)

@@ -2,8 +2,11 @@
 
 Owns: the head sent alone, the 100 Continue answer, the upload task (client body → upstream,
 each read bounded by the body idle timeout, capped by max_body_bytes) running beside the
-response relay, arming the response-head deadline only once the upload finished, and stopping
-the upload when the response completes first. The first failure of either task wins.
+response relay, arming the response-head deadline only once the upload finished (or the
+backend stopped taking it), and stopping the upload when the response completes first. A
+backend that stops reading (closes or resets while the body streams) ends the upload, not
+the exchange: it may have answered early (401, 413), and that answer is the client's
+(issue 17 item 5). Otherwise the first failure of either task wins.
 Must never parse bytes itself (``message_reader`` does) or retry (``upstream`` does).
 """
 
@@ -85,11 +88,28 @@ async def _guard(
         scope.cancel()
 
 
-def _upload_finished(ex: Exchange) -> None:
-    ex.s.upload_done = True
+def _upload_finished(ex: Exchange, *, done: bool = True) -> None:
+    """The upload ended (``done``: all of it went up): the response head's deadline starts."""
+    ex.s.upload_done = done
     relay = ex.relay_timer
     if relay is not None and relay.step == RESPONSE_HEAD:
         relay.arm(ex.head_timeout_s, RESPONSE_HEAD)
+
+
+async def _send_up(ex: Exchange, conn: UpstreamConn, data: bytes, timer: StepTimer) -> bool:
+    """Send body bytes up; False when the backend stopped taking them (closed or reset).
+
+    Not a failure by itself: the response relay still reads what the backend said. An
+    answer is relayed (the connection then closes, the body unread); none is a 502 there.
+    """
+    try:
+        await ex.send(conn.stream, data, timer, UP_BODY_WRITE)
+    except HttpError as exc:
+        if exc.kind != "upstream_write":
+            raise
+        _upload_finished(ex, done=False)
+        return False
+    return True
 
 
 async def _upload(ex: Exchange, conn: UpstreamConn, timer: StepTimer) -> None:
@@ -105,7 +125,8 @@ async def _upload(ex: Exchange, conn: UpstreamConn, timer: StepTimer) -> None:
             if s.bytes_in > ex.limits.max_body_bytes:
                 raise BodyTooLarge("request body over the cap")
             out = encode_chunk(payload) if chunked else payload
-            await ex.send(conn.stream, out, timer, UP_BODY_WRITE)
+            if not await _send_up(ex, conn, out, timer):
+                return
             s.body_sent = True
         elif tag == TRAILERS:
             assert isinstance(payload, list)
@@ -113,7 +134,8 @@ async def _upload(ex: Exchange, conn: UpstreamConn, timer: StepTimer) -> None:
         elif tag == END:
             if chunked:
                 last = encode_last_chunk(s.request_trailers)
-                await ex.send(conn.stream, last, timer, UP_BODY_WRITE)
+                if not await _send_up(ex, conn, last, timer):
+                    return
             _upload_finished(ex)
             return
         elif tag == EOF_EVENT:

@@ -2,7 +2,8 @@
 
 Owns: the total-timeout bound on getting a connection (the exchange bounds the rest), the
 retry rule (connect failures: always, nothing was sent; a reused connection found
-dead: only idempotent requests without a body), passive-health reports, and returning a
+dead: only idempotent requests without a body; either only while the listener's retry
+budget, ``gateway.http.retry_budget``, admits it), passive-health reports, and returning a
 connection to the pool only after a clean exchange. Must never parse or frame bytes.
 """
 
@@ -15,6 +16,7 @@ import trio
 from gateway.http.errors import GatewayTimeout, HttpError, NoBackend
 from gateway.http.framing import BodyKind
 from gateway.http.model import RequestHead
+from gateway.http.retry_budget import RetryBudget
 from workers.http1.backend import Backend, ConnectFailed, ConnectTimedOut
 from workers.http1.context import H1Context
 from workers.http1.exchange import Exchange, StaleConnection
@@ -27,8 +29,10 @@ _NOT_THE_BACKENDS = frozenset(("body_too_large", "body_timeout", "total_timeout"
 
 
 def _outcome_of(exc: HttpError, default: tuple[bool, str]) -> tuple[bool, str]:
-    """What a failed exchange says about the backend (client-side kinds say nothing)."""
-    if exc.kind.startswith("client") or exc.kind in _NOT_THE_BACKENDS:
+    """What a failed exchange says about the backend: nothing when the client is at fault (a
+    4xx: its body malformed, too large or too slow, an endless trailer), so a client cannot
+    get healthy backends ejected."""
+    if exc.status < 500 or exc.kind.startswith("client") or exc.kind in _NOT_THE_BACKENDS:
         return default
     return (False, exc.kind)
 
@@ -54,25 +58,34 @@ async def forward(
     fresh = False
     attempt = 0
     tried: list[Backend] = []
-    while True:
-        attempt += 1
-        backend = ctx.pick_backend(head, client, tried)
-        if backend is None:
-            raise NoBackend("no backend available")
-        tried.append(backend)
-        step = await _attempt(
-            ctx,
-            exchange,
-            backend,
-            request_bytes_for,
-            fresh=fresh,
-            may_retry=attempt < max_attempts,
-            replayable=replayable,
-        )
-        if step == _DONE:
-            return backend
-        if step == _RETRY_FRESH:
-            fresh = True
+    budget = ctx.retry_budget()
+    budget.request_started()
+    holding = False  # this request holds a retry slot of the budget
+    try:
+        while True:
+            attempt += 1
+            backend = ctx.pick_backend(head, client, tried)
+            if backend is None:
+                raise NoBackend("no backend available")
+            tried.append(backend)
+            step = await _attempt(
+                ctx,
+                exchange,
+                backend,
+                request_bytes_for,
+                fresh=fresh,
+                may_retry=attempt < max_attempts,
+                replayable=replayable,
+                budget=budget,
+                holding=holding,
+            )
+            if step == _DONE:
+                return backend
+            holding = True  # a retry step was admitted by the budget
+            if step == _RETRY_FRESH:
+                fresh = True
+    finally:
+        budget.request_finished(holding)
 
 
 async def _attempt(
@@ -84,6 +97,8 @@ async def _attempt(
     fresh: bool,
     may_retry: bool,
     replayable: bool,
+    budget: RetryBudget,
+    holding: bool,
 ) -> int:
     """One backend: connection, exchange, pool return, and exactly one passive-health report
     (so load counters stay balanced); outcomes that say nothing about the backend are
@@ -100,15 +115,20 @@ async def _attempt(
     started_at = now()
     outcome: tuple[bool, str] = (True, "aborted")
     try:
-        conn = None if fresh else pool.take_idle(backend)
+        # A streamed upload holds its connection as long as the client takes: the pool gives
+        # it a slot from the tunnel budget, so uploads cannot starve ordinary requests.
+        tunnel = exchange.streams_upload()
+        conn = None if fresh else pool.take_idle(backend, tunnel)
         if conn is None:
             try:
                 with trio.CancelScope(deadline=exchange.total_at) as total:
-                    conn = await pool.acquire(backend, fresh=fresh)
+                    conn = await pool.acquire(backend, fresh=fresh, tunnel=tunnel)
             except (ConnectFailed, ConnectTimedOut) as exc:
                 outcome = (False, exc.kind)
                 if may_retry:
-                    return _RETRY
+                    if budget.admit(holding):
+                        return _RETRY
+                    ctx.on_retry_denied()
                 raise
             if total.cancelled_caught or conn is None:
                 raise GatewayTimeout("total request time exceeded", kind="total_timeout")
@@ -128,8 +148,10 @@ async def _attempt(
             return _DONE
         if isinstance(failure, StaleConnection):
             if replayable and may_retry and not exchange.s.response_started:
-                outcome = (True, "retry_stale")
-                return _RETRY_FRESH
+                if budget.admit(holding):
+                    outcome = (True, "retry_stale")
+                    return _RETRY_FRESH
+                ctx.on_retry_denied()
             outcome = (False, "stale_connection")
         elif isinstance(failure, HttpError):
             outcome = _outcome_of(failure, outcome)

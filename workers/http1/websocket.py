@@ -3,7 +3,8 @@ opaque byte tunnel with backpressure, an idle timeout and drain close frames.
 
 Owns: the upstream handshake (101 to the client only after the backend's 101), the tunnel
 relay, and when to inject close frames (idle 1001, drain 1001 at the deadline, oversize 1009)
-at frame boundaries only. Must never unmask or buffer frames (``gateway.http.ws_frames``
+at frame boundaries only. The tunnel's upstream connection takes its slot from the pool's
+tunnel budget (``max_tunnels_per_backend``), never an ordinary request's. Must never unmask or buffer frames (``gateway.http.ws_frames``
 tracks boundaries) and never pool a tunnelled connection.
 """
 
@@ -54,21 +55,31 @@ def is_websocket_request(head: RequestHead) -> bool:
 async def _connect(ctx: H1Context, head: RequestHead, client: str) -> UpstreamConn:
     pool = ctx.upstream_pool()
     tried: list[Backend] = []
-    for attempt in range(1, max(1, ctx.limits.pool.max_attempts) + 1):
-        backend = ctx.pick_backend(head, client, tried)
-        if backend is None:
-            raise NoBackend("no backend available")
-        tried.append(backend)
-        started_at = trio.current_time()
-        try:
-            return await pool.acquire(backend, fresh=True)
-        except (ConnectFailed, ConnectTimedOut) as exc:
-            ctx.on_backend_result(backend, False, exc.kind, trio.current_time() - started_at)
-            if attempt >= ctx.limits.pool.max_attempts:
+    budget = ctx.retry_budget()  # counted while connecting only: a tunnel is no request
+    budget.request_started()
+    holding = False
+    try:
+        for attempt in range(1, max(1, ctx.limits.pool.max_attempts) + 1):
+            backend = ctx.pick_backend(head, client, tried)
+            if backend is None:
+                raise NoBackend("no backend available")
+            tried.append(backend)
+            started_at = trio.current_time()
+            try:
+                return await pool.acquire(backend, fresh=True, tunnel=True)
+            except (ConnectFailed, ConnectTimedOut) as exc:
+                ctx.on_backend_result(backend, False, exc.kind, trio.current_time() - started_at)
+                if attempt >= ctx.limits.pool.max_attempts:
+                    raise
+                if not budget.admit(holding):
+                    ctx.on_retry_denied()
+                    raise
+                holding = True
+            except LocalExhausted:  # our descriptors, not the backend's: a neutral outcome
+                ctx.on_backend_result(backend, True, "aborted", trio.current_time() - started_at)
                 raise
-        except LocalExhausted:  # our descriptors, not the backend: balance the pick, say nothing
-            ctx.on_backend_result(backend, True, "aborted", trio.current_time() - started_at)
-            raise
+    finally:
+        budget.request_finished(holding)
     raise NoBackend("no backend available")
 
 
@@ -77,7 +88,11 @@ async def _handshake(
 ) -> tuple[ParsedHead, bytes]:
     headers = strip_hop_by_hop(head.headers)
     headers = add_forwarding_headers(
-        headers, peer_ip=client, proto=ctx.scheme, host=head.authority or None
+        headers,
+        peer_ip=client,
+        proto=ctx.scheme,
+        host=head.authority or None,
+        keep_inbound=ctx.limits.forwarding.keeps_inbound(client),
     )
     apply_traceparent(headers, ctx.rng)
     wire = serialize_request_head(

@@ -318,6 +318,42 @@ def test_status_ranges() -> None:
 
 
 @pytest.mark.parametrize(
+    ("http", "expected"),
+    [
+        ('forwarded_headers = "replace"', []),
+        ('forwarded_headers = "trusted"\ntrusted_proxies = ["10.0.0.0/8", "::1/128"]', []),
+        (
+            'forwarded_headers = "trusted"',
+            [
+                'listeners[0].http.trusted_proxies: forwarded_headers = "trusted" needs at least '
+                'one proxy CIDR here (with none, use "replace")'
+            ],
+        ),
+        (
+            'trusted_proxies = ["10.0.0.0/8"]',
+            [
+                "listeners[0].http.trusted_proxies: is used only with forwarded_headers = "
+                "\"trusted\", not 'append' (line 6)"
+            ],
+        ),
+        (
+            'forwarded_headers = "trusted"\ntrusted_proxies = ["10.0.0.0/33"]',
+            [
+                "listeners[0].http.trusted_proxies[0]: must be a CIDR such as 10.0.0.0/8 or "
+                "2001:db8::/32, got '10.0.0.0/33'"
+            ],
+        ),
+        (
+            "retry_budget_percent = 101",
+            ["listeners[0].http.retry_budget_percent: must be 0..100, got 101 (line 6)"],
+        ),
+    ],
+)
+def test_forwarding_policy_and_retry_budget_keys(http: str, expected: list[str]) -> None:
+    assert check(listener(proto="h1", extra=f"[listeners.http]\n{http}")) == expected
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         (

@@ -33,6 +33,8 @@ _NAMES = st.sampled_from(
         b"x-forwarded-for",
         b"x-forwarded-proto",
         b"x-forwarded-host",
+        b"forwarded",
+        b"x-real-ip",
         b"via",
         b"traceparent",
         b"tracestate",
@@ -51,6 +53,8 @@ _VALUES = st.sampled_from(
         b"host",
         b"traceparent",
         b"chunked",
+        b"for=192.0.2.60;proto=http",
+        b"x-real-ip",
         _VALID_PARENT,
         b"00-zz",
         b"",
@@ -61,7 +65,12 @@ _FRAMINGS = st.sampled_from([NO_BODY, CHUNKED, BodyFraming(BodyKind.LENGTH, 42)]
 
 
 def _composed_request(
-    head: RequestHead, framing: BodyFraming, peer_ip: str, default_host: bytes, seed: int
+    head: RequestHead,
+    framing: BodyFraming,
+    peer_ip: str,
+    default_host: bytes,
+    seed: int,
+    keep_inbound: bool = True,
 ) -> bytes:
     """The chain exactly as the proxy applied it before the single-pass form existed."""
     headers = strip_hop_by_hop(head.headers)
@@ -69,7 +78,11 @@ def _composed_request(
     if not any(n == b"host" for n, _ in headers):
         headers.insert(0, (b"host", head.authority or default_host))
     headers = add_forwarding_headers(
-        headers, peer_ip=peer_ip, proto=b"http", host=head.authority or None
+        headers,
+        peer_ip=peer_ip,
+        proto=b"http",
+        host=head.authority or None,
+        keep_inbound=keep_inbound,
     )
     apply_traceparent(headers, random.Random(seed))
     upstream = RequestHead(head.method, head.scheme, head.authority, head.path, headers)
@@ -82,12 +95,13 @@ def _composed_request(
     authority=st.sampled_from([b"", b"a.example", b"a.example:8080"]),
     framing=_FRAMINGS,
     seed=st.integers(0, 2**32),
+    keep_inbound=st.booleans(),
 )
 def test_upstream_request_head_equals_the_rule_chain(
-    headers: HeaderList, authority: bytes, framing: BodyFraming, seed: int
+    headers: HeaderList, authority: bytes, framing: BodyFraming, seed: int, keep_inbound: bool
 ) -> None:
     head = RequestHead(b"POST", b"http", authority, b"/p?q=1", list(headers))
-    expected = _composed_request(head, framing, "10.0.0.1", b"10.9.9.9:80", seed)
+    expected = _composed_request(head, framing, "10.0.0.1", b"10.9.9.9:80", seed, keep_inbound)
     got = upstream_request_head(
         head.method,
         head.path,
@@ -98,6 +112,7 @@ def test_upstream_request_head_equals_the_rule_chain(
         proto=b"http",
         default_host=b"10.9.9.9:80",
         rng=random.Random(seed),
+        keep_inbound=keep_inbound,
     )
     assert got == expected
     assert head.headers == headers  # the inbound list is never modified

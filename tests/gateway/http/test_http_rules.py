@@ -204,6 +204,26 @@ def test_pseudo_header_mapping_roundtrip() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        (b"GET /admin", b"/"),  # a space would split the HTTP/1.1 request line differently
+        (b"GET", b"/a HTTP/1.1"),
+        (b"GET", b"/a\tb"),
+        (b"GET", b"/a\x01"),
+        (b"GET", b"/a\x7f"),
+        (b"G\x00T", b"/"),
+    ],
+)
+def test_pseudo_method_and_path_that_an_h1_request_line_cannot_carry_are_rejected(
+    method: bytes, path: bytes
+) -> None:
+    pseudo = [(b":method", method), (b":scheme", b"http"), (b":path", path)]
+    with pytest.raises(BadRequest):
+        request_from_pseudo(pseudo)
+    assert request_from_pseudo([(b":method", b"M-SEARCH"), (b":scheme", b"http"), (b":path", b"*")])
+
+
 def test_ws_frame_tracker_boundaries_and_cap() -> None:
     tracker = FrameTracker(max_message_bytes=1000)
     frame = bytes((0x81, 0x85)) + b"\x01\x02\x03\x04" + b"hello"  # masked text "hello"
@@ -217,3 +237,33 @@ def test_ws_frame_tracker_boundaries_and_cap() -> None:
     assert close_frame(1001, masked=False) == b"\x88\x02\x03\xe9"
     masked = close_frame(1001, masked=True, rng=random.Random(1))
     assert masked[:2] == b"\x88\x82" and len(masked) == 8
+
+
+def test_forwarding_policy_keeps_client_claims_only_from_whom_it_trusts() -> None:
+    from gateway.http.forwarding import ForwardingPolicy
+
+    assert ForwardingPolicy("append").keeps_inbound("203.0.113.9")
+    assert not ForwardingPolicy("replace").keeps_inbound("10.0.0.1")
+    trusted = ForwardingPolicy("trusted", ("10.0.0.0/8", "2001:db8::/32"))
+    assert trusted.keeps_inbound("10.1.2.3")
+    assert trusted.keeps_inbound("::ffff:10.1.2.3")  # a v4 peer on a dual-stack socket
+    assert trusted.keeps_inbound("2001:db8::1")
+    assert not trusted.keeps_inbound("203.0.113.9")
+    assert not trusted.keeps_inbound("unknown")
+    assert trusted == ForwardingPolicy("trusted", ("10.0.0.0/8", "2001:db8::/32"))
+    assert ForwardingPolicy() == ForwardingPolicy("append") != trusted
+    claims = [
+        (b"x-forwarded-for", b"1.2.3.4"),
+        (b"forwarded", b"for=1.2.3.4"),
+        (b"x-real-ip", b"1.2.3.4"),
+        (b"accept", b"*/*"),
+    ]
+    out = dict(
+        add_forwarding_headers(
+            claims, peer_ip="203.0.113.9", proto=b"http", host=None, keep_inbound=False
+        )
+    )
+    assert out[b"x-forwarded-for"] == b"203.0.113.9"
+    assert b"forwarded" not in out and b"x-real-ip" not in out and out[b"accept"] == b"*/*"
+    kept = dict(add_forwarding_headers(claims, peer_ip="10.0.0.1", proto=b"http", host=None))
+    assert kept[b"x-forwarded-for"] == b"1.2.3.4, 10.0.0.1" and kept[b"forwarded"] == b"for=1.2.3.4"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 import trio
+import trio.testing
 
 from gateway.http.limits import HttpLimits, PoolLimits
 from workers.http1.backend import Backend
@@ -102,3 +103,22 @@ async def test_stray_bytes_on_an_unwatched_idle_connection_refuse_its_reuse(
     await _one_exchange(pool, backend, accepted, watched=False)
     await accepted[-1].send_all(b"junk")
     assert pool.take_idle(backend) is None  # poll sees it at once, no event loop needed
+
+
+async def test_tunnel_slots_are_a_budget_of_their_own() -> None:
+    async def connect(backend: Backend) -> trio.abc.Stream:
+        return trio.testing.memory_stream_pair()[0]
+
+    pool = UpstreamPool(PoolLimits(max_per_backend=1, max_tunnels_per_backend=1), connect)
+    b = Backend("b0", "127.0.0.1", 1)
+    upload = await pool.acquire(b, tunnel=True)
+    ordinary = await pool.acquire(b)  # the tunnel did not take the only ordinary slot
+    assert (upload.tunnel, ordinary.tunnel) == (True, False)
+    assert not pool.keep(upload, reusable=True)  # no ordinary slot free: it cannot rejoin
+    await pool.discard(upload)
+    assert pool.keep(ordinary, reusable=True)
+    moved = pool.take_idle(b, tunnel=True)  # an idle connection's slot moves to the tunnels
+    assert moved is ordinary and moved.tunnel
+    assert pool.keep(moved, reusable=True) and not moved.tunnel  # and back on return
+    slots = pool._slots[b]
+    assert (slots.limiter.value, slots.tunnel_limiter.value, pool.open_count(b)) == (0, 1, 1)
