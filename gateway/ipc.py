@@ -33,6 +33,8 @@ class Boot(msgspec.Struct, tag=True, frozen=True):
     cpu: int
     plan: GatewayPlan
     listener_fds: dict[str, int]  # listener name -> inherited fd of this CPU's socket
+    # quic_passthrough listener name -> inherited fds of its shared tables (routes, flows)
+    quic_table_fds: dict[str, list[int]] = {}
 
 
 class Drain(msgspec.Struct, tag=True, frozen=True):

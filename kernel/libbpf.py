@@ -79,6 +79,8 @@ int bpf_xdp_query(int ifindex, int flags, struct bpf_xdp_query_opts *opts);
 int bpf_prog_load(int prog_type, const char *prog_name, const char *license,
                   const void *insns, size_t insn_cnt, const void *opts);
 int bpf_obj_get_info_by_fd(int bpf_fd, void *info, __u32 *info_len);
+int bpf_map_create(int map_type, const char *map_name, __u32 key_size, __u32 value_size,
+                   __u32 max_entries, const void *opts);
 """
 
 LIBC_CDEF = "int vsnprintf(char *str, size_t size, const char *format, void *ap);"
@@ -90,6 +92,7 @@ BPF_PROG_TYPE_SK_REUSEPORT = 21
 BPF_MAP_TYPE_CPUMAP = 16
 BPF_MAP_TYPE_REUSEPORT_SOCKARRAY = 20
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
+BPF_MAP_TYPE_LRU_HASH = 9
 BPF_ANY = 0
 BPF_NOEXIST = 1
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1

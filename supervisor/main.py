@@ -36,6 +36,7 @@ from gateway.metrics.snapshot import decode_snapshot
 from gateway.metrics.supervisor_metrics import SupervisorMetrics
 from gateway.version import VERSION
 from supervisor.admin import AdminState, serve_admin
+from supervisor.cid_tables import CidTables
 from supervisor.datapath_control import DatapathControl, start_datapath
 from supervisor.fd_limit import raise_nofile_limit
 from supervisor.metrics_export import build_exporter
@@ -58,6 +59,7 @@ class Supervisor:
         self.config_path = config_path
         self.notifier = notifier or Notifier()
         self.sockets = SocketTable()
+        self.cid_tables = CidTables()
         self.generation = 0
         self.workers: list[WorkerHandle] = []  # every live (not yet reaped) worker
         self.vacant_slots: set[int] = set()
@@ -104,6 +106,7 @@ class Supervisor:
             generation=generation,
             plan=plan,
             listener_fds=self.sockets.fds_for(self._listener_keys(plan), cpu),
+            quic_table_fds=self.cid_tables.fds(),
             log_format=plan.config.observability.log_format,
             on_heartbeat=self._on_heartbeat,
         )
@@ -336,6 +339,7 @@ class Supervisor:
             errors = [p.render() for p in exc.problems]
             self.last_reload = {"result": "socket_error", "errors": errors}
             return Response(ok=False, errors=errors)
+        self.cid_tables.ensure(plan)
         old_generation, old_plan = self.generation, self.plan
         new_generation = (
             max(self.generation, max((w.generation for w in self.workers), default=0)) + 1
@@ -367,6 +371,7 @@ class Supervisor:
                 log.error("reload_datapath_failed", generation=new_generation, error=str(exc))
                 return Response(ok=False, errors=errors)
         self.generation, self.plan = new_generation, plan
+        self.cid_tables.release_unused(plan)
         self.vacant_slots.clear()
         self._kernel_steer()
         self.prober.stop()
@@ -565,6 +570,7 @@ class Supervisor:
         try:
             self._kernel_start()
             self.sockets.ensure(self.plan.sockets(), self.plan.cpus)
+            self.cid_tables.ensure(self.plan)
             if self.datapath is not None:
                 self.datapath.apply_config(self.plan.config.kernel)
                 self._kernel_steer()
@@ -621,6 +627,7 @@ class Supervisor:
                     w.respawn = False
                     w.kill()
             self.sockets.close_all()
+            self.cid_tables.close_all()
             self._kernel_close()
         log.info("supervisor_stopped", exit_code=self.exit_code)
         return self.exit_code

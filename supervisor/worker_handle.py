@@ -68,6 +68,7 @@ class WorkerHandle:
     generation: int
     plan: GatewayPlan
     listener_fds: dict[str, int]
+    quic_table_fds: dict[str, list[int]] = field(default_factory=dict)
     log_format: str = "auto"
     state: WorkerState = WorkerState.STARTING
     pid: int = 0
@@ -180,7 +181,11 @@ class WorkerHandle:
         try:
             process = await spawn(  # not trio's open_process: see supervisor/spawn.py
                 argv,
-                pass_fds=[child_end.fileno(), *self.listener_fds.values()],
+                pass_fds=[
+                    child_end.fileno(),
+                    *self.listener_fds.values(),
+                    *(fd for fds in self.quic_table_fds.values() for fd in fds),
+                ],
                 start_new_session=True,
             )
         except OSError as exc:
@@ -209,6 +214,7 @@ class WorkerHandle:
                     cpu=self.cpu,
                     plan=self.plan,
                     listener_fds=self.listener_fds,
+                    quic_table_fds=self.quic_table_fds,
                 ),
                 timeout_s=self.plan.config.runtime.worker_boot_timeout_ms / 1000,
             )

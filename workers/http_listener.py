@@ -73,6 +73,8 @@ def make_front_kit(runtime: ListenerRuntime, worker: Worker) -> FrontKit:
         on_reject=runtime.stats.reject,
         draining=h1.draining,
         rng=h1.rng,
+        retry_budget=h1.retry_budget(),  # one budget for the listener, whichever path
+        on_retry_denied=h1.on_retry_denied,
     )
     assert plan.http is not None
     if set(adapters) != {"h1"} or not plan.http.h1_fast_path:

@@ -9,6 +9,13 @@ from the address the client sent to. The table (gateway/udp_sessions.py) is boun
 by `max_sessions` — the least recently used session is evicted — and sessions idle
 for `session_idle_timeout_ms` end.
 
+Guards (issue 17): a source address may open `new_sessions_per_source_per_s` sessions a
+second (per worker); a session relays at most `reply_amplification_factor` times the
+bytes its client sent (gateway/reply_budget.py); backend names are resolved by a task of
+their own (gateway/resolve_cache.py) — the read loop never waits for DNS, and a failed
+lookup is remembered, so a dead name costs one lookup per interval, not one per datagram.
+`workers/quic_passthrough.py` reuses this machinery with QUIC routing.
+
 On drain the read loop stops (the replacement worker reads the same shared socket),
 but open sessions keep relaying replies until they go idle or the drain deadline
 cuts them. Must never: block the read loop on one session's backend, let the table
@@ -18,7 +25,9 @@ grow past its bound, or swallow trio.Cancelled.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket as stdsocket
+import time
 from typing import TYPE_CHECKING
 
 import structlog
@@ -26,6 +35,9 @@ import trio
 
 from gateway.balancer import HashKeyKind
 from gateway.config.schema import UdpConfig
+from gateway.reply_budget import ReplyBudget
+from gateway.resolve_cache import ResolveCache
+from gateway.source_rate import SourceRate
 from gateway.steering import quic_dcid
 from gateway.udp_sessions import SessionTable
 
@@ -39,31 +51,63 @@ MAX_DATAGRAM_BYTES = 65_535
 # quiche and most servers issue. Only used for `hash_key = "quic_cid"`.
 QUIC_SHORT_DCID_LEN_BYTES = 8
 RESOLVE_TTL_S = 30.0
+RESOLVE_FAILURE_TTL_S = 5.0
+RESOLVE_TIMEOUT_S = 5.0
 FORWARD_BUDGET_S = 2.0
 EVICTED_REASON = "udp_session_evicted"
 SOCKET_LIMIT_REASON = "udp_socket_limit"
+SOURCE_RATE_REASON = "udp_source_rate"
+REPLY_BUDGET_REASON = "udp_reply_budget"
 _FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 ClientKey = tuple[str, int]
+SessionKey = tuple[object, ...]  # udp: the client address; quic_passthrough: + backend
+SockAddr = tuple[int, tuple[object, ...]]  # (family, sockaddr)
 
 
 class _Session:
-    __slots__ = ("backend", "client_addr", "first_reply_s", "key", "scope", "sock", "started_s")
+    __slots__ = (
+        "backend",
+        "budget",
+        "client_addr",
+        "first_reply_s",
+        "key",
+        "scope",
+        "shared_at_s",
+        "shared_key",
+        "sock",
+        "started_s",
+    )
 
     def __init__(
         self,
-        key: ClientKey,
+        key: SessionKey,
         backend: int,
         client_addr: tuple[object, ...],
         sock: trio.socket.SocketType,
+        budget: ReplyBudget | None,
     ) -> None:
         self.key = key
         self.backend = backend
         self.client_addr = client_addr  # as recvfrom gave it (IPv6 carries flow info, scope)
         self.sock = sock
+        self.budget = budget
         self.scope = trio.CancelScope()
         self.started_s = trio.current_time()
         self.first_reply_s: float | None = None
+        # quic_passthrough: this session's entry in the shared flow table, last written at
+        self.shared_key: bytes | None = None
+        self.shared_at_s = 0.0
+
+
+def _literal_address(host: str, port: int) -> SockAddr | None:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if ip.version == 6:
+        return int(stdsocket.AF_INET6), (host, port, 0, 0)
+    return int(stdsocket.AF_INET), (host, port)
 
 
 class UdpListener:
@@ -73,13 +117,23 @@ class UdpListener:
         self.runtime = runtime
         self.worker = worker
         udp = runtime.plan.udp or UdpConfig()
-        self.table: SessionTable[ClientKey, _Session] = SessionTable(
+        self.table: SessionTable[SessionKey, _Session] = SessionTable(
             max_sessions=udp.max_sessions, idle_timeout_s=udp.session_idle_timeout_ms / 1000
         )
+        rate = udp.new_sessions_per_source_per_s or 0
+        self.session_rate = SourceRate(rate_per_s=rate, burst=rate) if rate else None
+        self.amplification_factor = udp.reply_amplification_factor or 0
         # The worker closes its copy of the listening socket when accepting stops; replies
         # of the sessions that drain on go out through this duplicate (same local address).
         self.reply_sock = runtime.sock.dup()
-        self._resolved: dict[int, tuple[float, int, tuple[object, ...]]] = {}
+        backends = runtime.upstreams.backends
+        self._literal = {
+            i: a for i, b in enumerate(backends) if (a := _literal_address(b.host, b.port))
+        }
+        self.addresses: ResolveCache[int, SockAddr] = ResolveCache(
+            ttl_s=RESOLVE_TTL_S, failure_ttl_s=RESOLVE_FAILURE_TTL_S
+        )
+        self._resolve_wanted = trio.Event()
         self._added = trio.Event()
 
     async def serve_datagrams(self) -> None:
@@ -98,9 +152,28 @@ class UdpListener:
         key: ClientKey = (addr[0], addr[1])  # type: ignore[assignment]
         session = self.table.get(key, trio.current_time())
         if session is None:
-            session = await self._open(key, addr, data)
+            if self.session_rate is not None and not self.session_rate.allow(
+                key[0], time.monotonic()
+            ):
+                self.runtime.stats.reject(SOURCE_RATE_REASON)
+                return
+            up = self.runtime.upstreams
+            cid = None
+            if up.hash_key is not None and up.hash_key.kind is HashKeyKind.QUIC_CID:
+                cid = quic_dcid(data, QUIC_SHORT_DCID_LEN_BYTES)
+            i = up.choose(key=up.key_for(client_ip=key[0], quic_cid=cid))
+            if i is None:
+                self.runtime.stats.no_backend()
+                return
+            session = await self._open(key, addr, i)
             if session is None:
                 return
+        await self._send(session, data)
+
+    async def _send(self, session: _Session, data: bytes) -> None:
+        """One client datagram to the session's backend."""
+        if session.budget is not None:
+            session.budget.received(len(data))
         try:
             await session.sock.send(data)
         except trio.ClosedResourceError:
@@ -114,22 +187,26 @@ class UdpListener:
             return
         self.runtime.stats.bytes_in(len(data))
 
-    async def _open(self, key: ClientKey, addr: tuple[object, ...], data: bytes) -> _Session | None:
+    def _address(self, i: int) -> SockAddr | None:
+        """Backend i's address now, without waiting: IP literals at once, names from the
+        cache (a miss or a recent failure answers None and asks the resolver task)."""
+        literal = self._literal.get(i)
+        if literal is not None:
+            return literal
+        found = self.addresses.address(i, trio.current_time())
+        self._resolve_wanted.set()
+        return found
+
+    async def _open(self, key: SessionKey, addr: tuple[object, ...], i: int) -> _Session | None:
         up = self.runtime.upstreams
         stats = self.runtime.stats
-        cid = None
-        if up.hash_key is not None and up.hash_key.kind is HashKeyKind.QUIC_CID:
-            cid = quic_dcid(data, QUIC_SHORT_DCID_LEN_BYTES)
-        i = up.choose(key=up.key_for(client_ip=key[0], quic_cid=cid))
-        if i is None:
-            stats.no_backend()
-            return None
-        try:
-            family, sockaddr = await self._resolve(i)
-        except OSError:
-            up.record(i, ok=False, kind="resolve")
+        resolved = self._address(i)
+        if resolved is None:
+            if self.addresses.failing(i, trio.current_time()):
+                up.record(i, ok=False, kind="resolve")
             stats.upstream_error(up.backends[i].id, "resolve")
             return None
+        family, sockaddr = resolved
         try:
             sock = self._new_socket(family)
         except OSError:
@@ -139,13 +216,16 @@ class UdpListener:
             stats.reject(SOCKET_LIMIT_REASON)
             return None
         try:
+            await self._bind_upstream(sock, key, i)
             await sock.connect(sockaddr)
         except OSError:
             sock.close()
             up.record(i, ok=False, kind="connect")
             stats.upstream_error(up.backends[i].id, "connect")
             return None
-        session = _Session(key, i, addr, sock)
+        budget = ReplyBudget(self.amplification_factor) if self.amplification_factor else None
+        session = _Session(key, i, addr, sock, budget)
+        self._upstream_connected(session)
         # Count it before its task runs: a drain starting in between must see it in flight.
         self.worker.session_opened()
         stats.connection_opened()
@@ -157,6 +237,12 @@ class UdpListener:
         self._added.set()
         self.worker.connections.start_soon(self._run_session, key, session)
         return session
+
+    async def _bind_upstream(self, sock: trio.socket.SocketType, key: SessionKey, i: int) -> None:
+        """Hook: bind the session's socket before it connects (default: the kernel picks)."""
+
+    def _upstream_connected(self, session: _Session) -> None:
+        """Hook: the session's socket is connected."""
 
     def _new_socket(self, family: int) -> trio.socket.SocketType | None:
         """A UDP socket; when the process is out of descriptors, the least recently used
@@ -173,23 +259,45 @@ class UdpListener:
                 self.runtime.stats.reject(EVICTED_REASON)
                 _end(victim[1])
 
-    async def _resolve(self, i: int) -> tuple[int, tuple[object, ...]]:
-        now = trio.current_time()
-        cached = self._resolved.get(i)
-        if cached is not None and cached[0] > now:
-            return cached[1], cached[2]
-        backend = self.runtime.upstreams.backends[i]
-        try:
-            infos = await trio.socket.getaddrinfo(
-                backend.host, backend.port, type=stdsocket.SOCK_DGRAM
-            )
-        except stdsocket.gaierror as exc:
-            raise OSError(errno.EHOSTUNREACH, f"{backend.id}: {exc}") from None
-        family, _type, _proto, _canon, sockaddr = infos[0]
-        self._resolved[i] = (now + RESOLVE_TTL_S, int(family), tuple(sockaddr))
-        return int(family), tuple(sockaddr)
+    async def serve_resolver(self) -> None:
+        """Look up backend names the data path asked for, one at a time, off its path."""
+        backends = self.runtime.upstreams.backends
+        for i in range(len(backends)):
+            if i not in self._literal:
+                self.addresses.address(i, trio.current_time())  # resolve names up front
+        while True:
+            # A fresh event before taking the wanted names: a datagram asking during the
+            # lookups below sets this one, so the next round starts at once.
+            wake = self._resolve_wanted = trio.Event()
+            for i in self.addresses.wanted():
+                b = backends[i]
+                with trio.move_on_after(RESOLVE_TIMEOUT_S):
+                    try:
+                        infos = await trio.socket.getaddrinfo(
+                            b.host, b.port, type=stdsocket.SOCK_DGRAM
+                        )
+                    except OSError as exc:  # gaierror included
+                        log.warning("udp_backend_unresolved", backend=b.id, error=str(exc))
+                    else:
+                        family, _type, _proto, _canon, sockaddr = infos[0]
+                        self.addresses.resolved(
+                            i, (int(family), tuple(sockaddr)), trio.current_time()
+                        )
+                        continue
+                self.addresses.failed(i, trio.current_time())
+            await wake.wait()
 
-    async def _run_session(self, key: ClientKey, session: _Session) -> None:
+    def _admit_reply(self, session: _Session, data: bytes) -> bool:
+        """Whether a backend reply may go to the client (the amplification budget)."""
+        if session.budget is not None and not session.budget.try_send(len(data)):
+            self.runtime.stats.reject(REPLY_BUDGET_REASON)
+            return False
+        return True
+
+    def _session_ended(self, session: _Session) -> None:
+        """Hook for subclasses that index sessions elsewhere."""
+
+    async def _run_session(self, key: SessionKey, session: _Session) -> None:
         up = self.runtime.upstreams
         stats = self.runtime.stats
         i = session.backend
@@ -208,6 +316,8 @@ class UdpListener:
                         session.first_reply_s = trio.current_time()
                         up.record(i, ok=True)
                     self.table.touch(key, trio.current_time())
+                    if not self._admit_reply(session, data):
+                        continue
                     try:
                         await self.reply_sock.sendto(data, session.client_addr)
                     except OSError as exc:
@@ -220,6 +330,7 @@ class UdpListener:
         finally:
             session.sock.close()
             self.table.discard(key, session)
+            self._session_ended(session)
             # Balancers learn the time to the first reply (the UDP round trip), not the
             # session's lifetime, which is mostly the idle timeout.
             first = session.first_reply_s
@@ -238,6 +349,9 @@ class UdpListener:
 
     def _backend_id(self, session: _Session) -> str:
         return self.runtime.upstreams.backends[session.backend].id
+
+    def start_tasks(self) -> None:
+        """Hook for subclasses with tasks of their own (in the connections nursery)."""
 
     async def serve_expiry(self) -> None:
         """End idle sessions; owns the reply socket, which it closes when the worker ends."""
@@ -270,10 +384,18 @@ async def serve_udp_listener(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Read the listener's datagrams until cancelled (drain); sessions outlive this."""
-    listener = UdpListener(runtime, worker)
-    # Expiry and the sessions run in the worker's connections nursery: they must keep
-    # working after the drain stops this read loop.
+    await serve_datagram_listener(UdpListener(runtime, worker), task_status=task_status)
+
+
+async def serve_datagram_listener(
+    listener: UdpListener, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    runtime, worker = listener.runtime, listener.worker
+    # Expiry, name resolution and the sessions run in the worker's connections nursery:
+    # they must keep working after the drain stops this read loop.
     worker.connections.start_soon(listener.serve_expiry)
+    worker.connections.start_soon(listener.serve_resolver)
+    listener.start_tasks()
     log.info(
         "udp_listener_started",
         listener=runtime.plan.name,

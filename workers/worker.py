@@ -90,7 +90,7 @@ class ListenerRuntime:
             from workers.tls_listener import make_tls_handler
 
             return make_tls_handler(self, worker)
-        if self.plan.protocol == "udp":
+        if self.plan.protocol in ("udp", "quic_passthrough"):
             return _no_stream_handler  # datagrams are served by workers/udp_proxy.py
         raise RuntimeError(f"listener protocol {self.plan.protocol!r} has no handler in this build")
 
@@ -277,6 +277,15 @@ class Worker:
                 with self._accept_scope:
                     async with trio.open_nursery() as accepting:
                         for runtime in self.listeners.values():
+                            if runtime.plan.protocol == "quic_passthrough":
+                                from workers.quic_passthrough import (
+                                    serve_quic_passthrough_listener,
+                                )
+
+                                await accepting.start(
+                                    serve_quic_passthrough_listener, runtime, self
+                                )
+                                continue
                             if runtime.plan.socket.transport == "udp":
                                 from workers.udp_proxy import serve_udp_listener
 

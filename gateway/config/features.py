@@ -12,7 +12,7 @@ from gateway.http.versions import BACK_PROTOCOLS, built_listener_protocols
 
 # L4 protocols are served by their relays; HTTP ones by the adapter registries.
 BUILT_LISTENER_PROTOCOLS: frozenset[str] = (
-    frozenset({"tcp", "udp", "tls"}) | built_listener_protocols()
+    frozenset({"tcp", "udp", "tls", "quic_passthrough"}) | built_listener_protocols()
 )
 BUILT_BACKEND_PROTOCOLS: frozenset[str] = frozenset({"tcp", "udp"}) | BACK_PROTOCOLS
 BUILT_PROXY_PROTOCOLS: frozenset[str] = frozenset({"none", "v1", "v2"})

@@ -17,6 +17,8 @@ from gateway.config.load import load_config
 from gateway.config.locate import locate_lines
 from gateway.config.schema import (
     NATURAL_BACKEND_PROTOCOL,
+    UDP_NEW_SESSIONS_PER_SOURCE_PER_S,
+    UDP_REPLY_AMPLIFICATION_FACTOR,
     BackendTlsConfig,
     BalancerConfig,
     Config,
@@ -24,12 +26,14 @@ from gateway.config.schema import (
     HealthConfig,
     HttpConfig,
     OutlierConfig,
+    QuicPassthroughConfig,
     RelayConfig,
     TlsConfig,
     UdpConfig,
     WebSocketConfig,
 )
 from gateway.config.validate import (
+    DATAGRAM_SESSIONS,
     H2_FRONT_PROTOCOLS,
     HASH_POLICIES,
     HTTP_PROTOCOLS,
@@ -57,6 +61,7 @@ class BackendPlan(msgspec.Struct, frozen=True):
     weight: int
     proxy_protocol: str
     tls: BackendTlsConfig | None = None  # TLS towards this backend (workers/tls_context.py)
+    quic_server_id: str | None = None  # hex QUIC-LB server ID (quic_passthrough listeners)
 
 
 class CertificatePlan(msgspec.Struct, frozen=True):
@@ -89,8 +94,9 @@ class ListenerPlan(msgspec.Struct, frozen=True):
     http: HttpConfig | None
     h2: H2Config | None  # the HTTP/2 front of h1 and h1s listeners
     websocket: WebSocketConfig | None
-    udp: UdpConfig | None
+    udp: UdpConfig | None  # udp and quic_passthrough; 0 = off for the udp-only guards
     backends: list[BackendPlan]
+    quic_passthrough: QuicPassthroughConfig | None = None
     tls: ListenerTlsPlan | None = None  # h1s listeners (the tls listener still reads config)
     relay: RelayConfig | None = None  # tcp and tls listeners: idle timeout, TCP keepalive
 
@@ -137,12 +143,15 @@ def plan_config(config: Config, *, online_cpus: Sequence[int], digest: str) -> G
                     weight=b.weight,
                     proxy_protocol=b.proxy_protocol,
                     tls=b.tls,
+                    quic_server_id=b.quic_server_id,
                 )
             )
         is_http = lst.protocol in HTTP_PROTOCOLS
         hash_key = None
         if lst.balancer.policy in HASH_POLICIES:
             hash_key = lst.balancer.hash_key or "client_ip"
+        if lst.protocol == "quic_passthrough":
+            hash_key = "quic_cid"
         listeners.append(
             ListenerPlan(
                 name=lst.name,
@@ -157,8 +166,13 @@ def plan_config(config: Config, *, online_cpus: Sequence[int], digest: str) -> G
                 http=(lst.http or HttpConfig()) if is_http else None,
                 h2=(lst.h2 or H2Config()) if lst.protocol in H2_FRONT_PROTOCOLS else None,
                 websocket=lst.websocket,
-                udp=(lst.udp or UdpConfig()) if lst.protocol == "udp" else None,
+                udp=_udp_sessions(lst.udp, lst.protocol),
                 backends=backends,
+                quic_passthrough=(
+                    (lst.quic_passthrough or QuicPassthroughConfig())
+                    if lst.protocol == "quic_passthrough"
+                    else None
+                ),
                 tls=_listener_tls(lst.tls, rt.handshake_timeout_ms)
                 if lst.protocol == "h1s"
                 else None,
@@ -170,6 +184,30 @@ def plan_config(config: Config, *, online_cpus: Sequence[int], digest: str) -> G
         cpus=resolve_cpus(rt.workers, online_cpus),
         config=config,
         listeners=listeners,
+    )
+
+
+def _udp_sessions(udp: UdpConfig | None, protocol: str) -> UdpConfig | None:
+    """Sessions of datagram listeners with the udp-only guards resolved (0 = off)."""
+    if protocol not in DATAGRAM_SESSIONS:
+        return None
+    u = udp or UdpConfig()
+    if protocol != "udp":
+        return msgspec.structs.replace(
+            u, new_sessions_per_source_per_s=0, reply_amplification_factor=0
+        )
+    return msgspec.structs.replace(
+        u,
+        new_sessions_per_source_per_s=(
+            UDP_NEW_SESSIONS_PER_SOURCE_PER_S
+            if u.new_sessions_per_source_per_s is None
+            else u.new_sessions_per_source_per_s
+        ),
+        reply_amplification_factor=(
+            UDP_REPLY_AMPLIFICATION_FACTOR
+            if u.reply_amplification_factor is None
+            else u.reply_amplification_factor
+        ),
     )
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 import msgspec
 
-ListenerProtocol = Literal["tcp", "udp", "tls", "h1", "h1s", "quic"]
+ListenerProtocol = Literal["tcp", "udp", "tls", "h1", "h1s", "quic", "quic_passthrough"]
 BackendProtocol = Literal["tcp", "udp", "h1", "h2", "h3"]
 PolicyName = Literal[
     "round_robin",
@@ -194,6 +194,28 @@ class RelayConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
 class UdpConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     session_idle_timeout_ms: int = 30_000
     max_sessions: int = 65_536
+    # udp listeners only (the plan applies UDP_* defaults below; 0 turns each off)
+    new_sessions_per_source_per_s: int | None = None
+    reply_amplification_factor: int | None = None
+
+
+UDP_NEW_SESSIONS_PER_SOURCE_PER_S = 200
+UDP_REPLY_AMPLIFICATION_FACTOR = 10
+
+
+class QuicLbConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    server_id_len: int
+    config_id: int = 0
+    server_id_offset: int = 1
+
+
+class QuicPassthroughConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    min_client_dcid_len: int = 8
+    server_cid_len: int = 8
+    max_routes: int = 100_000
+    route_idle_timeout_ms: int = 60_000
+    new_connections_per_source_per_s: int = 100
+    quic_lb: QuicLbConfig | None = None
 
 
 class BackendConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
@@ -202,6 +224,7 @@ class BackendConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     weight: int = 1
     tls: BackendTlsConfig | None = None
     proxy_protocol: ProxyProtocol = "none"
+    quic_server_id: str | None = None  # hex; QUIC-LB server ID (quic_passthrough.quic_lb)
 
 
 class ListenerConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
@@ -217,6 +240,7 @@ class ListenerConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     h2: H2Config | None = None
     websocket: WebSocketConfig | None = None
     udp: UdpConfig | None = None
+    quic_passthrough: QuicPassthroughConfig | None = None
     relay: RelayConfig | None = None
     backends: list[BackendConfig] = msgspec.field(default_factory=list)
 
@@ -238,6 +262,7 @@ NATURAL_BACKEND_PROTOCOL: dict[str, str] = {
     "h1": "h1",
     "h1s": "h1",
     "quic": "h3",
+    "quic_passthrough": "udp",
 }
 
 # Which backend protocols each listener protocol can reach.
@@ -248,4 +273,5 @@ ALLOWED_BACKEND_PROTOCOLS: dict[str, tuple[str, ...]] = {
     "h1": ("h1", "h2", "h3"),
     "h1s": ("h1", "h2", "h3"),
     "quic": ("h1", "h2", "h3"),
+    "quic_passthrough": ("udp",),
 }

@@ -19,13 +19,15 @@ from gateway.config.schema import (
     NATURAL_BACKEND_PROTOCOL,
     Config,
     ListenerConfig,
+    QuicPassthroughConfig,
 )
 from gateway.errors import ConfigError, Problem
 
 HASH_POLICIES = frozenset({"maglev", "ring_hash", "session_affinity"})
 HTTP_PROTOCOLS = frozenset({"h1", "h1s", "quic"})
 TLS_PROTOCOLS = frozenset({"tls", "h1s", "quic"})
-UDP_TRANSPORT = frozenset({"udp", "quic"})
+UDP_TRANSPORT = frozenset({"udp", "quic", "quic_passthrough"})
+DATAGRAM_SESSIONS = frozenset({"udp", "quic_passthrough"})  # [listeners.udp] sessions
 RELAY_PROTOCOLS = frozenset({"tcp", "tls"})  # listeners served by the L4 byte relays
 H2_FRONT_PROTOCOLS = frozenset({"h1", "h1s"})
 _H2_WINDOW_MAX = 2**31 - 1  # RFC 9113 §6.9.1
@@ -334,16 +336,122 @@ def _listener_blocks(lst: ListenerConfig, path: str, c: _Collector) -> None:
         else:
             _relay(lst, f"{path}.relay", c)
     if lst.udp is not None:
-        if proto != "udp":
-            c.add(f"{path}.udp", f"only allowed on udp listeners, not {proto!r}")
-        else:
-            c.in_range(
-                f"{path}.udp.session_idle_timeout_ms",
-                lst.udp.session_idle_timeout_ms,
-                100,
-                3_600_000,
+        if proto not in DATAGRAM_SESSIONS:
+            c.add(
+                f"{path}.udp", f"only allowed on udp and quic_passthrough listeners, not {proto!r}"
             )
-            c.in_range(f"{path}.udp.max_sessions", lst.udp.max_sessions, 1, 10_000_000)
+        else:
+            _udp_sessions(lst, f"{path}.udp", c)
+    if lst.quic_passthrough is not None and proto != "quic_passthrough":
+        c.add(
+            f"{path}.quic_passthrough",
+            f"only allowed on quic_passthrough listeners, not {proto!r}",
+        )
+    elif proto == "quic_passthrough":
+        _quic_passthrough(lst, path, c)
+
+
+def _udp_sessions(lst: ListenerConfig, path: str, c: _Collector) -> None:
+    u = lst.udp
+    assert u is not None
+    c.in_range(f"{path}.session_idle_timeout_ms", u.session_idle_timeout_ms, 100, 3_600_000)
+    c.in_range(f"{path}.max_sessions", u.max_sessions, 1, 10_000_000)
+    if lst.protocol == "quic_passthrough":
+        if u.new_sessions_per_source_per_s is not None:
+            c.add(
+                f"{path}.new_sessions_per_source_per_s",
+                "not used by quic_passthrough listeners (a client's sessions follow its "
+                "connections); set quic_passthrough.new_connections_per_source_per_s",
+            )
+        if u.reply_amplification_factor is not None:
+            c.add(
+                f"{path}.reply_amplification_factor",
+                "not used by quic_passthrough listeners: the QUIC backend bounds what it "
+                "sends to an unvalidated address (RFC 9000 §8.1), and after validation a "
+                "download legitimately exceeds any fixed factor",
+            )
+        return
+    if u.new_sessions_per_source_per_s is not None:
+        c.in_range(
+            f"{path}.new_sessions_per_source_per_s",
+            u.new_sessions_per_source_per_s,
+            1,
+            1_000_000,
+            zero_ok=True,
+        )
+    if u.reply_amplification_factor is not None:
+        c.in_range(
+            f"{path}.reply_amplification_factor",
+            u.reply_amplification_factor,
+            1,
+            1_000,
+            zero_ok=True,
+        )
+
+
+def _quic_passthrough(lst: ListenerConfig, path: str, c: _Collector) -> None:
+    q = lst.quic_passthrough or QuicPassthroughConfig()
+    qp = f"{path}.quic_passthrough"
+    c.in_range(f"{qp}.min_client_dcid_len", q.min_client_dcid_len, 8, 20)
+    c.in_range(f"{qp}.server_cid_len", q.server_cid_len, 1, 20)
+    c.in_range(f"{qp}.max_routes", q.max_routes, 1, 10_000_000)
+    c.in_range(f"{qp}.route_idle_timeout_ms", q.route_idle_timeout_ms, 1_000, 3_600_000)
+    c.in_range(
+        f"{qp}.new_connections_per_source_per_s",
+        q.new_connections_per_source_per_s,
+        1,
+        1_000_000,
+        zero_ok=True,
+    )
+    b = lst.balancer
+    if b.policy != "maglev":
+        c.add(
+            f"{path}.balancer.policy",
+            f"quic_passthrough picks a new connection's backend by Maglev over its DCID, so "
+            f'every worker and gateway agrees: set policy = "maglev", got {b.policy!r}',
+        )
+    if b.hash_key not in (None, "quic_cid"):
+        c.add(
+            f"{path}.balancer.hash_key",
+            f'quic_passthrough hashes the Initial\'s DCID: leave it unset or "quic_cid", got {b.hash_key!r}',
+        )
+    lb = q.quic_lb
+    if lb is not None:
+        lp = f"{qp}.quic_lb"
+        c.in_range(f"{lp}.config_id", lb.config_id, 0, 6)
+        c.in_range(f"{lp}.server_id_len", lb.server_id_len, 1, 15)
+        c.in_range(f"{lp}.server_id_offset", lb.server_id_offset, 1, 19)
+        if lb.server_id_offset + lb.server_id_len > q.server_cid_len:
+            c.add(
+                f"{lp}.server_id_len",
+                f"server_id_offset + server_id_len must fit in server_cid_len "
+                f"({q.server_cid_len}), got {lb.server_id_offset} + {lb.server_id_len}",
+            )
+    seen: dict[bytes, int] = {}
+    for j, backend in enumerate(lst.backends):
+        bp = f"{path}.backends[{j}].quic_server_id"
+        sid = backend.quic_server_id
+        if lb is None:
+            if sid is not None:
+                c.add(bp, "needs [listeners.quic_passthrough.quic_lb] on its listener")
+            continue
+        if sid is None:
+            c.add(bp, f"required on every backend with quic_lb: {lb.server_id_len} bytes in hex")
+            continue
+        try:
+            raw = bytes.fromhex(sid)
+        except ValueError:
+            raw = b""
+        if len(raw) != lb.server_id_len:
+            c.add(
+                bp,
+                f"must be {lb.server_id_len} bytes in hex ({2 * lb.server_id_len} hex "
+                f"digits, quic_lb.server_id_len), got {sid!r}",
+            )
+        elif raw in seen:
+            c.add(bp, f"duplicate server ID {sid!r} (also backends[{seen[raw]}])")
+        else:
+            seen[raw] = j
 
 
 def _relay(lst: ListenerConfig, path: str, c: _Collector) -> None:
@@ -567,10 +675,10 @@ def _health(lst: ListenerConfig, path: str, c: _Collector) -> None:
     if h is None:
         return
     hp = f"{path}.health"
-    if lst.protocol == "udp":
+    if lst.protocol in DATAGRAM_SESSIONS:
         c.add(
             hp,
-            "active health checks are not available for udp listeners (the prober speaks "
+            f"active health checks are not available for {lst.protocol} listeners (the prober speaks "
             "tcp and http only); remove [listeners.health] — passive health "
             "([listeners.outlier]) still ejects backends that refuse datagrams",
         )

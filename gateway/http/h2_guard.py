@@ -45,10 +45,10 @@ class FloodGuard:
         self.counts = [0, 0, 0, 0, 0, 0]
         self.window_start = now
 
-    def hit(self, kind: int, now: float) -> bool:
-        """Count one event of ``kind``; True when the connection is over its threshold."""
+    def hit(self, kind: int, now: float, count: int = 1) -> bool:
+        """Count ``count`` events of ``kind``; True when the connection is over its threshold."""
         if now - self.window_start >= self.window_s:
             self.window_start = now
             self.counts = [0, 0, 0, 0, 0, 0]
-        self.counts[kind] += 1
+        self.counts[kind] += count
         return self.counts[kind] > self.thresholds[kind]

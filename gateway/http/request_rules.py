@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from typing import Final
 
-from gateway.http.forwarding import VIA_TOKEN
+from gateway.http.forwarding import CLIENT_IDENTITY_FIELDS, VIA_TOKEN
 from gateway.http.hop_by_hop import HOP_BY_HOP
 from gateway.http.model import HeaderList, RequestHead, ResponseHead, comma_tokens
 from gateway.http.traceparent import child_context, parse_traceparent
@@ -41,9 +41,15 @@ def forward_request(
     next_hop: str,
     default_authority: bytes,
     rng: random.Random,
+    keep_inbound: bool = True,
 ) -> RequestHead:
-    """The head the next hop receives; ``head`` is admitted already and left unchanged."""
+    """The head the next hop receives; ``head`` is admitted already and left unchanged.
+
+    ``keep_inbound`` False: the client's X-Forwarded-For / Forwarded / X-Real-IP are
+    dropped (the listener's forwarding policy does not believe this peer)."""
     drop = _drop_set(_REQUEST_DROP, head.headers)
+    if not keep_inbound:
+        drop = drop | CLIENT_IDENTITY_FIELDS
     te_trailers = next_hop in MULTIPLEXED and b"te" not in comma_tokens(head.headers, b"connection")
     out: HeaderList = []
     xff: list[bytes] = []

@@ -43,9 +43,10 @@ def may_retry(
     return False
 
 
-def failure_outcome(kind: str) -> tuple[bool, str]:
-    """(ok, kind) for passive health: client-side failures count as neither."""
-    if kind.startswith("client") or kind in _NOT_THE_BACKENDS:
+def failure_outcome(kind: str, status: int) -> tuple[bool, str]:
+    """(ok, kind) for passive health: client-side failures (any 4xx: a malformed, oversized or
+    too slow request) count as neither."""
+    if status < 500 or kind.startswith("client") or kind in _NOT_THE_BACKENDS:
         return (True, "aborted")
     return (False, kind)
 

@@ -25,6 +25,9 @@ class BodySource:
         self.started = False
         self.trailers: HeaderList = []
         self.received_bytes = 0
+        # The producer may still be waiting on its peer for bytes (an upload in progress):
+        # the upstream connection it holds is a tunnel's (its own pool budget).
+        self.streaming = False
 
     async def receive(self) -> bytes:
         self.started = True

@@ -17,6 +17,7 @@ import trio
 
 from gateway.http.limits import HttpLimits
 from gateway.http.model import RequestHead
+from gateway.http.retry_budget import RetryBudget
 from gateway.http.server_names import ServerNameTable
 from workers.http.back import BackAdapter
 from workers.http1.backend import Backend
@@ -32,6 +33,10 @@ def _ignore_result(backend: Backend, ok: bool, kind: str, latency_s: float) -> N
 
 
 def _ignore_reason(reason: str) -> None:
+    return None
+
+
+def _ignore_denied() -> None:
     return None
 
 
@@ -52,11 +57,19 @@ class ProxyContext:
     on_backend_result: Callable[[Backend, bool, str, float], None] = _ignore_result
     # A defence fired (its reason counted in the security-rejection metric).
     on_reject: Callable[[str], None] = _ignore_reason
+    # The listener's retry budget in this worker (shared with the HTTP/1.1 fast path).
+    retry_budget: RetryBudget | None = None
+    on_retry_denied: Callable[[], None] = _ignore_denied
     # TLS listeners with several certificates: the table of the 421 check (None: no check).
     server_names: ServerNameTable | None = None
     draining: trio.Event = field(default_factory=trio.Event)
     drain_deadline_at: float = math.inf
     rng: random.Random = field(default_factory=random.Random)
+
+    def budget(self) -> RetryBudget:
+        if self.retry_budget is None:
+            self.retry_budget = RetryBudget(self.limits.retry_budget)
+        return self.retry_budget
 
     def start_drain(self, grace_s: float) -> None:
         self.drain_deadline_at = trio.current_time() + grace_s

@@ -18,6 +18,7 @@ from gateway.http.admission import admit_request
 from gateway.http.errors import BadGateway, GatewayTimeout, HttpError, NoBackend
 from gateway.http.model import RequestHead
 from gateway.http.request_rules import forward_request, forward_response
+from gateway.http.retry_budget import RetryBudget
 from gateway.http.retry_rule import (
     MAYBE_PROCESSED,
     NOT_PROCESSED,
@@ -47,6 +48,7 @@ class Exchange:
         "ctx",
         "front",
         "head",
+        "holding_retry",
         "sink",
         "status",
         "tried",
@@ -70,6 +72,7 @@ class Exchange:
         self.backend: Backend | None = None
         self.tried: list[Backend] = []
         self.status = 0
+        self.holding_retry = False  # a slot of the listener's retry budget
 
 
 async def proxy_exchange(
@@ -135,8 +138,20 @@ def _record(
 
 async def _forward(ex: Exchange) -> None:
     ctx = ex.ctx
+    budget = ctx.budget()
+    budget.request_started()
+    try:
+        await _pick_and_retry(ex, budget)
+    finally:
+        budget.request_finished(ex.holding_retry)
+
+
+async def _pick_and_retry(ex: Exchange, budget: RetryBudget) -> None:
+    """Attempts until one answers or no retry is allowed."""
+    ctx = ex.ctx
     ctx.route(ex.head)  # one backend set per listener until L7 routing fills this step
     max_attempts = max(1, ctx.limits.pool.max_attempts)
+    keep_inbound = ctx.limits.forwarding.keeps_inbound(ex.client_ip)
     attempt = 0
     while True:
         attempt += 1
@@ -153,6 +168,7 @@ async def _forward(ex: Exchange) -> None:
             next_hop=adapter.protocol,
             default_authority=backend.authority,
             rng=ctx.rng,
+            keep_inbound=keep_inbound,
         )
         how, failure = await _attempt(ex, backend, adapter, forwarded)
         if failure is None:
@@ -166,7 +182,10 @@ async def _forward(ex: Exchange) -> None:
             attempt=attempt,
             max_attempts=max_attempts,
         ):
-            continue
+            if budget.admit(ex.holding_retry):
+                ex.holding_retry = True  # held until the request ends
+                continue
+            ctx.on_retry_denied()
         raise failure
 
 
@@ -202,7 +221,7 @@ async def _attempt(
         if failure is None:
             outcome = status_outcome(ex.status)
             return PROCESSED, None
-        outcome = failure_outcome(failure.kind)
+        outcome = failure_outcome(failure.kind, failure.status)
         return _how(failure), failure
     finally:
         ctx.on_backend_result(backend, outcome[0], outcome[1], trio.current_time() - started_at)

@@ -96,9 +96,13 @@ class H1ResponseBody(BodySource):
             if tag == TRAILERS:
                 assert isinstance(payload, list)
                 self.trailers = payload
-            elif tag == END or (tag == EOF_EVENT and self.until_close):
-                self.ended = tag == END or self.until_close
+            elif tag == END or (tag == EOF_EVENT and self.until_close and not reader.eof_error):
+                self.ended = True
                 return b""
+            elif tag == EOF_EVENT and self.until_close:
+                # Reset, or TLS ended without close_notify: a close-delimited body that
+                # cannot be told from a truncated one is never passed on as complete.
+                raise BadGateway("upstream connection reset mid-body", kind="upstream_reset")
             elif tag == EOF_EVENT:
                 raise BadGateway("upstream closed mid-body", kind="upstream_truncated")
             else:
@@ -165,9 +169,10 @@ class H1Back:
     async def open_exchange(
         self, nursery: trio.Nursery, backend: Backend, head: RequestHead, body: BodySource
     ) -> UpstreamResponse:
-        conn = self.pool.take_idle(backend)
+        tunnel = body.streaming  # an upload that may take as long as its client likes
+        conn = self.pool.take_idle(backend, tunnel=tunnel)
         if conn is None:
-            conn = await self.pool.acquire(backend)
+            conn = await self.pool.acquire(backend, tunnel=tunnel)
         handed_over = False
         try:
             response = await self._exchange(nursery, conn, head, body)
@@ -267,6 +272,9 @@ class H1Back:
             raise BadGateway(f"unexpected upstream event {tag}", kind="upstream_protocol")
 
     async def _upload(self, conn: UpstreamConn, body: BodySource, upload: _Upload) -> None:
+        """Client body to the backend. A client-side failure ends the exchange; a failed write
+        ends only the upload: a backend that answers early (401, 413) and closes has its
+        answer relayed (the response read goes on), and the connection is not reused."""
         chunked = body.length is None
         try:
             while True:
@@ -276,6 +284,8 @@ class H1Back:
                 await self._send(conn, encode_chunk(chunk) if chunked else chunk, head=False)
             if chunked:
                 await self._send(conn, encode_last_chunk(body.trailers), head=False)
+        except BadGateway:  # the backend stopped taking the upload (writes only raise it)
+            upload.failed = True
         except HttpError:
             upload.failed = True
             raise

@@ -53,6 +53,7 @@ class H1RequestBody(BodySource):
         self.idle_s = idle_s
         self.expect_continue = expect_continue
         self.ended = self.length == 0
+        self.streaming = not self.ended and (expect_continue or not reader.has_complete_message())
 
     async def receive(self) -> bytes:
         self.started = True
@@ -116,7 +117,7 @@ class H1ResponseSink:
             self.chunked = True
         else:
             framing = BodyFraming(BodyKind.UNTIL_CLOSE)
-            s.close_after = True
+            s.close_after = s.client_until_close = True  # an abort must then reset
         if self.ctx.draining.is_set():
             s.close_after = True  # this response announces the close
         wire = serialize_response_head(

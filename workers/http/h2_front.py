@@ -22,6 +22,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
 import structlog
 import trio
 from hyperframe.frame import GoAwayFrame
@@ -69,6 +70,29 @@ class _Settings(h2.settings.Settings):
         return self.hard_stream_cap
 
 
+class _ServerConnection(h2.connection.H2Connection):
+    """h2's server connection, counting the frames a client sends on a stream it reset
+    itself: h2 answers each with an RST_STREAM of its own and reports no event (the
+    original bounds such local resets at 100). Frames on streams *we* reset are not counted:
+    a well-behaved client may still have some in flight."""
+
+    frames_after_client_reset = 0
+
+    def _count_if_client_reset(self, stream_id: int) -> None:
+        if self._stream_closed_by(stream_id) is h2.stream.StreamClosedBy.RECV_RST_STREAM:
+            self.frames_after_client_reset += 1
+
+    def _stream_is_closed_by_reset(self, stream_id: int) -> bool:  # frames but DATA
+        self._count_if_client_reset(stream_id)
+        return super()._stream_is_closed_by_reset(stream_id)
+
+    def _handle_data_on_closed_stream(  # type: ignore[no-untyped-def]
+        self, events, exc, frame
+    ):  # DATA frames
+        self._count_if_client_reset(frame.stream_id)
+        return super()._handle_data_on_closed_stream(events, exc, frame)
+
+
 @dataclass(slots=True)
 class _Stream:
     body: H2RequestBody
@@ -85,7 +109,7 @@ class H2ServerConnection:
         config = h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_inbound_headers=True
         )
-        self.h2 = h2.connection.H2Connection(config)
+        self.h2 = _ServerConnection(config)
         self.h2.local_settings = _Settings(
             client=False,
             initial_values={
@@ -193,6 +217,10 @@ class H2ServerConnection:
             self._on_event(event, now)
             if self._dead:
                 break
+        after_reset = self.h2.frames_after_client_reset
+        if after_reset and not self._dead:
+            self.h2.frames_after_client_reset = 0
+            self._flood(h2_guard.RESET, now, after_reset)
         self._kick()
 
     def _fatal(self, code: int, why: str) -> None:
@@ -210,8 +238,8 @@ class H2ServerConnection:
         self._kick()
         self._done.set()
 
-    def _flood(self, kind: int, now: float) -> None:
-        if self.guard.hit(kind, now):
+    def _flood(self, kind: int, now: float, count: int = 1) -> None:
+        if self.guard.hit(kind, now, count):
             reason = h2_guard.KIND_NAMES[kind]
             self.ctx.on_reject(reason)
             self._fatal(_Codes.ENHANCE_YOUR_CALM, reason)

@@ -60,6 +60,7 @@ class H2RequestBody(BodySource):
         self.ended = False
         self.error: HttpError | None = None
         self.discarded = False
+        self.streaming = length != 0  # DATA may still be on its way
         self._wake = trio.Event()
 
     # -- the connection's reader side (never awaits) --

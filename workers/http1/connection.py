@@ -275,6 +275,11 @@ class ClientConnection:
             if general is not None:
                 record = await general(self.stream, self.reader, self.client, head, state)
                 self.ctx.on_request_done(record)
+                kind = record.error_kind
+                if kind is not None and state.client_until_close and not kind.startswith("client"):
+                    # A body the client reads until our close cannot say it was cut short:
+                    # a reset does (as ``_fail`` decides on the fast path).
+                    self.abort = True
                 return not state.close_after
             exchange = self.exchange
             exchange.s = state

@@ -162,7 +162,7 @@ def test_global_rules(snippet: str, expected: str) -> None:
         ),
         (
             listener(extra="[listeners.udp]\nmax_sessions = 3"),
-            "listeners[0].udp: only allowed on udp listeners",
+            "listeners[0].udp: only allowed on udp and quic_passthrough listeners",
         ),
         (
             listener(extra="[listeners.websocket]\nenabled = true"),
@@ -340,7 +340,7 @@ def test_status_ranges() -> None:
             'forwarded_headers = "trusted"\ntrusted_proxies = ["10.0.0.0/33"]',
             [
                 "listeners[0].http.trusted_proxies[0]: must be a CIDR such as 10.0.0.0/8 or "
-                "2001:db8::/32, got '10.0.0.0/33'"
+                "2001:db8::/32, got '10.0.0.0/33' (line 7)"
             ],
         ),
         (

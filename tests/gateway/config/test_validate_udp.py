@@ -35,14 +35,24 @@ def test_udp_listener_with_udp_backends_is_valid_and_planned() -> None:
     plan = compile_config(text.encode(), online_cpus=CPUS)
     (lst,) = plan.listeners
     assert lst.socket.transport == "udp"
-    assert lst.udp == UdpConfig(session_idle_timeout_ms=500, max_sessions=32)
+    assert lst.udp == UdpConfig(
+        session_idle_timeout_ms=500,
+        max_sessions=32,
+        new_sessions_per_source_per_s=200,  # the plan applies the udp guards' defaults
+        reply_amplification_factor=10,
+    )
     assert lst.backends[0].protocol == "udp"
     assert lst.hash_key == "quic_cid"
 
 
 def test_udp_defaults_apply_without_a_udp_table() -> None:
     plan = compile_config(udp_listener().encode(), online_cpus=CPUS)
-    assert plan.listeners[0].udp == UdpConfig(session_idle_timeout_ms=30_000, max_sessions=65_536)
+    assert plan.listeners[0].udp == UdpConfig(
+        session_idle_timeout_ms=30_000,
+        max_sessions=65_536,
+        new_sessions_per_source_per_s=200,
+        reply_amplification_factor=10,
+    )
 
 
 def test_active_health_is_rejected_on_udp_listeners_with_a_clear_message() -> None:

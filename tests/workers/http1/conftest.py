@@ -10,7 +10,7 @@ from h1_peers import PROXY_PATH
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if metafunc.module.__name__.startswith("test_h1_proxy"):
+    if metafunc.module.__name__.startswith(("test_h1_proxy", "test_h1_hardening")):
         metafunc.parametrize("h1_path", ["fast", "general"], indirect=True)
 
 

@@ -77,7 +77,7 @@ async def test_endless_trailer_or_chunk_line_is_431_and_close(
     assert data.startswith(b"HTTP/1.1 431 "), data[:80]
     # Bounded like a head: max_header_bytes plus at most one read (and kernel buffers).
     assert sent[0] < 8 * 1024 * 1024
-    assert proxy.records[-1].status == 431
+    assert [r.status for r in proxy.records if r.status != 200] == [431]
     assert all(ok for _, ok, _ in proxy.results)  # the client's fault, never the backend's
     await _neighbour_is_served(proxy.port)
 
