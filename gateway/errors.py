@@ -7,6 +7,7 @@ protocol error code. OS errors are translated into these once, at the I/O bounda
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 # Process exit codes (sysexits-inspired, stable: systemd units and tests match on them).
@@ -77,6 +78,22 @@ class UpstreamError(GatewayError):
         self.kind = kind
         self.detail = detail
         super().__init__(f"{kind}: {detail}" if detail else kind)
+
+
+# OS errors that say this process (or host) ran out of something, not that a backend failed:
+# descriptors (EMFILE per process, ENFILE per host), socket buffers or memory, local ports.
+LOCAL_EXHAUSTION_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL}
+)
+
+
+class LocalResourceExhausted(GatewayError):
+    """The gateway itself ran out of descriptors (or buffers, memory, local ports) while
+    serving a connection. Answered locally (HTTP 503) and counted; never a backend failure,
+    so it must not feed passive health or eject a healthy backend."""
+
+    status = 503
+    kind = "fd_exhausted"
 
 
 class UpstreamConnectError(UpstreamError):

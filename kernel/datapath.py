@@ -34,7 +34,7 @@ from kernel.libbpf import (
 )
 from kernel.maps import ABI_CONSTANTS, MapView, abi
 from kernel.objects import BpfObject
-from kernel.reconcile import SteeringMaps, apply_plan, observed_plan
+from kernel.reconcile import CONFIG_FIELDS, SteeringMaps, apply_plan, observed_plan
 
 XDP_OBJECT = "xdp_steer.bpf.o"
 REUSEPORT_OBJECT = "reuseport_select.bpf.o"
@@ -251,22 +251,19 @@ class Datapath:
 
     def _update_config(self, **fields: int) -> None:
         cfg = self.maps["gw_config"].lookup(0)
-        current = {
-            n: int(getattr(cfg, n))
-            for n in ("nslots", "hash_seed", "quic_short_dcid_len", "new_flows_per_s")
-        }
+        current = {n: int(getattr(cfg, n)) for n in CONFIG_FIELDS}
         self.maps["gw_config"].update(0, {**current, **fields})
 
     def config(self) -> dict[str, int]:
         cfg = self.maps["gw_config"].lookup(0)
-        return {
-            n: int(getattr(cfg, n))
-            for n in ("nslots", "hash_seed", "quic_short_dcid_len", "new_flows_per_s")
-        }
+        return {n: int(getattr(cfg, n)) for n in CONFIG_FIELDS}
 
-    def set_rate_cap(self, new_flows_per_s: int) -> None:
-        """Per-source cap of new flows (TCP SYN, QUIC Initial) per second; 0 turns it off."""
-        self._update_config(new_flows_per_s=new_flows_per_s)
+    def set_rate_cap(self, new_flows_per_s: int, v6_prefix: int = 64) -> None:
+        """Per-source cap of new flows (TCP SYN, QUIC Initial) per second; 0 turns it off.
+        IPv6 sources are counted per `v6_prefix` network (128: per address)."""
+        if not 1 <= v6_prefix <= 128:
+            raise ValueError("v6_prefix must be 1..128")
+        self._update_config(new_flows_per_s=new_flows_per_s, new_flow_v6_prefix=v6_prefix)
 
     def set_quic(self, ports: set[int], short_dcid_len: int) -> None:
         """UDP ports whose DCID steers the flow, and the server's short-header DCID length."""

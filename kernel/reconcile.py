@@ -21,6 +21,14 @@ from gateway.steering import (
 from kernel.maps import MapView
 
 CPUMAP_QSIZE = 2048
+# struct gw_xdp_config, every field but the padding: rewritten whole on each change
+CONFIG_FIELDS = (
+    "nslots",
+    "hash_seed",
+    "quic_short_dcid_len",
+    "new_flows_per_s",
+    "new_flow_v6_prefix",
+)
 
 
 @dataclass
@@ -76,10 +84,7 @@ def _apply(maps: SteeringMaps, op: MapOp) -> None:
 
 
 def _struct_dict(value: object) -> dict[str, int]:
-    return {
-        name: int(getattr(value, name))
-        for name in ("nslots", "hash_seed", "quic_short_dcid_len", "new_flows_per_s")
-    }
+    return {name: int(getattr(value, name)) for name in CONFIG_FIELDS}
 
 
 def apply_plan(maps: SteeringMaps, old: SteeringPlan, new: SteeringPlan) -> list[MapOp]:

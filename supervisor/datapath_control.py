@@ -237,7 +237,7 @@ class DatapathControl:
                     log.info("kernel_xdp_detached", interface=ifname)
             if (old.enabled, old.mode, old.instance) != (new.enabled, new.mode, new.instance):
                 log.warning("kernel_restart_required", keys="kernel.enabled/mode/instance")
-        self.dp.set_rate_cap(new.new_flow_cap_per_sec)
+        self.dp.set_rate_cap(new.new_flow_cap_per_sec, new.new_flow_ipv6_prefix)
         self.cfg = new
         if old is not None:
             self.absent = {i for i in new.interfaces if not _interface_exists(i)}
@@ -265,6 +265,7 @@ class DatapathControl:
             "nslots": cfg["nslots"],
             "cpu_slots": list(self.dp.plan.cpu_slots),
             "new_flow_cap_per_sec": cfg["new_flows_per_s"],
+            "new_flow_ipv6_prefix": cfg["new_flow_v6_prefix"],
             "xdp": xdp,
             "xdp_totals": {reason: sum(v) for reason, v in xdp.items()},
             "reuseport": self.dp.reuseport_stats(),

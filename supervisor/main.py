@@ -38,6 +38,7 @@ from gateway.version import VERSION
 from supervisor.admin import AdminState, serve_admin
 from supervisor.cid_tables import CidTables
 from supervisor.datapath_control import DatapathControl, start_datapath
+from supervisor.fd_limit import raise_nofile_limit
 from supervisor.metrics_export import build_exporter
 from supervisor.prober import Prober
 from supervisor.sdnotify import Notifier
@@ -641,5 +642,6 @@ class Supervisor:
 
 def run_supervisor(plan: GatewayPlan, config_path: str) -> int:
     configure_logging(plan.config.observability.log_format, os.environ.get("LOG_LEVEL", "info"))
+    raise_nofile_limit()  # before any socket or worker: workers inherit the raised limit
     supervisor = Supervisor(plan, config_path)
     return trio.run(supervisor.run)

@@ -2,7 +2,7 @@
 
 Survives resource exhaustion the way trio's serve_listeners does: EMFILE, ENFILE,
 ENOMEM and ENOBUFS back off (10 ms doubling to 1 s) instead of killing the
-listener; ECONNABORTED is a client that gave up and is ignored. Accepted sockets
+listener, and each one is counted (`on_exhausted`); ECONNABORTED is a client that gave up and is ignored. Accepted sockets
 are handed to `on_connection`, which spawns the handler elsewhere, so cancelling
 this loop (drain) never cancels connections in flight.
 """
@@ -26,6 +26,7 @@ async def serve_accept_loop(
     name: str,
     on_connection: Callable[[trio.socket.SocketType, tuple[str, int]], None],
     *,
+    on_exhausted: Callable[[str], None] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     task_status.started()
@@ -35,6 +36,8 @@ async def serve_accept_loop(
             sock, addr = await listener.accept()
         except OSError as exc:
             if exc.errno in _BACKOFF_ERRNOS:
+                if on_exhausted is not None:
+                    on_exhausted("accept_fd_exhausted")
                 backoff_s = min(max(backoff_s * 2, 0.01), 1.0)
                 log.warning(
                     "accept_backoff",

@@ -4,7 +4,9 @@
 the backend's plan asks for, in the order the specs require: TCP connect, then the
 PROXY protocol header (it precedes any TLS bytes), then the TLS handshake with
 certificate and hostname verification. Failures raise UpstreamConnectError /
-UpstreamTimeout (gateway/errors.py) carrying the kind for metrics and passive health.
+UpstreamTimeout (gateway/errors.py) carrying the kind for metrics and passive health; a
+socket this worker cannot create (EMFILE, ENFILE, no local port) raises
+LocalResourceExhausted instead, which must never count against the backend.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ import ssl
 import trio
 
 from gateway.config.plan import BackendPlan
-from gateway.errors import UpstreamConnectError, UpstreamTimeout
+from gateway.errors import (
+    LOCAL_EXHAUSTION_ERRNOS,
+    GatewayError,
+    LocalResourceExhausted,
+    UpstreamConnectError,
+    UpstreamTimeout,
+)
 from gateway.proxy_protocol import Address, ProxyHeaderError, encode
 from workers.tls_context import backend_context, backend_server_name
 
@@ -30,22 +38,39 @@ async def _connect(backend: BackendPlan) -> trio.socket.SocketType:
             backend.host, backend.port, type=stdsocket.SOCK_STREAM
         )
     except OSError as exc:
+        if exc.errno in LOCAL_EXHAUSTION_ERRNOS:  # EAI_SYSTEM: the resolver's own socket
+            raise _local_or(exc, backend) from None
         raise UpstreamConnectError("resolve", f"{backend.id}: {exc}") from None
     last: OSError | None = None
     for family, type_, proto, _canon, sockaddr in infos:
-        sock = trio.socket.socket(family, type_, proto)
+        try:
+            sock = trio.socket.socket(family, type_, proto)
+        except OSError as exc:
+            raise _local_or(exc, backend) from None
         try:
             sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, 1)
             await sock.connect(sockaddr)
             return sock
         except OSError as exc:
             sock.close()
+            if (
+                exc.errno in LOCAL_EXHAUSTION_ERRNOS
+            ):  # e.g. no local port left: not the backend's fault
+                raise _local_or(exc, backend) from None
             last = exc
         except BaseException:
             sock.close()
             raise
     kind = "refused" if last is not None and last.errno == errno.ECONNREFUSED else "connect"
     raise UpstreamConnectError(kind, f"{backend.id}: {last.strerror if last else 'no address'}")
+
+
+def _local_or(exc: OSError, backend: BackendPlan) -> GatewayError:
+    """A socket we could not even create: this worker's problem (EMFILE), not the backend's."""
+    if exc.errno in LOCAL_EXHAUSTION_ERRNOS:
+        name = errno.errorcode.get(exc.errno or 0, "?")
+        return LocalResourceExhausted(f"{backend.id}: {name} ({exc.strerror})")
+    return UpstreamConnectError("connect", f"{backend.id}: {exc.strerror}")
 
 
 async def dial_backend(backend: BackendPlan, *, timeout_s: float) -> trio.socket.SocketType:

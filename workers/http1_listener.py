@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 # Outcomes that say nothing about the backend's health (the request ended for other reasons).
 _NEUTRAL_KINDS = frozenset({"aborted", "retry_stale"})
 _SECURITY_STATUSES = frozenset({400, 408, 413, 431})
+# Local failures (this worker out of descriptors): answered 503, counted beside the rejections.
+_LOCAL_KINDS = frozenset({"fd_exhausted"})
 
 
 def limits_from_plan(runtime: ListenerRuntime) -> HttpLimits:
@@ -132,7 +134,9 @@ def make_h1_context(runtime: ListenerRuntime, worker: Worker) -> H1Context:
             record.bytes_out,
         )
         stats.exchange_protocols(record.front, record.back)
-        if record.error_kind and record.status in _SECURITY_STATUSES:
+        if record.error_kind and (
+            record.status in _SECURITY_STATUSES or record.error_kind in _LOCAL_KINDS
+        ):
             stats.reject(record.error_kind)
         worker.access_log.append(record)
 

@@ -1,7 +1,8 @@
 """Bidirectional byte relay between two connected sockets, with half-close.
 
 Uses `os.splice` through a pipe (zero copy) where the kernel allows it, and falls
-back to recv/send. Each direction ends at EOF from its source, which is passed on
+back to recv/send (also for a direction whose pipe cannot be created because the worker
+is out of descriptors). Each direction ends at EOF from its source, which is passed on
 as a write shutdown (half-close), so protocols that send then wait (e.g. a client
 that shuts down its write side and reads the reply) work.
 """
@@ -14,6 +15,8 @@ import socket as stdsocket
 from collections.abc import Callable
 
 import trio
+
+from gateway.errors import LOCAL_EXHAUSTION_ERRNOS
 
 _CHUNK = 64 * 1024
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
@@ -35,7 +38,13 @@ class PeerReset(Exception):
 async def _pump_splice(
     src: trio.socket.SocketType, dst: trio.socket.SocketType, count: Callable[[int], None]
 ) -> None:
-    pipe_r, pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        pipe_r, pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno not in LOCAL_EXHAUSTION_ERRNOS:
+            raise
+        await _pump_copy(src, dst, count)  # no descriptors for a pipe (EMFILE): copy instead
+        return
     try:
         sfd, dfd = src.fileno(), dst.fileno()
         while True:

@@ -4,8 +4,10 @@ The backend is chosen per connection by the listener's policy; a failed connect
 (TCP, PROXY header or backend TLS handshake) is retried on another backend up to
 `max_connect_attempts`. Plain socket to plain socket is relayed with splice and
 half-close (workers/relay.py); when either side is TLS the stream relay
-(workers/stream_relay.py) is used. On drain the connection may finish until the
-deadline; then both sides are shut down cleanly (FIN / close_notify, not RST).
+(workers/stream_relay.py) is used. Both sockets get the listener's TCP keepalive, and
+a relay in which no byte moved for `[listeners.relay] idle_timeout_ms` ends
+(workers/relay_liveness.py). On drain the connection may finish until the deadline;
+then both sides are shut down cleanly (FIN / close_notify, not RST).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from collections.abc import Awaitable, Callable
 import structlog
 import trio
 
-from gateway.errors import UpstreamError
+from gateway.config.schema import RelayConfig
+from gateway.errors import LocalResourceExhausted, UpstreamError
 from gateway.proxy_protocol import Address
 from workers.dial import Upstream, open_upstream
 from workers.relay import PeerReset, relay
+from workers.relay_liveness import IdleDeadline, apply_keepalive
 from workers.stats import ListenerStats
 from workers.stream_relay import close_streams, relay_streams
 from workers.upstreams import UpstreamSet
@@ -69,15 +73,18 @@ async def connect_with_retries(
 
 
 async def _relay_sockets(
-    client: trio.socket.SocketType, backend: trio.socket.SocketType, stats: ListenerStats
+    client: trio.socket.SocketType,
+    backend: trio.socket.SocketType,
+    stats: ListenerStats,
+    idle: IdleDeadline,
 ) -> None:
     with backend:
         try:
             await relay(
                 client,
                 backend,
-                on_upstream_bytes=stats.bytes_in,
-                on_downstream_bytes=stats.bytes_out,
+                on_upstream_bytes=idle.counting(stats.bytes_in),
+                on_downstream_bytes=idle.counting(stats.bytes_out),
             )
         except PeerReset:
             pass  # one side reset: the relay ends and both sockets are closed below
@@ -90,7 +97,7 @@ async def _relay_sockets(
 
 
 async def relay_to_upstream(
-    client: trio.abc.Stream, upstream: Upstream, stats: ListenerStats
+    client: trio.abc.Stream, upstream: Upstream, stats: ListenerStats, idle: IdleDeadline
 ) -> None:
     """Relay a client stream (plain or TLS) to a connected upstream, then close both."""
     backend: trio.abc.Stream = (
@@ -98,7 +105,10 @@ async def relay_to_upstream(
     )
     try:
         await relay_streams(
-            client, backend, on_upstream_bytes=stats.bytes_in, on_downstream_bytes=stats.bytes_out
+            client,
+            backend,
+            on_upstream_bytes=idle.counting(stats.bytes_in),
+            on_downstream_bytes=idle.counting(stats.bytes_out),
         )
     except PeerReset:
         pass  # one side reset: the relay ends and both streams are closed below
@@ -111,29 +121,45 @@ async def proxy_to_backend(
     stats: ListenerStats,
     client_addr: Address,
     local_addr: Address,
-    relay_with: Callable[[Upstream], Awaitable[None]],
+    relay_with: Callable[[Upstream, IdleDeadline], Awaitable[None]],
 ) -> None:
-    """Connect (with retries), account the connection, run `relay_with(upstream)`.
+    """Connect (with retries), account the connection, run `relay_with(upstream, idle)`
+    within the listener's idle deadline, with TCP keepalive on the backend socket.
 
     An L4 connection counts as one request: least_request/ewma see its load, and its
-    lifetime is the latency the EWMA policy learns from.
+    lifetime is the latency the EWMA policy learns from. A backend socket this worker could
+    not create (EMFILE) closes the client and is counted as `fd_exhausted`, never against
+    the backend.
     """
-    chosen = await connect_with_retries(
-        upstreams,
-        client_ip=client_addr[0],
-        stats=stats,
-        client_addr=client_addr,
-        local_addr=local_addr,
-    )
+    try:
+        chosen = await connect_with_retries(
+            upstreams,
+            client_ip=client_addr[0],
+            stats=stats,
+            client_addr=client_addr,
+            local_addr=local_addr,
+        )
+    except LocalResourceExhausted as exc:
+        stats.reject(exc.kind)
+        return
     if chosen is None:
         stats.no_backend()
         return
     i, upstream = chosen
+    relay_config = upstreams.plan.relay or RelayConfig()
+    apply_keepalive(
+        upstream.transport_stream.socket if isinstance(upstream, trio.SSLStream) else upstream,
+        relay_config,
+    )
+    idle = IdleDeadline(relay_config.idle_timeout_ms / 1000)
     upstreams.connection_opened(i)
     upstreams.request_started(i)
     started = time.monotonic()
     try:
-        await relay_with(upstream)
+        with idle.scope:
+            await relay_with(upstream, idle)
+        if idle.lapsed:
+            stats.reject("relay_idle_timeout")
     finally:
         upstreams.request_finished(i, time.monotonic() - started)
         upstreams.connection_closed(i)
@@ -145,12 +171,13 @@ async def handle_tcp_connection(
     upstreams: UpstreamSet,
     stats: ListenerStats,
 ) -> None:
-    async def relay_with(upstream: Upstream) -> None:
+    async def relay_with(upstream: Upstream, idle: IdleDeadline) -> None:
         if isinstance(upstream, trio.SSLStream):
-            await relay_to_upstream(trio.SocketStream(client), upstream, stats)
+            await relay_to_upstream(trio.SocketStream(client), upstream, stats, idle)
         else:
-            await _relay_sockets(client, upstream, stats)
+            await _relay_sockets(client, upstream, stats, idle)
 
+    apply_keepalive(client, upstreams.plan.relay or RelayConfig())
     with client:
         await proxy_to_backend(
             upstreams, stats, (client_addr[0], client_addr[1]), local_address(client), relay_with

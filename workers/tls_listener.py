@@ -5,7 +5,8 @@ handshake_timeout_ms` (a client that connects and never finishes the handshake i
 closed at the deadline), backend choice and connect with retries (workers/tcp_proxy.py;
 PROXY header and backend TLS as each backend's plan says), then the stream relay with
 half-close towards the backend and close_notify towards the client
-(workers/stream_relay.py). The server SSLContext is built once per worker and
+(workers/stream_relay.py), with the listener's keepalive and idle timeout
+(workers/relay_liveness.py). The server SSLContext is built once per worker and
 listener, in `make_tls_handler`, never per connection. Must never log per connection.
 """
 
@@ -17,7 +18,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from gateway.config.schema import RelayConfig
 from workers.dial import Upstream, load_backend_tls
+from workers.relay_liveness import IdleDeadline, apply_keepalive
 from workers.stream_relay import close_streams
 from workers.tcp_proxy import local_address, proxy_to_backend, relay_to_upstream
 from workers.tls_context import server_context
@@ -74,7 +77,10 @@ def make_tls_handler(runtime: ListenerRuntime, worker: Worker) -> Handler:
     upstreams = runtime.upstreams
     stats = runtime.stats
 
+    relay_config = runtime.plan.relay or RelayConfig()
+
     async def handle(sock: trio.socket.SocketType, addr: tuple[str, int]) -> None:
+        apply_keepalive(sock, relay_config)
         local = local_address(sock)
         client = trio.SSLStream(trio.SocketStream(sock), context, server_side=True)
         try:
@@ -83,8 +89,8 @@ def make_tls_handler(runtime: ListenerRuntime, worker: Worker) -> Handler:
                 stats.reject(failure)
                 return
 
-            async def relay_with(upstream: Upstream) -> None:
-                await relay_to_upstream(client, upstream, stats)
+            async def relay_with(upstream: Upstream, idle: IdleDeadline) -> None:
+                await relay_to_upstream(client, upstream, stats, idle)
 
             await proxy_to_backend(upstreams, stats, (addr[0], addr[1]), local, relay_with)
         finally:

@@ -8,7 +8,9 @@ when the supervisor's channel closes) exit at once.
 
 from __future__ import annotations
 
+import functools
 import os
+import resource
 import socket as stdsocket
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +19,7 @@ import structlog
 import trio
 
 from gateway.config.plan import ListenerPlan
+from gateway.fd_budget import auto_inflight_cap
 from gateway.ipc import (
     BackendFigures,
     BecameReady,
@@ -92,13 +95,34 @@ class ListenerRuntime:
         raise RuntimeError(f"listener protocol {self.plan.protocol!r} has no handler in this build")
 
 
+def inflight_cap(boot: Boot) -> int:
+    """`max_inflight_connections`, with "auto" sized from this process's open-files limit
+    (the supervisor raised the soft limit to the hard one before starting workers)."""
+    rt = boot.plan.config.runtime
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap = rt.max_inflight_connections
+    if not isinstance(cap, int):
+        pooled = sum(
+            lp.http.pool_max_idle_per_backend * len(lp.backends)
+            for lp in boot.plan.listeners
+            if lp.http is not None
+        )
+        cap = auto_inflight_cap(
+            soft, (lp.protocol for lp in boot.plan.listeners), pooled_upstream_fds=pooled
+        )
+    log.info("worker_fd_budget", nofile=soft, max_inflight_connections=cap)
+    return cap
+
+
 class Worker:
     def __init__(self, boot: Boot, channel: SupervisorChannel) -> None:
         self.boot = boot
         self.channel = channel
         rt = boot.plan.config.runtime
         self.gate = ConnectionGate(
-            per_ip_cap=rt.per_ip_connection_cap, inflight_cap=rt.max_inflight_connections
+            per_ip_cap=rt.per_ip_connection_cap,
+            inflight_cap=inflight_cap(boot),
+            ipv6_prefix=rt.per_ip_ipv6_prefix,
         )
         self.metrics = WorkerMetrics()
         self.access_log = AccessLog(enabled=boot.plan.config.observability.access_log)
@@ -270,7 +294,9 @@ class Worker:
                                 await accepting.start(serve_udp_listener, runtime, self)
                                 continue
                             await accepting.start(
-                                serve_accept_loop,
+                                functools.partial(
+                                    serve_accept_loop, on_exhausted=runtime.stats.reject
+                                ),
                                 runtime.sock,
                                 runtime.plan.name,
                                 self._on_connection(runtime),

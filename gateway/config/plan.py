@@ -27,6 +27,7 @@ from gateway.config.schema import (
     HttpConfig,
     OutlierConfig,
     QuicPassthroughConfig,
+    RelayConfig,
     TlsConfig,
     UdpConfig,
     WebSocketConfig,
@@ -36,6 +37,7 @@ from gateway.config.validate import (
     H2_FRONT_PROTOCOLS,
     HASH_POLICIES,
     HTTP_PROTOCOLS,
+    RELAY_PROTOCOLS,
     UDP_TRANSPORT,
     validate_config,
 )
@@ -96,6 +98,7 @@ class ListenerPlan(msgspec.Struct, frozen=True):
     backends: list[BackendPlan]
     quic_passthrough: QuicPassthroughConfig | None = None
     tls: ListenerTlsPlan | None = None  # h1s listeners (the tls listener still reads config)
+    relay: RelayConfig | None = None  # tcp and tls listeners: idle timeout, TCP keepalive
 
 
 class GatewayPlan(msgspec.Struct, frozen=True):
@@ -173,6 +176,7 @@ def plan_config(config: Config, *, online_cpus: Sequence[int], digest: str) -> G
                 tls=_listener_tls(lst.tls, rt.handshake_timeout_ms)
                 if lst.protocol == "h1s"
                 else None,
+                relay=(lst.relay or RelayConfig()) if lst.protocol in RELAY_PROTOCOLS else None,
             )
         )
     return GatewayPlan(

@@ -48,7 +48,8 @@ class RuntimeConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     worker_boot_timeout_ms: int = 10_000
     control_socket: str = "/run/expressgateway/control.sock"
     per_ip_connection_cap: int = 1_024
-    max_inflight_connections: int = 65_536
+    per_ip_ipv6_prefix: int = 64  # IPv6 clients share the per-IP cap per /64 (one host's net)
+    max_inflight_connections: int | str = "auto"  # "auto": sized from RLIMIT_NOFILE
     max_keepalive_requests: int = 100
     header_underscore_policy: UnderscorePolicy = "reject"
     worker_user: str = "nobody"  # workers switch to it when the supervisor runs as root
@@ -78,6 +79,7 @@ class KernelConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     required: bool = False
     instance: str = "default"
     new_flow_cap_per_sec: int = 0
+    new_flow_ipv6_prefix: int = 64  # IPv6 sources share the new-flow cap per /64
     deny: list[str] = msgspec.field(default_factory=list)
 
 
@@ -181,6 +183,14 @@ class WebSocketConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     idle_timeout_seconds: int = 60
 
 
+class RelayConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    idle_timeout_ms: int = 3_600_000
+    tcp_keepalive: bool = True
+    keepalive_idle_seconds: int = 60
+    keepalive_interval_seconds: int = 10
+    keepalive_probes: int = 6
+
+
 class UdpConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     session_idle_timeout_ms: int = 30_000
     max_sessions: int = 65_536
@@ -231,6 +241,7 @@ class ListenerConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     websocket: WebSocketConfig | None = None
     udp: UdpConfig | None = None
     quic_passthrough: QuicPassthroughConfig | None = None
+    relay: RelayConfig | None = None
     backends: list[BackendConfig] = msgspec.field(default_factory=list)
 
 

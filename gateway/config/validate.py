@@ -28,6 +28,7 @@ HTTP_PROTOCOLS = frozenset({"h1", "h1s", "quic"})
 TLS_PROTOCOLS = frozenset({"tls", "h1s", "quic"})
 UDP_TRANSPORT = frozenset({"udp", "quic", "quic_passthrough"})
 DATAGRAM_SESSIONS = frozenset({"udp", "quic_passthrough"})  # [listeners.udp] sessions
+RELAY_PROTOCOLS = frozenset({"tcp", "tls"})  # listeners served by the L4 byte relays
 H2_FRONT_PROTOCOLS = frozenset({"h1", "h1s"})
 _H2_WINDOW_MAX = 2**31 - 1  # RFC 9113 §6.9.1
 
@@ -160,7 +161,15 @@ def _runtime(config: Config, online_cpus: Sequence[int], c: _Collector) -> None:
     c.in_range("runtime.handshake_timeout_ms", rt.handshake_timeout_ms, 100, 60_000)
     c.in_range("runtime.worker_boot_timeout_ms", rt.worker_boot_timeout_ms, 1_000, 120_000)
     c.in_range("runtime.per_ip_connection_cap", rt.per_ip_connection_cap, 1, 2_000_000)
-    c.in_range("runtime.max_inflight_connections", rt.max_inflight_connections, 100, 2_000_000)
+    c.in_range("runtime.per_ip_ipv6_prefix", rt.per_ip_ipv6_prefix, 32, 128)
+    inflight = rt.max_inflight_connections
+    if isinstance(inflight, bool) or (isinstance(inflight, str) and inflight != "auto"):
+        c.add(
+            "runtime.max_inflight_connections",
+            f'must be "auto" (sized from the open-files limit) or 100..2000000, got {inflight!r}',
+        )
+    elif isinstance(inflight, int):
+        c.in_range("runtime.max_inflight_connections", inflight, 100, 2_000_000)
     c.in_range(
         "runtime.max_keepalive_requests", rt.max_keepalive_requests, 1, 10_000_000, zero_ok=True
     )
@@ -229,6 +238,7 @@ def _kernel(config: Config, c: _Collector) -> None:
     if not _NAME.match(k.instance):
         c.add("kernel.instance", f"must match {_NAME.pattern}, got {k.instance!r}")
     c.in_range("kernel.new_flow_cap_per_sec", k.new_flow_cap_per_sec, 1, 10_000_000, zero_ok=True)
+    c.in_range("kernel.new_flow_ipv6_prefix", k.new_flow_ipv6_prefix, 32, 128)
     for i, cidr in enumerate(k.deny):
         try:
             ipaddress.ip_network(cidr, strict=False)
@@ -320,6 +330,11 @@ def _listener_blocks(lst: ListenerConfig, path: str, c: _Collector) -> None:
                 1,
                 86_400,
             )
+    if lst.relay is not None:
+        if proto not in RELAY_PROTOCOLS:
+            c.add(f"{path}.relay", f"only allowed on tcp and tls listeners, not {proto!r}")
+        else:
+            _relay(lst, f"{path}.relay", c)
     if lst.udp is not None:
         if proto not in DATAGRAM_SESSIONS:
             c.add(
@@ -437,6 +452,16 @@ def _quic_passthrough(lst: ListenerConfig, path: str, c: _Collector) -> None:
             c.add(bp, f"duplicate server ID {sid!r} (also backends[{seen[raw]}])")
         else:
             seen[raw] = j
+
+
+def _relay(lst: ListenerConfig, path: str, c: _Collector) -> None:
+    r = lst.relay
+    assert r is not None
+    c.in_range(f"{path}.idle_timeout_ms", r.idle_timeout_ms, 100, 86_400_000, zero_ok=True)
+    # Linux bounds: TCP_KEEPIDLE/TCP_KEEPINTVL 1..32767 s, TCP_KEEPCNT 1..127.
+    c.in_range(f"{path}.keepalive_idle_seconds", r.keepalive_idle_seconds, 1, 32_767)
+    c.in_range(f"{path}.keepalive_interval_seconds", r.keepalive_interval_seconds, 1, 32_767)
+    c.in_range(f"{path}.keepalive_probes", r.keepalive_probes, 1, 127)
 
 
 def _listener_tls(lst: ListenerConfig, path: str, c: _Collector) -> None:

@@ -65,6 +65,14 @@ class NoBackend(HttpError):
     kind = "no_backend"
 
 
+class LocalExhausted(HttpError):
+    """This worker ran out of descriptors (EMFILE) or local resources: a local 503 that says
+    nothing about the backend (see gateway.errors.LocalResourceExhausted)."""
+
+    status = 503
+    kind = "fd_exhausted"
+
+
 class GatewayTimeout(HttpError):
     status = 504
     kind = "gateway_timeout"

@@ -21,7 +21,15 @@ PROCESSED: Final = 2  # anything else: request bytes delivered, or a response be
 # Failure kinds that say nothing about the backend's health (a GOAWAY past the stream is
 # what a backend's graceful restart looks like).
 _NOT_THE_BACKENDS: Final = frozenset(
-    ("body_too_large", "body_timeout", "total_timeout", "aborted", "retry_stale", "upstream_goaway")
+    (
+        "body_too_large",
+        "body_timeout",
+        "total_timeout",
+        "aborted",
+        "retry_stale",
+        "upstream_goaway",
+        "fd_exhausted",
+    )
 )
 
 

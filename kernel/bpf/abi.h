@@ -11,7 +11,7 @@
 #include <linux/types.h>
 #endif
 
-#define GW_ABI_VERSION 1
+#define GW_ABI_VERSION 2
 #define GW_MAX_CPUS 128
 #define GW_MAX_SLOTS 256
 #define GW_MAX_QUIC_PORTS 64
@@ -30,6 +30,8 @@ struct gw_xdp_config {
 	__u32 hash_seed;       /* seed of the flow / DCID hash */
 	__u32 quic_short_dcid_len; /* DCID length of QUIC short-header packets (<= 20) */
 	__u32 new_flows_per_s; /* per-source new-flow cap; 0 = off */
+	__u32 new_flow_v6_prefix; /* IPv6 sources share the cap per this prefix; 0 or 128 = per address */
+	__u32 pad;
 };
 
 /* gw_cpu_map value: user-space mirror of the UAPI struct bpf_cpumap_val. */
@@ -55,7 +57,8 @@ struct gw_lpm_v6 {
 	__u8 addr[16];
 };
 
-/* gw_rate key: a source address (IPv4 in the first 4 bytes, family 4 or 6). */
+/* gw_rate key: a source address (IPv4 in the first 4 bytes, family 4 or 6); an IPv6
+ * source is cut to gw_xdp_config.new_flow_v6_prefix bits (the rest zero). */
 struct gw_rate_key {
 	__u8 addr[16];
 	__u32 family;

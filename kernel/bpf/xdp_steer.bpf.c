@@ -24,11 +24,29 @@ static __always_inline int gw_denied(struct gw_flow *f)
 	return bpf_map_lookup_elem(&gw_deny_v6, &k6) != 0;
 }
 
-/* One-second window per source; returns 1 when this new flow is over the cap. */
-static __always_inline int gw_over_rate(struct gw_flow *f, __u32 cap)
+/* Keep the first `prefix` bits of an IPv6 address (0 or >= 128: all of it). One host owns a
+ * whole /64 and may source from any address in it, so a per-address cap would not hold. */
+static __always_inline void gw_mask_v6(__u8 *addr, __u32 prefix)
+{
+	if (prefix == 0 || prefix >= 128)
+		return;
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		int keep = (int)prefix - i * 8;
+		if (keep <= 0)
+			addr[i] = 0;
+		else if (keep < 8)
+			addr[i] &= (__u8)(0xff << (8 - keep));
+	}
+}
+
+/* One-second window per source (IPv6: per prefix); returns 1 when this new flow is over the cap. */
+static __always_inline int gw_over_rate(struct gw_flow *f, __u32 cap, __u32 v6_prefix)
 {
 	struct gw_rate_key k = {.family = f->family};
 	__builtin_memcpy(k.addr, f->saddr, 16);
+	if (f->family == 6)
+		gw_mask_v6(k.addr, v6_prefix);
 	__u64 now = bpf_ktime_get_ns();
 	struct gw_rate_state *st = bpf_map_lookup_elem(&gw_rate, &k);
 	if (!st) {
@@ -102,7 +120,8 @@ int xdp_steer(struct xdp_md *ctx)
 		}
 	}
 
-	if (f.new_flow && cfg->new_flows_per_s && gw_over_rate(&f, cfg->new_flows_per_s))
+	if (f.new_flow && cfg->new_flows_per_s &&
+	    gw_over_rate(&f, cfg->new_flows_per_s, cfg->new_flow_v6_prefix))
 		return gw_verdict(GW_XDP_DROP_RATE, XDP_DROP, hash, 0, 0);
 
 	__u32 nslots = cfg->nslots;

@@ -145,6 +145,7 @@ def test_second_generation_adopts_pinned_maps(obj_dir: Path, pin_root: Path) -> 
             "hash_seed": 99,
             "quic_short_dcid_len": 0,
             "new_flows_per_s": 50,
+            "new_flow_v6_prefix": 64,
         }
         assert second.plan.cpu_slots == first.plan.cpu_slots
         assert run_xdp(second.xdp_prog_fd, frame).verdict == "REDIRECT"

@@ -203,6 +203,26 @@ def test_new_flow_rate_cap(dp: Datapath) -> None:
     assert run(dp, syn)[0] == "REDIRECT"
 
 
+def test_new_flow_rate_cap_keys_ipv6_by_prefix(dp: Datapath) -> None:
+    """Item 15: one host rotating through addresses of its /64 shares one cap; another /64
+    (and, with prefix 128, another address) has its own."""
+
+    def syn(src: str) -> bytes:
+        return kp.v6_frame(src, SRV6, 6, kp.tcp(1000, 80, flags=0x02))
+
+    dp.set_rate_cap(2)  # /64 by default
+    same_64 = ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::9"]
+    assert [run(dp, syn(a))[0] for a in same_64] == ["REDIRECT", "REDIRECT", "DROP"]
+    assert run(dp, syn("2001:db8:1:3::1"))[0] == "REDIRECT"  # the neighbouring /64
+    assert total(dp, "drop_rate") == 1
+    dp.set_rate_cap(2, v6_prefix=128)  # per address: fresh addresses are not capped together
+    assert [run(dp, syn(f"2001:db8:7:7::{i}"))[0] for i in range(1, 4)] == ["REDIRECT"] * 3
+    dp.set_rate_cap(2, v6_prefix=48)  # a /48 spans many /64s
+    wide = ["2001:db8:9:1::1", "2001:db8:9:2::1", "2001:db8:9:3::1"]
+    assert [run(dp, syn(a))[0] for a in wide] == ["REDIRECT", "REDIRECT", "DROP"]
+    assert dp.config()["new_flow_v6_prefix"] == 48
+
+
 def test_no_workers_passes(dp: Datapath) -> None:
     dp.set_workers({})
     assert dp.config()["nslots"] == 0

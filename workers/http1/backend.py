@@ -1,7 +1,8 @@
 """Backend identity and the default way to open a TCP stream to one.
 
 Owns the translation of connect failures into typed gateway errors (502 refused/unreachable,
-504 timeout). Must never pool or retry; ``pool`` and ``upstream`` do that.
+504 timeout, 503 when this worker is out of descriptors: a local failure, not the
+backend's). Must never pool or retry; ``pool`` and ``upstream`` do that.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from dataclasses import dataclass, field
 
 import trio
 
-from gateway.http.errors import BadGateway, GatewayTimeout
+from gateway.errors import LOCAL_EXHAUSTION_ERRNOS, LocalResourceExhausted
+from gateway.http.errors import BadGateway, GatewayTimeout, LocalExhausted
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,5 +53,23 @@ async def connect_with_timeout(
             return await connect(backend)
     except trio.TooSlowError:
         raise ConnectTimedOut(f"connect to {backend.id} timed out")
+    except LocalResourceExhausted as exc:  # from workers.dial (TLS backends)
+        raise LocalExhausted(str(exc))
     except OSError as exc:
+        if _is_local_exhaustion(exc):
+            raise LocalExhausted(f"connect to {backend.id}: {exc.strerror or exc}")
         raise ConnectFailed(f"connect to {backend.id}: {exc.strerror or exc}")
+
+
+def _is_local_exhaustion(exc: OSError) -> bool:
+    """EMFILE and kin on our side; trio's open_tcp_stream wraps each attempt's error in an
+    exception group under an errno-less OSError."""
+    if exc.errno in LOCAL_EXHAUSTION_ERRNOS:
+        return True
+    group = exc.__cause__
+    if isinstance(group, BaseExceptionGroup):
+        errors = group.exceptions
+        return bool(errors) and all(
+            isinstance(e, OSError) and e.errno in LOCAL_EXHAUSTION_ERRNOS for e in errors
+        )
+    return False

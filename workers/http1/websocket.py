@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import trio
 
-from gateway.http.errors import BadGateway, GatewayTimeout, HttpError, NoBackend
+from gateway.http.errors import BadGateway, GatewayTimeout, HttpError, LocalExhausted, NoBackend
 from gateway.http.forwarding import add_forwarding_headers
 from gateway.http.framing import NO_BODY
 from gateway.http.h1_wire import serialize_request_head, serialize_response_head
@@ -75,6 +75,9 @@ async def _connect(ctx: H1Context, head: RequestHead, client: str) -> UpstreamCo
                     ctx.on_retry_denied()
                     raise
                 holding = True
+            except LocalExhausted:  # our descriptors, not the backend's: a neutral outcome
+                ctx.on_backend_result(backend, True, "aborted", trio.current_time() - started_at)
+                raise
     finally:
         budget.request_finished(holding)
     raise NoBackend("no backend available")

@@ -351,3 +351,43 @@ def test_status_ranges() -> None:
 )
 def test_forwarding_policy_and_retry_budget_keys(http: str, expected: list[str]) -> None:
     assert check(listener(proto="h1", extra=f"[listeners.http]\n{http}")) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[runtime]\nmax_inflight_connections = "many"\n' + listener(),
+            'runtime.max_inflight_connections: must be "auto" (sized from the open-files limit)'
+            " or 100..2000000, got 'many'",
+        ),
+        (
+            "[runtime]\nper_ip_ipv6_prefix = 16\n" + listener(),
+            "runtime.per_ip_ipv6_prefix: must be 32..128, got 16",
+        ),
+        (
+            "[kernel]\nnew_flow_ipv6_prefix = 129\n" + listener(),
+            "kernel.new_flow_ipv6_prefix: must be 32..128, got 129",
+        ),
+        (
+            listener(proto="h1", extra="[listeners.relay]\nidle_timeout_ms = 1000"),
+            "listeners[0].relay: only allowed on tcp and tls listeners, not 'h1'",
+        ),
+        (
+            listener(extra="[listeners.relay]\nidle_timeout_ms = 5"),
+            "listeners[0].relay.idle_timeout_ms: must be 100..86400000 (or 0 to disable), got 5",
+        ),
+        (
+            listener(extra="[listeners.relay]\nkeepalive_probes = 500"),
+            "listeners[0].relay.keepalive_probes: must be 1..127, got 500",
+        ),
+    ],
+)
+def test_descriptor_and_relay_liveness_keys(text: str, expected: str) -> None:
+    found = check(text)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_relay_and_auto_cap_are_accepted() -> None:
+    relay = "[listeners.relay]\nidle_timeout_ms = 0\ntcp_keepalive = false"
+    assert check('[runtime]\nmax_inflight_connections = "auto"\n' + listener(extra=relay)) == []
