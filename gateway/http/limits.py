@@ -15,8 +15,9 @@ from gateway.http.retry_budget import RetryBudgetLimits
 
 UnderscorePolicy = Literal["reject", "drop", "allow"]
 
-# The largest chunk an HTTP/2 upstream body hands the core at once (the original's 8 KiB).
-BODY_CHUNK_MAX_BYTES = 8 * 1024
+# The largest chunk an HTTP/2 upstream body hands the core at once (queued DATA frames
+# coalesce up to it: one write to the client for a run of them).
+BODY_CHUNK_MAX_BYTES = 64 * 1024
 # One read from a socket on the H1 path; also bounds what one parser feed can queue.
 READ_MAX_BYTES = 64 * 1024
 

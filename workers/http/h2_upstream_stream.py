@@ -98,14 +98,25 @@ class H2UpstreamStream:
     # --- the consumer's side ------------------------------------------------------------
 
     def take_chunk(self) -> bytes:
-        """The next buffered bytes (at most BODY_CHUNK_MAX_BYTES), acknowledged to the peer."""
-        first = self.chunks[0]
-        if len(first) <= BODY_CHUNK_MAX_BYTES:
-            self.chunks.popleft()
-            chunk = first
-        else:
+        """The buffered bytes, as one chunk of at most BODY_CHUNK_MAX_BYTES (a run of DATA
+        frames leaves in one piece: one write to the client), acknowledged to the peer."""
+        chunks = self.chunks
+        first = chunks[0]
+        if len(first) > BODY_CHUNK_MAX_BYTES:
             chunk = first[:BODY_CHUNK_MAX_BYTES]
-            self.chunks[0] = first[BODY_CHUNK_MAX_BYTES:]
+            chunks[0] = first[BODY_CHUNK_MAX_BYTES:]
+        else:
+            chunks.popleft()
+            if chunks and len(first) + len(chunks[0]) <= BODY_CHUNK_MAX_BYTES:
+                parts = [first]
+                size = len(first)
+                while chunks and size + len(chunks[0]) <= BODY_CHUNK_MAX_BYTES:
+                    more = chunks.popleft()
+                    parts.append(more)
+                    size += len(more)
+                chunk = b"".join(parts)
+            else:
+                chunk = first
         self.buffered_bytes -= len(chunk)
         self.conn.acknowledge(self, len(chunk))
         return chunk
