@@ -20,6 +20,7 @@ from gateway.http.model import RequestHead, ResponseHead, comma_tokens, first_he
 from gateway.http.responses import reason_for
 from workers.http.back import UpstreamLost, UpstreamResponse
 from workers.http.body import BodySource
+from workers.http.h1_body_events import next_body_event
 from workers.http1.backend import Backend, Connect
 from workers.http1.exchange_steps import RESPONSE_HEAD, UP_BODY_IDLE, UP_BODY_WRITE, lapse_error
 from workers.http1.message_reader import (
@@ -82,13 +83,7 @@ class H1ResponseBody(BodySource):
             return b""
         reader = self.reader
         while True:
-            if not reader.events:
-                with trio.move_on_after(self.idle_s) as scope:
-                    await reader.fill()
-                if scope.cancelled_caught:
-                    raise lapse_error(UP_BODY_IDLE, False)
-                continue
-            tag, payload = reader.events.popleft()
+            tag, payload = await next_body_event(reader, self.idle_s, UP_BODY_IDLE)
             if tag == DATA:
                 assert isinstance(payload, bytes)
                 self.received_bytes += len(payload)

@@ -26,9 +26,10 @@ from gateway.http.responses import CONTINUE_100, error_response_h1, reason_for
 from workers.http.body import BodySource
 from workers.http.context import ProxyContext
 from workers.http.core import proxy_exchange
+from workers.http.h1_body_events import next_body_event
 from workers.http1.context import RequestRecord
 from workers.http1.exchange import ExchangeState
-from workers.http1.exchange_steps import CLIENT_BODY_IDLE, ClientGone, lapse_error
+from workers.http1.exchange_steps import CLIENT_BODY_IDLE, ClientGone
 from workers.http1.message_reader import DATA, END, EOF_EVENT, TRAILERS, MessageReader
 
 
@@ -68,13 +69,7 @@ class H1RequestBody(BodySource):
                     raise ClientGone("client closed before its body") from None
         reader = self.reader
         while True:
-            if not reader.events:
-                with trio.move_on_after(self.idle_s) as scope:
-                    await reader.fill()
-                if scope.cancelled_caught:
-                    raise lapse_error(CLIENT_BODY_IDLE, False)
-                continue
-            tag, payload = reader.events.popleft()
+            tag, payload = await next_body_event(reader, self.idle_s, CLIENT_BODY_IDLE)
             if tag == DATA:
                 assert isinstance(payload, bytes)
                 self.received_bytes += len(payload)
