@@ -98,12 +98,14 @@ async def _send_all(sock: trio.socket.SocketType, data: bytes, backend: BackendP
             raise UpstreamConnectError("connect", f"{backend.id}: {exc.strerror}") from None
 
 
-async def _start_tls(
+async def start_tls(
     sock: trio.socket.SocketType, backend: BackendPlan
 ) -> trio.SSLStream[trio.SocketStream]:
+    """TLS over a connected socket with the backend's verification and ALPN list."""
     assert backend.tls is not None
     try:
-        context = backend_context(backend.tls)  # cached: loaded once per worker and setting
+        # Cached: loaded once per worker, setting and ALPN list (load_backend_tls, at boot).
+        context = backend_context(backend.tls, backend_alpn(backend))
     except (OSError, ssl.SSLError) as exc:  # preflight checks the CA file; it may change since
         raise UpstreamConnectError("tls_config", f"{backend.id}: {exc}") from None
     stream = trio.SSLStream(
@@ -131,7 +133,7 @@ async def open_upstream(
             if header:
                 await _send_all(sock, header, backend)
             if backend.tls is not None:
-                return await _start_tls(sock, backend)
+                return await start_tls(sock, backend)
         except BaseException:
             sock.close()
             raise
@@ -141,11 +143,17 @@ async def open_upstream(
     )
 
 
+def backend_alpn(backend: BackendPlan) -> tuple[str, ...]:
+    """The ALPN list offered to a TLS backend: ``h2`` alone to an HTTP/2 one, else none."""
+    return ("h2",) if backend.protocol == "h2" else ()
+
+
 def load_backend_tls(backends: list[BackendPlan]) -> None:
-    """Build every backend's client context now (start-up), so a bad CA fails the boot."""
+    """Build every backend's client context now (start-up, before the worker gives up its
+    privileges and perhaps the right to read the CA file), so a bad CA fails the boot."""
     for backend in backends:
         if backend.tls is not None:
-            backend_context(backend.tls)
+            backend_context(backend.tls, backend_alpn(backend))
 
 
 async def open_backend_stream(backend: BackendPlan) -> trio.abc.Stream:
@@ -157,7 +165,7 @@ async def open_backend_stream(backend: BackendPlan) -> trio.abc.Stream:
     sock = await _connect(backend)
     try:
         if backend.tls is not None:
-            return await _start_tls(sock, backend)
+            return await start_tls(sock, backend)
     except BaseException:
         sock.close()
         raise

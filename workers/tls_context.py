@@ -40,14 +40,17 @@ def certificate_context(cert_path: str, key_path: str, *, tls13_only: bool) -> s
 
 
 @functools.lru_cache(maxsize=64)
-def backend_context(tls: BackendTlsConfig) -> ssl.SSLContext:
-    """Client context towards backends; cached per distinct (frozen, hashable) setting."""
+def backend_context(tls: BackendTlsConfig, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
+    """Client context towards backends; cached per distinct (frozen, hashable) setting and
+    ALPN list (``("h2",)`` for HTTP/2 backends: contexts are never shared across lists)."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_path)
     _harden(ctx, tls13_only=False)
     if not tls.verify:
         # Explicitly configured (and warned about at start by supervisor/preflight.py).
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
     return ctx
 
 

@@ -6,6 +6,7 @@ body read to its end, ``release``) against a backend listening on loopback.
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 import trio
 from h2_backends import (
@@ -307,8 +308,10 @@ async def test_a_tls_connect_without_alpn_h2_is_refused_clearly(certs) -> None: 
     async with hypercorn_backend(certs=certs) as port:
         plan = backend_plan(port, BackendTlsConfig(ca_path=str(certs.ca_cert)))
 
+        h1_plan = msgspec.structs.replace(plan, protocol="h1")
+
         async def h1_style_connect(backend: Backend) -> trio.abc.Stream:
-            return await open_backend_stream(plan)  # TLS as for h1 backends: no ALPN
+            return await open_backend_stream(h1_plan)  # TLS as for h1 backends: no ALPN
 
         back = H2Back(HttpLimits(), h1_style_connect)
         try:
