@@ -42,6 +42,7 @@ def analyze(
     client_lines: Mapping[str, Sequence[Mapping[str, Any]]],
     outcomes: Sequence[ChaosOutcome],
     gateway_survived: bool,
+    client_exit_codes: Mapping[str, int | None] | None = None,
 ) -> Analysis:
     t0, interval, warmup = meta["t0_wall"], meta["sample_s"], meta["warmup_s"]
     series = gateway_series(samples)
@@ -64,9 +65,11 @@ def analyze(
             for kind, n in per.items():
                 explained.setdefault(seq, {})[f"{name}:{kind}"] = n
         detail = f"unexpected {t.unexpected}" if t.unexpected else f"explained by chaos {t.allowed}"
-        verdicts.append(
-            _row(f"{name}.errors", t.passed, "0 errors outside chaos allowances", detail)
-        )
+        code = (client_exit_codes or {}).get(name, 0)
+        if code != 0:
+            detail = f"the client exited with {code} (see clients/{name}.log); {detail}"
+        passed = t.passed and code == 0
+        verdicts.append(_row(f"{name}.errors", passed, "0 errors outside chaos allowances", detail))
         if not lines:
             verdicts.append(
                 _row(f"{name}.rps", False, "client reported", "the client wrote nothing")

@@ -35,6 +35,8 @@ async def run_paced(
             failed = classify(exc)
         except h11.ProtocolError:
             failed = "protocol"
+        except Exception as exc:  # a defect in the client: counted as unexpected, run goes on
+            failed = f"client_bug_{type(exc).__name__}"
         if failed is None:
             ctx.recorder.ok(time.perf_counter() - started)
         else:

@@ -30,7 +30,7 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "ci": Profile("ci", 110.0, 2.0, 20.0, 10.0, 3.0, 2.0),
+    "ci": Profile("ci", 90.0, 2.0, 14.0, 8.0, 3.0, 2.0),
     "hour": Profile("hour", 3600.0, 5.0, 300.0, 60.0, 5.0, 5.0),
     "day": Profile("day", 86400.0, 15.0, 1800.0, 300.0, 10.0, 10.0),
     "custom": Profile("custom", 600.0, 5.0, 60.0, 30.0, 5.0, 5.0),

@@ -236,7 +236,8 @@ def run(opts: RunOptions) -> Analysis:
         "command": opts.command or shlex.join(sys.argv),
         "attached": bool(opts.attach_control),
     }
-    analysis = analyze(meta, r.samples, r.read_clients(), r.outcomes, survived)
+    codes = {name: proc.returncode for name, proc in r.clients.items()}
+    analysis = analyze(meta, r.samples, r.read_clients(), r.outcomes, survived, codes)
     write_json(analysis, opts.out / "report.json")
     write_html(analysis, opts.out / "report.html")
     return analysis

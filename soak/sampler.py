@@ -8,6 +8,7 @@ never ends the run. It must never act on the gateway.
 
 from __future__ import annotations
 
+import http.client
 import urllib.request
 from typing import Any
 
@@ -66,20 +67,20 @@ def sample_processes(supervisor_pid: int) -> list[dict[str, Any]]:
 
 
 def scrape(admin_url: str, timeout_s: float = 3.0) -> dict[str, float] | None:
+    out: dict[str, float] = {}
     try:
         with urllib.request.urlopen(f"{admin_url}/metrics", timeout=timeout_s) as resp:
             text = resp.read().decode()
-    except OSError:
-        return None
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            name = s.name.removeprefix(PREFIX)
-            if name == "reloads_total":
-                key = f"reloads_total.{s.labels.get('result', '')}"
-                out[key] = out.get(key, 0.0) + s.value
-            elif name in KEPT:
-                out[name] = out.get(name, 0.0) + s.value
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                name = s.name.removeprefix(PREFIX)
+                if name == "reloads_total":
+                    key = f"reloads_total.{s.labels.get('result', '')}"
+                    out[key] = out.get(key, 0.0) + s.value
+                elif name in KEPT:
+                    out[name] = out.get(name, 0.0) + s.value
+    except (OSError, http.client.HTTPException, ValueError):
+        return None  # a gap in the series, not the end of the run
     return out
 
 
