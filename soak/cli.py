@@ -32,7 +32,7 @@ chaos.jsonl, report.json and report.html into --out. Exit status: 0 every verdic
 """
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="expressgateway-soak",
         description="Drive the real gateway with real clients and backends for a long time, "
@@ -95,7 +95,7 @@ def _list() -> str:
 
 
 def options(argv: list[str]) -> RunOptions:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:
         print(_list())

@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import sys
+import time
 
 import trio
 
@@ -50,8 +51,6 @@ async def _run(args: argparse.Namespace, recorder: Recorder) -> None:
 
 
 def _wall() -> float:
-    import time
-
     return time.time()
 
 
@@ -68,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cpus:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+    cpus = sorted(os.sched_getaffinity(0))
+    print(f"soak client {args.scenario} pid {os.getpid()} on cpus {cpus}", flush=True)
     with open(args.out, "a", buffering=1) as out:
         recorder = Recorder(out)
         trio.run(_run, args, recorder)

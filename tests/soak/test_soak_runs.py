@@ -15,8 +15,12 @@ from typing import Any
 import pytest
 
 from soak import chaos_schedule as cs
-from soak.cli import _parser
+from soak import gateway_config
+from soak.backends import Backend
+from soak.cli import build_parser
+from soak.gateway_process import OwnedGateway
 from soak.scenarios import all_scenarios, default_names
+from tools.ports import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -83,7 +87,7 @@ def _verdict(report: dict[str, Any], series: str) -> dict[str, Any]:
 
 
 def test_help_explains_every_flag() -> None:
-    text = _parser().format_help()
+    text = build_parser().format_help()
     for flag in (
         "--profile", "--duration", "--scenario", "--out", "--list", "--scale",
         "--client-cpus", "--gateway-cpus", "--attach", "--control-socket", "--admin-url",
@@ -151,3 +155,48 @@ def test_a_client_that_never_closes_connections_is_seen_as_fd_drift(tmp_path: Pa
     assert _verdict(report, "tcp_echo.errors")["passed"]
     assert report["clients"]["fd_leak"]["ok"] >= 300
     assert "DRIFT" in (tmp_path / "leak" / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_attach_drives_a_running_gateway_and_leaves_it_running(tmp_path: Path) -> None:
+    """Bare-metal mode: the runner gets a control socket, an admin URL and listener
+    addresses, runs only the faults it can do from outside, pins its clients, and never
+    stops the gateway it did not start."""
+    backends = [Backend.on_free_ports(n, tmp_path) for n in ("A", "B")]
+    scenarios = [all_scenarios()[n] for n in ("h1_keepalive", "tcp_echo")]
+    ports = gateway_config.GatewayPorts(
+        str(tmp_path / "ctl.sock"), free_port(), {s.name: free_port() for s in scenarios}
+    )
+    config = tmp_path / "gateway.toml"
+    config.write_text(gateway_config.render(scenarios, backends, ports))
+    gateway = OwnedGateway(config, ports.control_socket, ports.metrics_port, tmp_path / "gw.log")
+    try:
+        for b in backends:
+            b.start()
+        gateway.start()
+        proc, report = _soak(
+            tmp_path / "attach",
+            "--attach", "--control-socket", ports.control_socket,
+            "--admin-url", f"http://127.0.0.1:{ports.metrics_port}",
+            "--target", f"h1_keepalive=127.0.0.1:{ports.listeners['h1_keepalive']}",
+            "--target", f"tcp_echo=127.0.0.1:{ports.listeners['tcp_echo']}",
+            "--scenario", "h1_keepalive,tcp_echo", "--client-cpus", "0",
+            "--profile", "custom", "--duration", "20", "--sample", "1", "--warmup", "4",
+            "--chaos", "reload,worker_kill,health_flap", "--chaos-every", "5",
+            timeout_s=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, (
+            [v for v in report["verdicts"] if not v["passed"]],
+            proc.stdout[-3000:],
+        )
+        assert "skipping" in proc.stdout and "health_flap" in proc.stdout
+        assert {c["kind"] for c in report["chaos"]} == {"reload", "worker_kill"}
+        assert all(c["ok"] for c in report["chaos"])
+        assert report["clients"]["h1_keepalive"]["ok"] > 100
+        log = (tmp_path / "attach" / "clients" / "h1_keepalive.log").read_text()
+        assert "on cpus [0]" in log
+        assert gateway.alive() and gateway.is_settled()  # still serving, untouched by the runner
+    finally:
+        gateway.stop()
+        for b in backends:
+            b.kill()
