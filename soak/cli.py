@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--control-socket", default="/run/expressgateway/control.sock", metavar="PATH")
     a.add_argument("--admin-url", default="http://127.0.0.1:9090", metavar="URL",
                    help="the gateway's metrics_bind, for /metrics")  # fmt: skip
+    a.add_argument("--ca", default="", metavar="PEM",
+                   help="CA certificate the clients trust for the gateway's TLS listeners")  # fmt: skip
     a.add_argument("--target", action="append", default=[], metavar="SCENARIO=HOST:PORT",
                    help="the gateway listener a scenario drives (repeatable; each scenario run needs one)")  # fmt: skip
     return p
@@ -152,6 +154,7 @@ def options(argv: list[str]) -> RunOptions:
         attach_control=args.control_socket if args.attach else "",
         attach_admin_url=args.admin_url if args.attach else "",
         attach_targets=targets,
+        attach_ca=args.ca,
         command=shlex.join(["expressgateway-soak", *argv]),
     )
 

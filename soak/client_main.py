@@ -35,6 +35,7 @@ async def _run(args: argparse.Namespace, recorder: Recorder) -> None:
         rng=random.Random(args.seed),
         recorder=recorder,
         stop_at=args.until,
+        ca_path=args.ca or None,
     )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(recorder.serve_flush, args.interval)
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--cpus", default="", help="comma-separated CPUs to run on")
+    parser.add_argument("--ca", default="", help="CA certificate to trust for TLS listeners")
     args = parser.parse_args(argv)
     if args.cpus:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})

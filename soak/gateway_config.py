@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from soak.backends import Backend
 from soak.scenario import Scenario
+from tools.make_certs import CertFiles
 
 DRAIN_TIMEOUT_MS = 5000
 
@@ -39,6 +40,7 @@ def render(
     workers: str = '"auto"',
     access_log: bool = False,
     invalid: bool = False,
+    certs: CertFiles | None = None,
 ) -> str:
     lines = [
         "# Written by expressgateway-soak for one run.",
@@ -63,10 +65,16 @@ def render(
         ]
         if sc.backend in _HEALTH:
             lines += ["", "[listeners.health]", _HEALTH[sc.backend]]
+        if sc.tls:
+            if certs is None:
+                raise ValueError(f"scenario {sc.name} needs TLS certificates")
+            lines += ["", "[listeners.tls]", f'cert_path = "{certs.cert}"', f'key_path = "{certs.key}"']  # fmt: skip
         for table, body in sc.listener_tables.items():
             lines += ["", f"[listeners.{table}]", body]
         for i, b in enumerate(backends):
             lines += ["", "[[listeners.backends]]", f'address = "{b.address(sc.backend)}"']
+            if sc.backend_protocol:
+                lines.append(f'protocol = "{sc.backend_protocol}"')
             if invalid and n == 0 and i == 0:
                 lines.append("weight = 0")
     return "\n".join(lines) + "\n"

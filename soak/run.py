@@ -31,6 +31,7 @@ from soak.gateway_process import AttachedGateway, OwnedGateway, _Gateway
 from soak.profiles import Profile
 from soak.report import Analysis, write_html, write_json
 from soak.scenario import Scenario
+from tools.make_certs import make_certs
 from tools.ports import free_port
 
 
@@ -48,6 +49,7 @@ class RunOptions:
     attach_control: str = ""
     attach_admin_url: str = ""
     attach_targets: dict[str, str] = field(default_factory=dict)
+    attach_ca: str = ""  # the CA of an attached gateway's TLS listeners
     command: str = ""
 
 
@@ -66,6 +68,8 @@ class _Run:
         self.samples: list[dict[str, Any]] = []
         self.t0_mono = 0.0
         self.t0_wall = 0.0
+        self.t0_mono_trio = 0.0
+        self.ca_path = opts.attach_ca
 
     def clock(self) -> float:
         return time.monotonic() - self.t0_mono
@@ -86,7 +90,9 @@ class _Run:
             },
         )
         workers = f"[{opts.gateway_cpus}]" if opts.gateway_cpus else '"auto"'
-        kw: dict[str, Any] = {"workers": workers, "access_log": opts.access_log}
+        certs = make_certs(self.out / "certs") if any(s.tls for s in opts.scenarios) else None
+        self.ca_path = str(certs.ca_cert) if certs else ""
+        kw: dict[str, Any] = {"workers": workers, "access_log": opts.access_log, "certs": certs}
         valid = gateway_config.render(opts.scenarios, self.backends, ports, **kw)
         invalid = gateway_config.render(opts.scenarios, self.backends, ports, invalid=True, **kw)
         config_path = self.out / "gateway.toml"
@@ -125,6 +131,8 @@ class _Run:
             ]  # fmt: skip
             if self.opts.client_cpus:
                 args += ["--cpus", self.opts.client_cpus]
+            if self.ca_path:
+                args += ["--ca", self.ca_path]
             with open(self.out / "clients" / f"{s.name}.log", "ab") as log:
                 self.clients[s.name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
 

@@ -25,6 +25,7 @@ class ClientContext:
     rng: random.Random
     recorder: Recorder
     stop_at: float  # wall-clock time (time.time()) the load must end by
+    ca_path: str | None = None  # the CA that signed a TLS listener's certificate
 
     def count(self, base: int) -> int:
         """`base` tasks/connections at scale 1, scaled, never below 1."""
@@ -39,5 +40,7 @@ class Scenario:
     backend: str  # backend port kind: "http" | "ws" | "tcp" | "udp"
     run: Callable[[ClientContext], Awaitable[None]]
     default: bool = True  # False: only when named (the leak injector for tests)
+    tls: bool = False  # the listener terminates TLS (tls, h1s, quic): the runner makes a cert
+    backend_protocol: str | None = None  # `protocol` of each backend when not the natural one
     # Extra TOML lines for this scenario's listener, by table: {"http": "header_timeout_ms = 5000"}
     listener_tables: dict[str, str] = field(default_factory=dict)

@@ -99,7 +99,7 @@ def test_help_explains_every_flag() -> None:
 def test_registry_has_one_module_per_scenario_and_the_leak_is_opt_in() -> None:
     scenarios = all_scenarios()
     for name in ("h1_keepalive", "h1_new_connection", "h1_large_bodies", "ws_echo",
-                 "tcp_echo", "udp_echo", "slowloris", "slow_post", "conn_flood"):  # fmt: skip
+                 "tcp_echo", "tls_echo", "udp_echo", "slowloris", "slow_post", "conn_flood"):  # fmt: skip
         assert name in default_names()
         assert scenarios[name].run.__module__ == f"soak.scenarios.{name}"
     assert "fd_leak" in scenarios and "fd_leak" not in default_names()
