@@ -21,7 +21,7 @@ from typing import Any
 
 from soak import chaos_schedule as cs
 from soak.backends import Backend
-from soak.gateway_process import GatewayError, OwnedGateway, _Gateway
+from soak.gateway_process import GatewayError, GatewayHandle
 
 SETTLE_S = 40.0  # a new generation boots and the old one drains (5 s budget) well within this
 
@@ -42,7 +42,7 @@ class ChaosOutcome:
 
 @dataclass
 class ChaosEnv:
-    gateway: _Gateway
+    gateway: GatewayHandle
     backend: Backend | None  # the one backend faults are done to (None when attached)
     config_path: Path | None
     valid_config: str
@@ -178,7 +178,3 @@ def perform(event: cs.ChaosEvent, env: ChaosEnv, clock: Callable[[], float]) -> 
     except (OSError, GatewayError, KeyError, subprocess.TimeoutExpired, TimeoutError) as exc:
         ok, detail = False, f"{type(exc).__name__}: {exc}"
     return ChaosOutcome(event.seq, event.kind, event.at_s, started, clock(), ok, detail)
-
-
-def owned(gateway: _Gateway) -> bool:
-    return isinstance(gateway, OwnedGateway)

@@ -27,7 +27,9 @@ class GatewayError(RuntimeError):
     pass
 
 
-class _Gateway:
+class GatewayHandle:
+    """What every gateway under soak answers: gatewayctl calls, status, its supervisor pid."""
+
     control_socket: str
     admin_url: str
 
@@ -79,7 +81,7 @@ class _Gateway:
         return False
 
 
-class OwnedGateway(_Gateway):
+class OwnedGateway(GatewayHandle):
     def __init__(self, config_path: Path, control_socket: str, metrics_port: int, log_path: Path):
         self.config_path = config_path
         self.control_socket = control_socket
@@ -131,7 +133,7 @@ class OwnedGateway(_Gateway):
         return self.proc.returncode
 
 
-class AttachedGateway(_Gateway):
+class AttachedGateway(GatewayHandle):
     """A gateway someone else started: driven and sampled, never started or stopped."""
 
     def __init__(self, control_socket: str, admin_url: str):

@@ -27,7 +27,7 @@ from soak import gateway_config, sampler
 from soak.analysis import analyze
 from soak.backends import Backend
 from soak.chaos_actions import ChaosEnv, ChaosOutcome, perform
-from soak.gateway_process import AttachedGateway, OwnedGateway, _Gateway
+from soak.gateway_process import AttachedGateway, GatewayHandle, OwnedGateway
 from soak.profiles import Profile
 from soak.report import Analysis, write_html, write_json
 from soak.scenario import Scenario
@@ -128,6 +128,7 @@ class _Run:
                 "--scenario", s.name, "--target", targets[s.name], "--until", f"{until:.3f}",
                 "--out", str(self.out / "clients" / f"{s.name}.jsonl"),
                 "--scale", str(self.opts.scale), "--seed", str(self.opts.seed * 1000 + i),
+                "--interval", "1" if self.p.sample_s <= 5 else "5",
             ]  # fmt: skip
             if self.opts.client_cpus:
                 args += ["--cpus", self.opts.client_cpus]
@@ -138,7 +139,7 @@ class _Run:
 
     # ---- the run -------------------------------------------------------------------
 
-    async def serve_sampling(self, gateway: _Gateway, supervisor_pid: int) -> None:
+    async def serve_sampling(self, gateway: GatewayHandle, supervisor_pid: int) -> None:
         with open(self.out / "samples.jsonl", "a") as f:
             k = 0
             while True:
@@ -172,7 +173,7 @@ class _Run:
                 f.flush()
                 _say(f"chaos #{outcome.seq} {outcome.kind} ok={outcome.ok}: {outcome.detail}")
 
-    async def drive(self, gateway: _Gateway, env: ChaosEnv, supervisor_pid: int) -> None:
+    async def drive(self, gateway: GatewayHandle, env: ChaosEnv, supervisor_pid: int) -> None:
         self.t0_mono_trio = trio.current_time()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.serve_sampling, gateway, supervisor_pid)
@@ -205,7 +206,7 @@ class _Run:
 def run(opts: RunOptions) -> Analysis:
     opts.out.mkdir(parents=True, exist_ok=True)
     r = _Run(opts)
-    gateway: _Gateway | None = None
+    gateway: GatewayHandle | None = None
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     try:
         if opts.attach_control:
