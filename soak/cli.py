@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from soak import chaos_schedule as cs
+from soak.gateway_process import GatewayError
 from soak.profiles import PROFILES
 from soak.run import RunOptions, run
 from soak.scenarios import all_scenarios, default_names
@@ -161,7 +162,11 @@ def options(argv: list[str]) -> RunOptions:
 
 def main(argv: list[str] | None = None) -> int:
     opts = options(sys.argv[1:] if argv is None else argv)
-    analysis = run(opts)
+    try:
+        analysis = run(opts)
+    except (GatewayError, TimeoutError) as exc:
+        print(f"expressgateway-soak: {exc}", file=sys.stderr)
+        return 1
     width = max(len(v["series"]) for v in analysis.verdicts)
     for v in analysis.verdicts:
         print(

@@ -27,7 +27,7 @@ from soak import gateway_config, sampler
 from soak.analysis import analyze
 from soak.backends import Backend
 from soak.chaos_actions import ChaosEnv, ChaosOutcome, perform
-from soak.gateway_process import AttachedGateway, GatewayHandle, OwnedGateway
+from soak.gateway_process import AttachedGateway, GatewayError, GatewayHandle, OwnedGateway
 from soak.profiles import Profile
 from soak.report import Analysis, write_html, write_json
 from soak.scenario import Scenario
@@ -111,8 +111,11 @@ class _Run:
     def start_attached(self) -> tuple[AttachedGateway, dict[str, str], ChaosEnv]:
         opts = self.opts
         gateway = AttachedGateway(opts.attach_control, opts.attach_admin_url)
-        if not gateway.is_settled():
-            raise RuntimeError("the gateway at the control socket is not running and settled")
+        if not gateway.wait_settled(10.0):
+            raise GatewayError(
+                f"no running, settled gateway answers at {opts.attach_control} "
+                "(gatewayctl status: state running, every worker ready, none draining)"
+            )
         env = ChaosEnv(
             gateway, None, None, "", "", random.Random(opts.seed + 1),
             self.p.backend_down_s, self.p.flap_s,

@@ -142,7 +142,7 @@ def test_ci_profile_passes_every_scenario_and_fault_and_reports_them(tmp_path: P
 def test_a_client_that_never_closes_connections_is_seen_as_fd_drift(tmp_path: Path) -> None:
     proc, report = _soak(
         tmp_path / "leak",
-        "--profile", "custom", "--duration", "40", "--sample", "1", "--warmup", "8",
+        "--profile", "custom", "--duration", "30", "--sample", "1", "--warmup", "6",
         "--scenario", "tcp_echo,fd_leak", "--chaos", "none",
         timeout_s=150,
     )  # fmt: skip
@@ -153,7 +153,7 @@ def test_a_client_that_never_closes_connections_is_seen_as_fd_drift(tmp_path: Pa
     assert _verdict(report, "supervisor.fds")["verdict"] == "BOUNDED"
     assert _verdict(report, "fd_leak.errors")["passed"]
     assert _verdict(report, "tcp_echo.errors")["passed"]
-    assert report["clients"]["fd_leak"]["ok"] >= 300
+    assert report["clients"]["fd_leak"]["ok"] >= 200
     assert "DRIFT" in (tmp_path / "leak" / "report.html").read_text()
 
 
