@@ -123,7 +123,7 @@ def _wait_health(env: ChaosEnv, want: str, timeout_s: float) -> float | None:
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
         if _health_of(env) == {want}:
-            return time.monotonic() - started
+            return round(time.monotonic() - started, 1)
         time.sleep(0.1)
     return None
 

@@ -121,7 +121,7 @@ def judge(
     tail_slope = theil_sen_slope(tail) if len(tail) >= 2 else 0.0
     sign = 1.0 if rule.direction == "grow" else -1.0
     growth, tail_growth = sign * slope * span, sign * tail_slope * span
-    threshold = max(rule.rel * abs(median), rule.floor)
+    threshold = float(max(rule.rel * abs(median), rule.floor))
     drift = growth > threshold and tail_growth > threshold / 2
     note = ""
     if growth > threshold and not drift:
