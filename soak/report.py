@@ -85,6 +85,9 @@ def _verdict_rows(analysis: Analysis) -> list[list[str]]:
     return rows
 
 
+# A client process busier than this on average is the bottleneck, not the gateway.
+CLIENT_BOUND_PERCENT = 80.0
+
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}
@@ -172,6 +175,7 @@ def write_html(analysis: Analysis, path: Path) -> None:
                 "errors",
                 "client CPU mean %",
                 "client CPU max %",
+                "client-bound",
                 "notes",
             ],
             [
@@ -181,6 +185,9 @@ def write_html(analysis: Analysis, path: Path) -> None:
                     str(c["errors"]),
                     f"{c['cpu_mean_percent']:.1f}",
                     f"{c['cpu_max_percent']:.1f}",
+                    '<span class="fail">yes</span>'
+                    if c["cpu_mean_percent"] > CLIENT_BOUND_PERCENT
+                    else "no",
                     html.escape(json.dumps(c["info"])),
                 ]
                 for name, c in analysis.clients.items()
