@@ -16,7 +16,7 @@ from pathlib import Path
 from soak import chaos_schedule as cs
 from soak.gateway_process import GatewayError
 from soak.profiles import PROFILES
-from soak.run import RunOptions, run
+from soak.run import RunOptions, reanalyze, run
 from soak.scenarios import all_scenarios, default_names
 
 EPILOG = """\
@@ -28,7 +28,7 @@ examples:
       --admin-url http://127.0.0.1:9090 --target h1_keepalive=127.0.0.1:8080 --profile hour
 
 The run writes gateway.toml, gateway.log, backend-*.log, clients/*.jsonl, samples.jsonl,
-chaos.jsonl, report.json and report.html into --out. Exit status: 0 every verdict passed,
+chaos.jsonl, meta.json, run_end.json, report.json and report.html into --out. Exit status: 0 every verdict passed,
 1 a verdict failed, 2 usage error.
 """
 
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--list", action="store_true", help="list scenarios, fault kinds and profiles, then exit"
     )
+    p.add_argument("--reanalyze", type=Path, metavar="DIR",
+                   help="judge a finished (or cut short) run again from its files in DIR and rewrite its report")  # fmt: skip
     p.add_argument("--client-cpus", default="", metavar="LIST",
                    help="CPUs the load client processes run on, e.g. 3 or 2,3 (default: any)")  # fmt: skip
     p.add_argument("--gateway-cpus", default="", metavar="LIST",
@@ -161,10 +163,15 @@ def options(argv: list[str]) -> RunOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    opts = options(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    again = build_parser().parse_args(args).reanalyze
     try:
-        analysis = run(opts)
-    except (GatewayError, TimeoutError) as exc:
+        if again is not None:
+            out, analysis = again, reanalyze(again)
+        else:
+            opts = options(args)
+            out, analysis = opts.out, run(opts)
+    except (GatewayError, TimeoutError, FileNotFoundError) as exc:
         print(f"expressgateway-soak: {exc}", file=sys.stderr)
         return 1
     width = max(len(v["series"]) for v in analysis.verdicts)
@@ -172,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{v['series']:<{width}}  {v['verdict']:<12}  {v.get('detail') or v.get('note') or ''}"
         )
-    print(f"{'PASS' if analysis.passed else 'FAIL'}: report {opts.out / 'report.html'}")
+    print(f"{'PASS' if analysis.passed else 'FAIL'}: report {out / 'report.html'}")
     return 0 if analysis.passed else 1
 
 

@@ -2,7 +2,8 @@
 
 Owns the order of things and the files of a run's output directory:
 `gateway.toml`, `gateway.log`, `backend-*.log`, `clients/<scenario>.jsonl`,
-`samples.jsonl`, `chaos.jsonl`, `report.json`, `report.html`. Every process it starts it
+`meta.json`, `samples.jsonl`, `chaos.jsonl`, `run_end.json`, `report.json`, `report.html`;
+`reanalyze` judges a run again from those files alone. Every process it starts it
 stops, by its own handle, whatever happens. It must never judge (that is `analysis`).
 """
 
@@ -65,7 +66,6 @@ class _Run:
         self.backends: list[Backend] = []
         self.clients: dict[str, subprocess.Popen[bytes]] = {}
         self.outcomes: list[ChaosOutcome] = []
-        self.samples: list[dict[str, Any]] = []
         self.t0_mono = 0.0
         self.t0_wall = 0.0
         self.t0_mono_trio = 0.0
@@ -150,7 +150,6 @@ class _Run:
                 sample = await trio.to_thread.run_sync(
                     sampler.take, supervisor_pid, gateway.admin_url, self.clock()
                 )
-                self.samples.append(sample)
                 f.write(json.dumps(sample) + "\n")
                 f.flush()
                 if k % max(1, round(60 / self.p.sample_s)) == 0:
@@ -197,20 +196,13 @@ class _Run:
                     proc.kill()
                     proc.wait()
 
-    def read_clients(self) -> dict[str, list[dict[str, Any]]]:
-        out = {}
-        for s in self.opts.scenarios:
-            path = self.out / "clients" / f"{s.name}.jsonl"
-            lines = path.read_text().splitlines() if path.exists() else []
-            out[s.name] = [json.loads(line) for line in lines if line.strip()]
-        return out
-
 
 def run(opts: RunOptions) -> Analysis:
     opts.out.mkdir(parents=True, exist_ok=True)
     r = _Run(opts)
     gateway: GatewayHandle | None = None
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    survived = False
     try:
         if opts.attach_control:
             gateway, targets, env = r.start_attached()
@@ -219,11 +211,15 @@ def run(opts: RunOptions) -> Analysis:
         supervisor_pid = gateway.supervisor_pid()
         _say(f"gateway up (supervisor pid {supervisor_pid}); load for {opts.profile.duration_s:g}s")
         r.t0_mono, r.t0_wall = time.monotonic(), time.time()
+        (opts.out / "meta.json").write_text(
+            json.dumps(_meta(opts, started_at, r.t0_wall), indent=1)
+        )
         r.start_clients(targets)
         trio.run(r.drive, gateway, env, supervisor_pid)
         r.stop_clients()
         survived = gateway.alive()
-        r.samples.append(sampler.take(supervisor_pid, gateway.admin_url, r.clock()))
+        with open(opts.out / "samples.jsonl", "a") as f:
+            f.write(json.dumps(sampler.take(supervisor_pid, gateway.admin_url, r.clock())) + "\n")
     finally:
         for proc in r.clients.values():
             if proc.poll() is None:
@@ -233,7 +229,14 @@ def run(opts: RunOptions) -> Analysis:
             gateway.stop()
         for b in r.backends:
             b.kill()
-    meta = {
+    codes = {name: proc.returncode for name, proc in r.clients.items()}
+    end = {"gateway_survived": survived, "client_exit_codes": codes}
+    (opts.out / "run_end.json").write_text(json.dumps(end))
+    return reanalyze(opts.out)
+
+
+def _meta(opts: RunOptions, started_at: str, t0_wall: float) -> dict[str, Any]:
+    return {
         "profile": opts.profile.name,
         "duration_s": opts.profile.duration_s,
         "sample_s": opts.profile.sample_s,
@@ -244,12 +247,34 @@ def run(opts: RunOptions) -> Analysis:
         "scenarios": [s.name for s in opts.scenarios],
         "chaos_kinds": list(opts.chaos_kinds),
         "started_at": started_at,
-        "t0_wall": r.t0_wall,
+        "t0_wall": t0_wall,
         "command": opts.command or shlex.join(sys.argv),
         "attached": bool(opts.attach_control),
     }
-    codes = {name: proc.returncode for name, proc in r.clients.items()}
-    analysis = analyze(meta, r.samples, r.read_clients(), r.outcomes, survived, codes)
-    write_json(analysis, opts.out / "report.json")
-    write_html(analysis, opts.out / "report.html")
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def reanalyze(out: Path) -> Analysis:
+    """Judge a run from its recorded files and (re)write report.json and report.html; works
+    on a run that was cut short (its end is then judged as the gateway not surviving)."""
+    meta = json.loads((out / "meta.json").read_text())
+    end_path = out / "run_end.json"
+    end = json.loads(end_path.read_text()) if end_path.exists() else {}
+    clients = {name: _jsonl(out / "clients" / f"{name}.jsonl") for name in meta["scenarios"]}
+    outcomes = [ChaosOutcome(**d) for d in _jsonl(out / "chaos.jsonl")]
+    analysis = analyze(
+        meta,
+        _jsonl(out / "samples.jsonl"),
+        clients,
+        outcomes,
+        bool(end.get("gateway_survived", False)),
+        end.get("client_exit_codes", {}),
+    )
+    write_json(analysis, out / "report.json")
+    write_html(analysis, out / "report.html")
     return analysis

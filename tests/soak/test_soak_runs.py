@@ -161,7 +161,7 @@ def test_a_client_that_never_closes_connections_is_seen_as_fd_drift(tmp_path: Pa
 def test_attach_drives_a_running_gateway_and_leaves_it_running(tmp_path: Path) -> None:
     """Bare-metal mode: the runner gets a control socket, an admin URL and listener
     addresses, runs only the faults it can do from outside, pins its clients, and never
-    stops the gateway it did not start."""
+    stops the gateway it did not start. Its recorded files alone give the same verdicts."""
     backends = [Backend.on_free_ports(n, tmp_path) for n in ("A", "B")]
     scenarios = [all_scenarios()[n] for n in ("h1_keepalive", "tcp_echo")]
     ports = gateway_config.GatewayPorts(
@@ -200,3 +200,12 @@ def test_attach_drives_a_running_gateway_and_leaves_it_running(tmp_path: Path) -
         gateway.stop()
         for b in backends:
             b.kill()
+
+    # the recorded files alone give the same judgement
+    again = subprocess.run(
+        [str(BIN / "expressgateway-soak"), "--reanalyze", str(tmp_path / "attach")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    rejudged = json.loads((tmp_path / "attach" / "report.json").read_text())
+    assert rejudged["verdicts"] == report["verdicts"]
