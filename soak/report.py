@@ -96,18 +96,22 @@ figure{margin:0 0 1em}figcaption{font-size:12px;color:#555}code{font-size:12px}
 """
 
 
-def write_html(analysis: Analysis, path: Path) -> None:
+def _header(analysis: Analysis) -> list[str]:
     meta = analysis.meta
-    events = [(c["started_s"], c["kind"]) for c in analysis.chaos]
     overall = "PASS" if analysis.passed else "FAIL"
-    parts = [
+    return [
         f"<!doctype html><html><head><meta charset='utf-8'><title>ExpressGateway soak {overall}</title>",
         f"<style>{STYLE}</style></head><body>",
-        f'<h1>ExpressGateway soak: <span class="{"pass" if analysis.passed else "fail"}">{overall}</span></h1>',
+        f'<h1>ExpressGateway soak: <span class="{overall.lower()}">{overall}</span></h1>',
         f"<p>profile <b>{html.escape(str(meta['profile']))}</b>, {meta['duration_s']:g} s, "
         f"sample every {meta['sample_s']:g} s, warm-up {meta['warmup_s']:g} s (not judged), "
         f"seed {meta['seed']}, scale {meta['scale']:g}, scenarios {html.escape(', '.join(meta['scenarios']))}. "
         f"Started {html.escape(meta['started_at'])}. Command: <code>{html.escape(meta['command'])}</code></p>",
+    ]
+
+
+def _verdicts(analysis: Analysis) -> list[str]:
+    return [
         "<h2 id='verdicts'>Verdicts</h2>",
         "<p>Trend rule (Theil-Sen slope over the steady part, whole window and second half): "
         "DRIFT when the whole-window trend moves the series past the threshold and the "
@@ -126,47 +130,56 @@ def write_html(analysis: Analysis, path: Path) -> None:
             _verdict_rows(analysis),
             "verdicts",
         ),
-        "<h2>Chaos events</h2>",
-        _table(
-            [
-                "#",
-                "kind",
-                "planned s",
-                "started s",
-                "ended s",
-                "ok",
-                "allowed errors",
-                "errors explained",
-                "detail",
-            ],
-            [
-                [
-                    str(c["seq"]),
-                    html.escape(c["kind"]),
-                    f"{c['planned_s']:.1f}",
-                    f"{c['started_s']:.1f}",
-                    f"{c['ended_s']:.1f}",
-                    f'<span class="{"pass" if c["ok"] else "fail"}">{"yes" if c["ok"] else "NO"}</span>',
-                    html.escape(", ".join(sorted(ALLOWED_ERRORS[c["kind"]])) or "none"),
-                    html.escape(json.dumps(c.get("explained", {}))),
-                    html.escape(c["detail"]),
-                ]
-                for c in analysis.chaos
-            ],
-        ),
+    ]
+
+
+def _chaos(analysis: Analysis) -> list[str]:
+    rows = [
+        [
+            str(c["seq"]),
+            html.escape(c["kind"]),
+            f"{c['planned_s']:.1f}",
+            f"{c['started_s']:.1f}",
+            f"{c['ended_s']:.1f}",
+            f'<span class="{"pass" if c["ok"] else "fail"}">{"yes" if c["ok"] else "NO"}</span>',
+            html.escape(", ".join(sorted(ALLOWED_ERRORS[c["kind"]])) or "none"),
+            html.escape(json.dumps(c.get("explained", {}))),
+            html.escape(c["detail"]),
+        ]
+        for c in analysis.chaos
+    ]
+    headers = ["#", "kind", "planned s", "started s", "ended s", "ok", "allowed errors",
+               "errors explained", "detail"]  # fmt: skip
+    return ["<h2>Chaos events</h2>", _table(headers, rows)]
+
+
+def _clients(analysis: Analysis) -> list[str]:
+    errors = [
+        [
+            html.escape(name),
+            html.escape(json.dumps(e["unexpected"])),
+            html.escape(json.dumps(e["allowed"])),
+            html.escape(", ".join(str(x) for x in e["first_unexpected_s"])),
+        ]
+        for name, e in analysis.errors.items()
+    ]
+    load = [
+        [
+            html.escape(name),
+            str(c["ok"]),
+            str(c["errors"]),
+            f"{c['cpu_mean_percent']:.1f}",
+            f"{c['cpu_max_percent']:.1f}",
+            '<span class="fail">yes</span>'
+            if c["cpu_mean_percent"] > CLIENT_BOUND_PERCENT
+            else "no",
+            html.escape(json.dumps(c["info"])),
+        ]
+        for name, c in analysis.clients.items()
+    ]
+    return [
         "<h2>Client errors</h2>",
-        _table(
-            ["scenario", "unexpected", "explained by chaos", "first unexpected at s"],
-            [
-                [
-                    html.escape(name),
-                    html.escape(json.dumps(e["unexpected"])),
-                    html.escape(json.dumps(e["allowed"])),
-                    html.escape(", ".join(str(x) for x in e["first_unexpected_s"])),
-                ]
-                for name, e in analysis.errors.items()
-            ],
-        ),
+        _table(["scenario", "unexpected", "explained by chaos", "first unexpected at s"], errors),
         "<h2>Load generators</h2>",
         _table(
             [
@@ -178,29 +191,30 @@ def write_html(analysis: Analysis, path: Path) -> None:
                 "client-bound",
                 "notes",
             ],
-            [
-                [
-                    html.escape(name),
-                    str(c["ok"]),
-                    str(c["errors"]),
-                    f"{c['cpu_mean_percent']:.1f}",
-                    f"{c['cpu_max_percent']:.1f}",
-                    '<span class="fail">yes</span>'
-                    if c["cpu_mean_percent"] > CLIENT_BOUND_PERCENT
-                    else "no",
-                    html.escape(json.dumps(c["info"])),
-                ]
-                for name, c in analysis.clients.items()
-            ],
+            load,
         ),
-        "<h2>Series</h2>",
     ]
-    end_s = float(meta["duration_s"])
-    for s in analysis.series:
-        parts.append(
-            f'<figure id="series-{html.escape(s.name)}" data-series="{html.escape(s.name)}">'
-            f"<figcaption>{html.escape(s.name)}</figcaption>"
-            f"{plots.svg(s, events, float(meta['warmup_s']), end_s)}</figure>"
-        )
-    parts.append("</body></html>")
+
+
+def _figures(analysis: Analysis) -> list[str]:
+    meta = analysis.meta
+    events = [(c["started_s"], c["kind"]) for c in analysis.chaos]
+    end_s, warmup_s = float(meta["duration_s"]), float(meta["warmup_s"])
+    return ["<h2>Series</h2>"] + [
+        f'<figure id="series-{html.escape(s.name)}" data-series="{html.escape(s.name)}">'
+        f"<figcaption>{html.escape(s.name)}</figcaption>"
+        f"{plots.svg(s, events, warmup_s, end_s)}</figure>"
+        for s in analysis.series
+    ]
+
+
+def write_html(analysis: Analysis, path: Path) -> None:
+    parts = [
+        *_header(analysis),
+        *_verdicts(analysis),
+        *_chaos(analysis),
+        *_clients(analysis),
+        *_figures(analysis),
+        "</body></html>",
+    ]
     path.write_text("\n".join(parts))
