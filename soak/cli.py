@@ -70,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gateway-cpus", default="", metavar="LIST",
                    help="CPUs the gateway's workers are pinned to (runtime.workers), default auto")  # fmt: skip
     p.add_argument("--access-log", action="store_true", help="keep the gateway's access log on")
-    a = p.add_argument_group("driving a gateway that is already running (bare metal)")
+    a = p.add_argument_group(
+        "driving a gateway that is already running (bare metal)",
+        "Run as root or as the gateway's user, on its host, so its processes can be sampled. "
+        "Faults that need the runner's own backends or config file are skipped.",
+    )
     a.add_argument("--attach", action="store_true",
                    help="do not start a gateway or backends: drive the one at --control-socket")  # fmt: skip
     a.add_argument("--control-socket", default="/run/expressgateway/control.sock", metavar="PATH")
