@@ -28,8 +28,8 @@ examples:
       --admin-url http://127.0.0.1:9090 --target h1_keepalive=127.0.0.1:8080 --profile hour
 
 The run writes gateway.toml, gateway.log, backend-*.log, clients/*.jsonl, samples.jsonl,
-chaos.jsonl, meta.json, run_end.json, report.json and report.html into --out. Exit status: 0 every verdict passed,
-1 a verdict failed, 2 usage error.
+chaos.jsonl, meta.json, run_end.json, report.json and report.html into --out.
+Exit status: 0 every verdict passed, 1 a verdict failed, 2 usage error.
 """
 
 
@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--attach", action="store_true",
                    help="do not start a gateway or backends: drive the one at --control-socket")  # fmt: skip
-    a.add_argument("--control-socket", default="/run/expressgateway/control.sock", metavar="PATH")
+    a.add_argument("--control-socket", default="/run/expressgateway/control.sock", metavar="PATH",
+                   help="the gateway's runtime.control_socket (default %(default)s)")  # fmt: skip
     a.add_argument("--admin-url", default="http://127.0.0.1:9090", metavar="URL",
                    help="the gateway's metrics_bind, for /metrics")  # fmt: skip
     a.add_argument("--ca", default="", metavar="PEM",
