@@ -31,6 +31,7 @@ EVENT_COLOURS = {
     "health_flap": "#2ca02c",
     "invalid_reload": "#7f7f7f",
 }
+MAX_LEGEND_LINES = 12
 _SCALE = {"bytes": (1024 * 1024, "MiB"), "s": (0.001, "ms")}
 
 
@@ -65,6 +66,9 @@ def svg(
         for kind in kinds_seen:
             handles.append(Line2D([], [], color=EVENT_COLOURS.get(kind, "black"), linestyle=":"))
             labels.append(kind)
+        if len(series.lines) > MAX_LEGEND_LINES:  # one line per process: colours, no legend
+            keep = len(handles) - len(kinds_seen)
+            handles, labels = handles[keep:], labels[keep:]
         if handles:
             ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.tight_layout()

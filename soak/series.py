@@ -77,6 +77,20 @@ def gateway_series(samples: Sequence[Mapping[str, Any]]) -> list[Series]:
                 unit if unit == "fds" else "bytes",
             )
         )
+    by_pid: dict[str, list[Point]] = {}
+    for row in rows:
+        for p in row["procs"]:
+            if p["role"] == "worker":
+                by_pid.setdefault(f"pid {p['pid']}", []).append((row["t"], float(p["rss"])))
+    out.append(
+        Series(
+            "workers.rss_by_pid",
+            "RSS of each worker over its life (faults replace workers: a leak shows as every "
+            "life rising, not the total)",
+            "bytes",
+            by_pid,
+        )
+    )
     out.append(
         Series("gateway.cpu_percent", "Gateway CPU (% of one core)", "%", {"all": _cpu(rows)})
     )
