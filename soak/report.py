@@ -52,6 +52,7 @@ def _fmt(value: Any, unit: str = "") -> str:
     if isinstance(value, float):
         if value != value:  # NaN
             return "-"
+        value += 0.0  # -0.0 prints as 0
         if unit == "bytes":
             return f"{value / (1024 * 1024):.1f} MiB"
         if unit == "s":
