@@ -1,0 +1,66 @@
+"""The pure accounting around a run: latency percentiles from merged histograms, the seeded
+fault schedule, and which client errors a fault explains."""
+
+from __future__ import annotations
+
+import random
+
+from soak import chaos_schedule as cs
+from soak.error_budget import EventWindow, tally
+from soak.latency_histogram import bucket_of, merge, percentile_s, upper_bound_s
+
+
+def test_percentiles_are_within_one_bucket_of_the_truth() -> None:
+    latencies = [0.001 * (i + 1) for i in range(1000)]  # 1 ms .. 1 s
+    hist: dict[int, int] = {}
+    for lat in latencies:
+        hist[bucket_of(lat)] = hist.get(bucket_of(lat), 0) + 1
+    p50, p99 = percentile_s(hist, 0.5), percentile_s(hist, 0.99)
+    assert p50 is not None and 0.5 <= p50 <= 0.5 * 1.2
+    assert p99 is not None and 0.99 <= p99 <= 0.99 * 1.2
+    assert percentile_s({}, 0.5) is None
+
+
+def test_bucket_bounds_hold_their_latency() -> None:
+    for lat in (0.00001, 0.0001, 0.0123, 1.5, 42.0):
+        idx = bucket_of(lat)
+        assert lat <= upper_bound_s(idx) * (1 + 1e-9)
+        assert idx == 0 or lat > upper_bound_s(idx - 1)
+
+
+def test_merge_adds_counts() -> None:
+    assert merge([{1: 2, 3: 1}, {3: 4}]) == {1: 2, 3: 5}
+
+
+def test_schedule_is_reproducible_and_covers_every_kind_each_round() -> None:
+    a = cs.plan(cs.KINDS, 20, 100, 10, random.Random(42))
+    b = cs.plan(cs.KINDS, 20, 100, 10, random.Random(42))
+    assert a == b
+    assert {e.kind for e in a[: len(cs.KINDS)]} == set(cs.KINDS)
+    assert all(20 <= e.at_s < 100 for e in a)
+    assert cs.plan(cs.KINDS, 20, 100, 10, random.Random(43)) != a
+
+
+def test_errors_inside_an_allowing_window_are_explained_and_others_are_not() -> None:
+    windows = [
+        EventWindow(0, cs.WORKER_KILL, 10.0, 22.0),
+        EventWindow(1, cs.HEALTH_FLAP, 30.0, 40.0),
+    ]
+    t = tally(
+        [
+            (11.0, 12.0, {"reset": 3}),  # a killed worker's connections: explained
+            (31.0, 32.0, {"status_502": 1}),  # a health flap allows nothing
+            (50.0, 51.0, {"timeout": 1}),  # no fault at all
+            (21.5, 22.5, {"mismatch": 1}),  # corruption is never allowed
+        ],
+        windows,
+    )
+    assert t.allowed == {"reset": 3}
+    assert t.by_event == {0: {"reset": 3}}
+    assert t.unexpected == {"status_502": 1, "timeout": 1, "mismatch": 1}
+    assert not t.passed
+    assert t.first_unexpected_s == [32.0, 51.0, 22.5]
+
+
+def test_no_errors_pass() -> None:
+    assert tally([], [EventWindow(0, cs.RELOAD, 0, 5)]).passed
