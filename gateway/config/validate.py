@@ -13,13 +13,18 @@ from collections.abc import Sequence
 
 from gateway.config import features
 from gateway.config.address import AddressError, HostPort, parse_host_port
+from gateway.config.collector import Collector
 from gateway.config.schema import (
     ALLOWED_BACKEND_PROTOCOLS,
-    DEFAULT_ALPN,
     NATURAL_BACKEND_PROTOCOL,
     Config,
     ListenerConfig,
     QuicPassthroughConfig,
+)
+from gateway.config.validate_http import (
+    h2_limits,
+    http_limits,
+    listener_tls,
 )
 from gateway.errors import ConfigError, Problem
 
@@ -30,7 +35,6 @@ UDP_TRANSPORT = frozenset({"udp", "quic", "quic_passthrough"})
 DATAGRAM_SESSIONS = frozenset({"udp", "quic_passthrough"})  # [listeners.udp] sessions
 RELAY_PROTOCOLS = frozenset({"tcp", "tls"})  # listeners served by the L4 byte relays
 H2_FRONT_PROTOCOLS = frozenset({"h1", "h1s"})
-_H2_WINDOW_MAX = 2**31 - 1  # RFC 9113 §6.9.1
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _IFNAME = re.compile(r"^[^/\s:]{1,15}$")
@@ -38,31 +42,7 @@ _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _STATUS_RANGE = re.compile(r"^([1-5][0-9]{2})(?:-([1-5][0-9]{2}))?$")
 _TOKEN_HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_DNS_NAME = re.compile(rf"^{_DNS_LABEL}(?:\.{_DNS_LABEL})*$")
 # What an h1s listener may offer in ALPN (RFC 7301), in the default order of preference.
-ALPN_PROTOCOLS = ("h2", "http/1.1")
-
-
-class _Collector:
-    def __init__(self, lines: dict[str, int]) -> None:
-        self.problems: list[Problem] = []
-        self.lines = lines
-
-    def add(self, path: str, message: str) -> None:
-        line = self.lines.get(path)
-        if line is None and path.endswith("]"):  # an array element: the array's line
-            line = self.lines.get(path[: path.rindex("[")])
-        self.problems.append(Problem(path, message, line))
-
-    def in_range(
-        self, path: str, value: int, low: int, high: int, *, zero_ok: bool = False
-    ) -> None:
-        if zero_ok and value == 0:
-            return
-        if not low <= value <= high:
-            extra = " (or 0 to disable)" if zero_ok else ""
-            self.add(path, f"must be {low}..{high}{extra}, got {value}")
 
 
 def validate_config(
@@ -81,7 +61,7 @@ def validate_config(
 def collect_problems(
     config: Config, *, online_cpus: Sequence[int], lines: dict[str, int]
 ) -> list[Problem]:
-    c = _Collector(lines)
+    c = Collector(lines)
     _runtime(config, online_cpus, c)
     _observability(config, c)
     _kernel(config, c)
@@ -128,7 +108,7 @@ def _overlaps(a: str, b: str) -> bool:
     return False
 
 
-def _runtime(config: Config, online_cpus: Sequence[int], c: _Collector) -> None:
+def _runtime(config: Config, online_cpus: Sequence[int], c: Collector) -> None:
     rt = config.runtime
     w = rt.workers
     if isinstance(w, bool):
@@ -193,7 +173,7 @@ def _runtime(config: Config, online_cpus: Sequence[int], c: _Collector) -> None:
         )
 
 
-def _observability(config: Config, c: _Collector) -> None:
+def _observability(config: Config, c: Collector) -> None:
     obs, admin = config.observability, config.admin
     c.in_range("observability.max_series_per_family", obs.max_series_per_family, 100, 1_000_000)
     if admin.api_token_hash is not None and not _HEX64.match(admin.api_token_hash):
@@ -221,7 +201,7 @@ def _observability(config: Config, c: _Collector) -> None:
         )
 
 
-def _kernel(config: Config, c: _Collector) -> None:
+def _kernel(config: Config, c: Collector) -> None:
     k = config.kernel
     if k.enabled and not k.interfaces:
         c.add("kernel.interfaces", "must name at least one interface when kernel.enabled = true")
@@ -249,7 +229,7 @@ def _kernel(config: Config, c: _Collector) -> None:
             )
 
 
-def _kernel_groups(config: Config, c: _Collector) -> None:
+def _kernel_groups(config: Config, c: Collector) -> None:
     """The reuseport program keys groups by (port, transport, family), not by address."""
     seen: dict[tuple[str, int, int], int] = {}
     for i, lst in enumerate(config.listeners):
@@ -270,7 +250,7 @@ def _kernel_groups(config: Config, c: _Collector) -> None:
             seen[key] = i
 
 
-def _listener(lst: ListenerConfig, path: str, c: _Collector) -> None:
+def _listener(lst: ListenerConfig, path: str, c: Collector) -> None:
     if not _NAME.match(lst.name):
         c.add(
             f"{path}.name",
@@ -291,7 +271,7 @@ def _listener(lst: ListenerConfig, path: str, c: _Collector) -> None:
     _backends(lst, path, c)
 
 
-def _listener_blocks(lst: ListenerConfig, path: str, c: _Collector) -> None:
+def _listener_blocks(lst: ListenerConfig, path: str, c: Collector) -> None:
     proto = lst.protocol
     if proto in TLS_PROTOCOLS and lst.tls is None:
         c.add(
@@ -304,17 +284,17 @@ def _listener_blocks(lst: ListenerConfig, path: str, c: _Collector) -> None:
         elif not features.LISTENER_TLS_BUILT:
             c.add(f"{path}.tls", f"TLS termination {features.NOT_BUILT_HINT}")
         else:
-            _listener_tls(lst, f"{path}.tls", c)
+            listener_tls(lst, f"{path}.tls", c)
     if lst.http is not None:
         if proto not in HTTP_PROTOCOLS:
             c.add(f"{path}.http", f"only allowed on HTTP listeners (h1, h1s, quic), not {proto!r}")
         else:
-            _http_limits(lst, f"{path}.http", c)
+            http_limits(lst, f"{path}.http", c)
     if lst.h2 is not None:
         if proto not in H2_FRONT_PROTOCOLS:
             c.add(f"{path}.h2", f"only allowed on h1 and h1s listeners, not {proto!r}")
         else:
-            _h2_limits(lst, f"{path}.h2", c)
+            h2_limits(lst, f"{path}.h2", c)
     if lst.websocket is not None:
         if proto not in HTTP_PROTOCOLS:
             c.add(
@@ -351,7 +331,7 @@ def _listener_blocks(lst: ListenerConfig, path: str, c: _Collector) -> None:
         _quic_passthrough(lst, path, c)
 
 
-def _udp_sessions(lst: ListenerConfig, path: str, c: _Collector) -> None:
+def _udp_sessions(lst: ListenerConfig, path: str, c: Collector) -> None:
     u = lst.udp
     assert u is not None
     c.in_range(f"{path}.session_idle_timeout_ms", u.session_idle_timeout_ms, 100, 3_600_000)
@@ -389,7 +369,7 @@ def _udp_sessions(lst: ListenerConfig, path: str, c: _Collector) -> None:
         )
 
 
-def _quic_passthrough(lst: ListenerConfig, path: str, c: _Collector) -> None:
+def _quic_passthrough(lst: ListenerConfig, path: str, c: Collector) -> None:
     q = lst.quic_passthrough or QuicPassthroughConfig()
     qp = f"{path}.quic_passthrough"
     c.in_range(f"{qp}.min_client_dcid_len", q.min_client_dcid_len, 8, 20)
@@ -454,7 +434,7 @@ def _quic_passthrough(lst: ListenerConfig, path: str, c: _Collector) -> None:
             seen[raw] = j
 
 
-def _relay(lst: ListenerConfig, path: str, c: _Collector) -> None:
+def _relay(lst: ListenerConfig, path: str, c: Collector) -> None:
     r = lst.relay
     assert r is not None
     c.in_range(f"{path}.idle_timeout_ms", r.idle_timeout_ms, 100, 86_400_000, zero_ok=True)
@@ -464,155 +444,7 @@ def _relay(lst: ListenerConfig, path: str, c: _Collector) -> None:
     c.in_range(f"{path}.keepalive_probes", r.keepalive_probes, 1, 127)
 
 
-def _listener_tls(lst: ListenerConfig, path: str, c: _Collector) -> None:
-    """ALPN and the SNI certificates: h1s only; every server name valid and claimed once."""
-    tls = lst.tls
-    assert tls is not None
-    if lst.protocol != "h1s":
-        for key, value, default in (
-            ("alpn", tls.alpn, list(DEFAULT_ALPN)),
-            ("server_names", tls.server_names, []),
-            ("certificates", tls.certificates, []),
-        ):
-            if value != default:
-                c.add(f"{path}.{key}", f"only allowed on h1s listeners, not {lst.protocol!r}")
-        return
-    if "http/1.1" not in tls.alpn:
-        c.add(
-            f"{path}.alpn",
-            f"must include 'http/1.1' (a client without ALPN is served HTTP/1.1 anyway); "
-            f"allowed: ['h2', 'http/1.1'] or ['http/1.1'], got {tls.alpn!r}",
-        )
-    for k, proto in enumerate(tls.alpn):
-        if proto not in ALPN_PROTOCOLS:
-            c.add(
-                f"{path}.alpn[{k}]",
-                f"must be one of {', '.join(repr(p) for p in ALPN_PROTOCOLS)}, got {proto!r}",
-            )
-        elif proto in tls.alpn[:k]:
-            c.add(f"{path}.alpn[{k}]", f"{proto!r} is listed twice")
-    claimed: dict[str, str] = {}
-    _server_names(tls.server_names, f"{path}.server_names", claimed, c)
-    for k, cert in enumerate(tls.certificates):
-        cp = f"{path}.certificates[{k}]"
-        if not cert.server_names:
-            c.add(
-                f"{cp}.server_names",
-                "a certificate needs at least one server name (SNI selects it by name; "
-                "the top-level cert_path is the default for everything else)",
-            )
-        _server_names(cert.server_names, f"{cp}.server_names", claimed, c)
-
-
-def _server_names(names: list[str], path: str, claimed: dict[str, str], c: _Collector) -> None:
-    for k, raw in enumerate(names):
-        where = f"{path}[{k}]"
-        problem = server_name_problem(raw)
-        if problem:
-            c.add(where, problem)
-            continue
-        name = raw.lower().rstrip(".")
-        if name in claimed:
-            c.add(where, f"server name {raw!r} is claimed twice (also {claimed[name]})")
-        else:
-            claimed[name] = where
-
-
-def server_name_problem(name: str) -> str | None:
-    """Why ``name`` cannot be an SNI server name, or None (RFC 6066 §3, RFC 6125 §6.4.3)."""
-    allowed = "a DNS name such as example.com or a wildcard such as *.example.com"
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        pass
-    else:
-        return f"must be {allowed} (SNI carries no IP addresses), got {name!r}"
-    base = name.rstrip(".")
-    wildcard = base.startswith("*.")
-    if wildcard:
-        base = base[2:]
-    if len(base) > 253 or not _DNS_NAME.match(base):
-        return f"must be {allowed}, got {name!r}"
-    if wildcard and "." not in base:
-        return f"a wildcard needs at least two labels after '*.', got {name!r}"
-    return None
-
-
-def _http_limits(lst: ListenerConfig, path: str, c: _Collector) -> None:
-    h = lst.http
-    assert h is not None
-    for key in ("header_timeout_ms", "body_timeout_ms", "total_timeout_ms", "head_timeout_ms"):
-        c.in_range(f"{path}.{key}", getattr(h, key), 1, 3_600_000)
-    c.in_range(f"{path}.pool_idle_timeout_ms", h.pool_idle_timeout_ms, 1, 3_600_000)
-    c.in_range(f"{path}.max_body_bytes", h.max_body_bytes, 1, 1 << 40)
-    c.in_range(f"{path}.max_headers", h.max_headers, 1, 10_000)
-    c.in_range(f"{path}.max_header_bytes", h.max_header_bytes, 1_024, 1 << 20)
-    c.in_range(f"{path}.pool_max_per_backend", h.pool_max_per_backend, 1, 100_000)
-    c.in_range(f"{path}.pool_max_tunnels_per_backend", h.pool_max_tunnels_per_backend, 1, 100_000)
-    c.in_range(
-        f"{path}.pool_max_idle_per_backend", h.pool_max_idle_per_backend, 0, h.pool_max_per_backend
-    )
-    c.in_range(f"{path}.retry_budget_percent", h.retry_budget_percent, 0, 100)
-    c.in_range(f"{path}.retry_budget_min_concurrency", h.retry_budget_min_concurrency, 0, 100_000)
-    _forwarding(h.forwarded_headers, h.trusted_proxies, path, c)
-
-
-def _forwarding(mode: str, trusted: list[str], path: str, c: _Collector) -> None:
-    for i, cidr in enumerate(trusted):
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            c.add(
-                f"{path}.trusted_proxies[{i}]",
-                f"must be a CIDR such as 10.0.0.0/8 or 2001:db8::/32, got {cidr!r}",
-            )
-    if mode == "trusted" and not trusted:
-        c.add(
-            f"{path}.trusted_proxies",
-            'forwarded_headers = "trusted" needs at least one proxy CIDR here '
-            '(with none, use "replace")',
-        )
-    elif mode != "trusted" and trusted:
-        c.add(
-            f"{path}.trusted_proxies",
-            f'is used only with forwarded_headers = "trusted", not {mode!r}',
-        )
-
-
-def _h2_limits(lst: ListenerConfig, path: str, c: _Collector) -> None:
-    h = lst.h2
-    assert h is not None
-    c.in_range(f"{path}.max_concurrent_streams", h.max_concurrent_streams, 1, 1_000_000)
-    c.in_range(
-        f"{path}.initial_stream_window_size", h.initial_stream_window_size, 1, _H2_WINDOW_MAX
-    )
-    c.in_range(
-        f"{path}.initial_connection_window_size",
-        h.initial_connection_window_size,
-        65_535,
-        _H2_WINDOW_MAX,
-    )
-    c.in_range(f"{path}.max_header_list_size", h.max_header_list_size, 1_024, 1 << 24)
-    # RFC 9113 §6.5.2 allows 2^14..2^24-1; h2 buffers up to 64 CONTINUATION frames of this
-    # size before it refuses a header block, so the cap bounds that at 4 MiB a connection.
-    c.in_range(f"{path}.max_frame_size", h.max_frame_size, 16_384, 65_536)
-    c.in_range(
-        f"{path}.keepalive_interval_ms", h.keepalive_interval_ms, 1_000, 3_600_000, zero_ok=True
-    )
-    for key in ("keepalive_timeout_ms", "idle_timeout_ms", "flood_window_ms"):
-        c.in_range(f"{path}.{key}", getattr(h, key), 100, 3_600_000)
-    for key in (
-        "max_resets_per_window",
-        "max_pings_per_window",
-        "max_settings_per_window",
-        "max_empty_data_per_window",
-        "max_priority_per_window",
-        "max_refused_per_window",
-    ):
-        c.in_range(f"{path}.{key}", getattr(h, key), 1, 1_000_000)
-
-
-def _balancer(lst: ListenerConfig, path: str, c: _Collector) -> None:
+def _balancer(lst: ListenerConfig, path: str, c: Collector) -> None:
     b = lst.balancer
     bp = f"{path}.balancer"
     c.in_range(f"{bp}.max_connect_attempts", b.max_connect_attempts, 1, 10)
@@ -660,7 +492,7 @@ def hash_key_problem(spec: str, protocol: str) -> str | None:
     return f"must be one of {allowed}; got {spec!r}"
 
 
-def _health(lst: ListenerConfig, path: str, c: _Collector) -> None:
+def _health(lst: ListenerConfig, path: str, c: Collector) -> None:
     h = lst.health
     o = lst.outlier
     op = f"{path}.outlier"
@@ -719,7 +551,7 @@ def parse_status_ranges(text: str) -> list[tuple[int, int]] | None:
     return ranges
 
 
-def _backends(lst: ListenerConfig, path: str, c: _Collector) -> None:
+def _backends(lst: ListenerConfig, path: str, c: Collector) -> None:
     if not lst.backends:
         c.add(f"{path}.backends", "a listener needs at least one [[listeners.backends]] entry")
     allowed = ALLOWED_BACKEND_PROTOCOLS[lst.protocol]

@@ -9,7 +9,8 @@ import pytest
 from gateway.config.load import load_config
 from gateway.config.locate import locate_lines
 from gateway.config.plan import CertificatePlan, GatewayPlan, ListenerTlsPlan, compile_config
-from gateway.config.validate import collect_problems, server_name_problem
+from gateway.config.validate import collect_problems
+from gateway.config.validate_http import server_name_problem
 
 
 def check(text: str) -> list[str]:
