@@ -49,6 +49,9 @@ log = structlog.get_logger("expressgateway.h2")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _READ_BYTES = 65_536
+# After the final GOAWAY: how long, and how much client input, the close waits through.
+_LINGER_S = 0.5
+_LINGER_BYTES = 1024 * 1024
 # Framed bytes a connection may hold before its streams' senders wait for the socket.
 SEND_BACKLOG_BYTES = 256 * 1024
 _FINAL_FLUSH_S = 1.0
@@ -175,7 +178,27 @@ class H2ServerConnection:
                         except h2.exceptions.ProtocolError:
                             pass
                     await self._flush_now()
+                    await self._linger()
                 await trio.aclose_forcefully(self.stream)
+
+    async def _linger(self) -> None:
+        """Half-close, then drop what the client still sends for a moment (at most
+        ``_LINGER_BYTES``): closing on unread input resets the connection, and a reset can
+        destroy the GOAWAY we just sent before the client reads it."""
+        stream = self.stream
+        if not isinstance(stream, trio.SocketStream):
+            return  # TLS has no half-close; its close_notify is the end
+        dropped = 0
+        with trio.move_on_after(_LINGER_S):
+            try:
+                await stream.send_eof()
+                while dropped < _LINGER_BYTES:
+                    data = await stream.receive_some(_READ_BYTES)
+                    if not data:
+                        return
+                    dropped += len(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+                return
 
     def _close_when_idle(self) -> None:
         """Take no new stream; the connection ends once the streams in flight ended."""
