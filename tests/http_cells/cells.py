@@ -58,6 +58,7 @@ def cells_config(
     extra_http: str = "",
     max_body_bytes: int = MAX_BODY_BYTES,
     admin_port: int = 0,
+    total_timeout_ms: int | None = None,
 ) -> str:
     """One listener per back of CELLS, plus ``short`` (H1 back, a 1 s total timeout)."""
     listeners = []
@@ -65,6 +66,8 @@ def cells_config(
         protocol = "h2" if back == "h2" else "h1"
         fast = "false" if back == "h1-general" else "true"
         timeout = "total_timeout_ms = 1000" if back == "short" else ""
+        if total_timeout_ms is not None and back != "short":
+            timeout = f"total_timeout_ms = {total_timeout_ms}"
         listeners.append(
             f"""
 [[listeners]]
@@ -111,14 +114,22 @@ class Cells:
 
 
 @contextmanager
-def running_cells(tmp: Path, max_body_bytes: int = MAX_BODY_BYTES) -> Iterator[Cells]:
+def running_cells(
+    tmp: Path, max_body_bytes: int = MAX_BODY_BYTES, total_timeout_ms: int | None = None
+) -> Iterator[Cells]:
     backend_port = free_port()
     ports = {back: free_port() for back in {b for _, b in CELLS} | {"short"}}
     admin_port = free_port()
     with hypercorn_backend(backend_port):
         gateway = RunningGateway(
             tmp,
-            cells_config(ports, backend_port, max_body_bytes=max_body_bytes, admin_port=admin_port),
+            cells_config(
+                ports,
+                backend_port,
+                max_body_bytes=max_body_bytes,
+                admin_port=admin_port,
+                total_timeout_ms=total_timeout_ms,
+            ),
         )
         try:
             gateway.start()

@@ -55,8 +55,14 @@ class RssWatch:
 
 @pytest.fixture(scope="module")
 def cells(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cells]:
-    """The cells with a body cap above 1 GiB."""
-    with running_cells(tmp_path_factory.mktemp("gib-cells"), max_body_bytes=2 * GIB) as running:
+    """The cells with a body cap above 1 GiB, and a total timeout of 10 minutes: the test
+    is about memory, and a loaded machine moved 1 GiB through HTTP/2 in over the default
+    60 s (a 504, not a memory failure)."""
+    with running_cells(
+        tmp_path_factory.mktemp("gib-cells"),
+        max_body_bytes=2 * GIB,
+        total_timeout_ms=600_000,
+    ) as running:
         yield running
 
 
