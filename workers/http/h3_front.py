@@ -48,6 +48,7 @@ log = structlog.get_logger("expressgateway.h3")
 # The largest client-initiated bidirectional stream id a GOAWAY can carry (RFC 9114 §5.2):
 # a first GOAWAY with it rejects nothing.
 _MAX_REQUEST_STREAM_ID = (1 << 62) - 4
+_GOAWAY_FLUSH_S = 0.1
 
 
 class _H3Server(H3Connection):
@@ -303,6 +304,11 @@ class H3ServerConnection:
         self._first_refused = self._highest + 4
         self._goaway(self._first_refused)
         self._closing = True
+        # aioquic sends nothing but CONNECTION_CLOSE once closed: let the final GOAWAY leave
+        # first (and, on loopback, be acknowledged) before an idle connection closes.
+        await trio.sleep(
+            min(_GOAWAY_FLUSH_S, max(0.0, ctx.drain_deadline_at - trio.current_time()))
+        )
         if not self.streams:
             self.session.close()
             return
