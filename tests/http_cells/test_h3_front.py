@@ -10,16 +10,15 @@ import hashlib
 import ssl
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from aioquic._buffer import Buffer, BufferReadError
 from aioquic.asyncio import QuicConnectionProtocol, connect
 from aioquic.h3.connection import H3_ALPN, ErrorCode, FrameType, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic._buffer import Buffer, BufferReadError
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived, StreamReset
 from asgi_backend import pattern_bytes
 from cells import Cells, hypercorn_backend
