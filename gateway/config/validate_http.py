@@ -32,7 +32,8 @@ def listener_tls(lst: ListenerConfig, path: str, c: Collector) -> None:
             ("certificates", tls.certificates, []),
         ):
             if value != default:
-                c.add(f"{path}.{key}", f"only allowed on h1s listeners, not {lst.protocol!r}")
+                where = "h1s listeners" if key == "alpn" else "h1s and quic listeners"
+                c.add(f"{path}.{key}", f"only allowed on {where}, not {lst.protocol!r}")
         return
     if lst.protocol == "quic":
         if tls.alpn != list(DEFAULT_ALPN):
