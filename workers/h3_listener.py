@@ -10,7 +10,6 @@ worker's boot, not a handshake. Must never read the config (only the plan).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -53,4 +52,4 @@ def make_quic_server(runtime: ListenerRuntime, worker: Worker) -> Callable[[], A
         max_streams=limits.max_concurrent_streams,
         idle_timeout_s=limits.idle_timeout_s,
     )
-    return functools.partial(endpoint.serve, plan.name)
+    return endpoint.serve

@@ -15,13 +15,17 @@ bounds in pyproject.toml):
   certificate serving it (``gateway.http.server_names`` decides which), and the name is kept
   for the misdirected-request check;
 - **the concurrency cap**: the initial MAX_STREAMS for bidirectional streams (aioquic's is a
-  fixed 128).
+  fixed 128);
+- **connection IDs that name their owner**: aioquic draws every ID it issues from
+  ``os.urandom`` and has no generator hook; ``cid_factory`` (gateway/quic_cid.py) replaces
+  the first ID before anything is sent and every ID ``_replenish_connection_ids`` adds.
 Must never do I/O or read the clock: the listener passes ``now``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +37,7 @@ from aioquic.quic.connection import (
     MAX_STREAM_DATA_FRAME_CAPACITY,
     Limit,
     QuicConnection,
+    QuicConnectionId,
     stream_is_unidirectional,
 )
 from aioquic.quic.packet import QuicFrameType
@@ -103,11 +108,17 @@ class GatewayQuicConnection(QuicConnection):
         stream_window: int,
         connection_window: int,
         max_streams: int,
+        cid_factory: Callable[[], bytes] | None = None,
     ) -> None:
         super().__init__(
             configuration=configuration,
             original_destination_connection_id=original_destination_connection_id,
         )
+        self._cid_factory = cid_factory
+        if cid_factory is not None:  # nothing was sent yet: the first ID can still change
+            first = self._host_cids[0]
+            first.cid = cid_factory()
+            self.host_cid = self._local_initial_source_connection_id = first.cid
         self._choice = certificates
         self.stream_window = stream_window
         self.connection_window = connection_window
@@ -118,6 +129,21 @@ class GatewayQuicConnection(QuicConnection):
         self.delivered: dict[int, int] = {}
         self.held: dict[int, int] = {}
         self.held_total = 0
+
+    def _replenish_connection_ids(self) -> None:
+        factory = self._cid_factory
+        if factory is None:
+            super()._replenish_connection_ids()
+            return
+        while len(self._host_cids) < min(8, self._remote_active_connection_id_limit):
+            self._host_cids.append(
+                QuicConnectionId(
+                    cid=factory(),
+                    sequence_number=self._host_cid_seq,
+                    stateless_reset_token=os.urandom(16),
+                )
+            )
+            self._host_cid_seq += 1
 
     # ---- SNI ----
 

@@ -10,19 +10,34 @@ worker's accounting (the per-IP and in-flight caps of the connection gate, the l
 connection counts, the live scopes cut at the drain deadline). The HTTP/3 application on
 each session is the front registered as ``"h3"`` in workers/http/registry.FRONTS.
 
-Drain: the read loop is not part of accepting; it keeps reading (the worker's copy of the
-socket is a dup, so the worker closing its listening sockets does not stop it) so that the
-connections of a draining worker keep their packets for the drain budget, and it takes no
-new connection once draining. Sessions end with their connections; the worker's drain
-deadline cancels what is left. Must never block the read loop on one connection, nor parse
-HTTP.
+Every packet reaches the worker that owns its connection: the IDs this endpoint issues
+name it (gateway/quic_cid.py: worker slot + pid). Without a BPF program steering by ID, the
+kernel hands a datagram to whichever worker's socket it chose (the CPU's, by
+SO_INCOMING_CPU); a datagram whose ID names another live worker is **handed off** to it
+through that worker's abstract Unix datagram socket (one per worker and listener, named by
+pid), prefixed with the client address; the owner processes it as if read from the UDP
+socket and answers from its own copy of the shared socket (same local address). A handed
+off datagram is never handed on. Initials are served where they land unless their ID names
+another live worker (a retransmission after that worker answered). Cost: one extra
+``sendto``/``recvfrom`` pair and a copy per misdelivered datagram (a few microseconds);
+the reply path is unchanged.
+
+Drain: the read loop of the shared socket is not part of accepting but stops when the
+worker drains (its replacement, or the new generation, reads the same socket from then on
+and hands the draining connections' datagrams over); the handoff socket is read until the
+last connection ended, so the connections of a draining worker keep their packets for the
+drain budget, and a draining worker takes no new connection. Sessions end with their
+connections; the worker's drain deadline cancels what is left. Must never block the read
+loop on one connection, hand a datagram on twice, nor parse HTTP.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import socket as stdsocket
+import struct
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -46,6 +61,7 @@ from aioquic.quic.packet import (
 
 from gateway.config.plan import ListenerTlsPlan
 from gateway.http.server_names import ServerNameTable
+from gateway.quic_cid import CidOwner, decode, mint, owner_of
 from workers.quic_connection import (
     CertificateChoice,
     GatewayQuicConnection,
@@ -61,7 +77,29 @@ MAX_DATAGRAM_BYTES = 65_535
 SMALLEST_INITIAL_BYTES = 1200  # RFC 9000 §14.1: a client's Initial datagram is padded to this
 CID_LEN_BYTES = 8
 DRAINING_REASON = "quic_draining"
-NEW_CONNECTION_REJECTED = "quic_connection_rejected"
+OWNER_GONE_REASON = "quic_owner_gone"
+_PORT = struct.Struct("!H")
+
+
+def handoff_address(pid: int, listener: str) -> bytes:
+    """The abstract Unix socket of one worker's listener (Linux abstract namespace)."""
+    return b"\0expressgateway-quic/%d/%s" % (pid, listener.encode())
+
+
+def encode_handoff(addr: tuple[object, ...], data: bytes) -> bytes:
+    host = str(addr[0]).encode()
+    return bytes((len(host),)) + host + _PORT.pack(int(addr[1])) + data  # type: ignore[call-overload]
+
+
+def decode_handoff(message: bytes) -> tuple[tuple[str, int], bytes] | None:
+    if not message:
+        return None
+    n = message[0]
+    if len(message) < 1 + n + 2:
+        return None
+    host = message[1 : 1 + n].decode("ascii", "replace")
+    (port,) = _PORT.unpack_from(message, 1 + n)
+    return (host, port), message[3 + n :]
 
 
 class QuicSession:
@@ -203,6 +241,13 @@ class QuicEndpoint:
         self.raw = stdsocket.socket(fileno=os.dup(runtime.sock.fileno()))
         self.raw.setblocking(False)
         self.sock = trio.socket.from_stdlib_socket(self.raw)
+        self.name = runtime.plan.name
+        self.owner: CidOwner = owner_of(os.getpid(), worker.boot.cpu)
+        self.cid_factory = functools.partial(mint, self.owner, os.urandom)
+        self.handoff = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_DGRAM)
+        self.handoff.bind(handoff_address(self.owner.owner, self.name))
+        self.handoff.setblocking(False)
+        self.handed_off = 0  # datagrams this worker passed to their owner
         self.choice, certs = certificate_choice(tls)
         conf = quic_configuration(idle_timeout_s)
         conf.certificate = certs.certificate
@@ -225,11 +270,33 @@ class QuicEndpoint:
             del self.sessions[cid]
         session.cids.discard(cid)
 
-    async def serve(self, name: str) -> None:
-        """Read the listener's datagrams until the worker's connections end (after drain)."""
-        log.info("quic_listener_started", listener=name, certificates=len(self.choice.certificates))
-        with self.sock:
-            await self.serve_reading()
+    async def serve(self) -> None:
+        """Read the shared socket until the worker drains, and datagrams handed over by
+        other workers until the worker's connections end."""
+        log.info(
+            "quic_listener_started",
+            listener=self.name,
+            certificates=len(self.choice.certificates),
+            owner=self.owner.owner,
+        )
+        with self.sock, self.handoff:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.serve_handoff)
+                with trio.CancelScope() as reading:
+                    nursery.start_soon(self._stop_reading_at_drain, reading)
+                    await self.serve_reading()
+
+    async def _stop_reading_at_drain(self, reading: trio.CancelScope) -> None:
+        await self.worker.draining.wait()
+        reading.cancel()
+
+    async def serve_handoff(self) -> None:
+        sock = trio.socket.from_stdlib_socket(self.handoff)
+        while True:
+            message = await sock.recv(MAX_DATAGRAM_BYTES + 64)
+            decoded = decode_handoff(message)
+            if decoded is not None:
+                self.datagram(decoded[1], decoded[0], handed_off=True)
 
     async def serve_reading(self) -> None:
         sock = self.sock
@@ -240,7 +307,7 @@ class QuicEndpoint:
                 continue  # ICMP errors surface here on some kernels: not ours to end on
             self.datagram(data, addr)
 
-    def datagram(self, data: bytes, addr: tuple[object, ...]) -> None:
+    def datagram(self, data: bytes, addr: tuple[object, ...], *, handed_off: bool = False) -> None:
         try:
             header = pull_quic_header(Buffer(data=data), host_cid_length=CID_LEN_BYTES)
         except ValueError:
@@ -260,16 +327,32 @@ class QuicEndpoint:
                 addr,
             )
             return
-        session = self.sessions.get(header.destination_cid)
+        dcid = header.destination_cid
+        session = self.sessions.get(dcid)
         if session is None:
-            if header.packet_type is not QuicPacketType.INITIAL or len(data) < (
-                SMALLEST_INITIAL_BYTES
-            ):
+            initial = header.packet_type is QuicPacketType.INITIAL
+            owner = None if handed_off else decode(dcid)
+            if owner is not None and owner != self.owner and self._hand_off(owner, addr, data):
                 return
-            session = self._open(header.destination_cid, addr)
+            if not initial or len(data) < SMALLEST_INITIAL_BYTES:
+                if owner is not None and owner != self.owner:
+                    self.runtime.stats.reject(OWNER_GONE_REASON)
+                return
+            session = self._open(dcid, addr)
             if session is None:
                 return
         session.datagram(data, addr, trio.current_time())
+
+    def _hand_off(self, owner: CidOwner, addr: tuple[object, ...], data: bytes) -> bool:
+        """Pass a datagram to the worker its ID names; False when no such worker listens."""
+        try:
+            self.handoff.sendto(encode_handoff(addr, data), handoff_address(owner.owner, self.name))
+        except OSError:
+            return False
+        self.handed_off += 1
+        if self.handed_off == 1:  # once per worker and listener: steering is not by ID here
+            log.info("quic_first_handoff", listener=self.name, owner=owner.owner)
+        return True
 
     def send(self, data: bytes, addr: tuple[object, ...]) -> None:
         """Non-blocking: a datagram the kernel cannot queue now is lost, as on the wire
@@ -296,6 +379,7 @@ class QuicEndpoint:
             stream_window=self.stream_window,
             connection_window=self.connection_window,
             max_streams=self.max_streams,
+            cid_factory=self.cid_factory,
         )
         session = QuicSession(self, quic, addr)
         self.register(odcid, session)

@@ -6,7 +6,9 @@ and the two-step drain across `gatewayctl drain` with a client that keeps issuin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
 import ssl
 import threading
 import time
@@ -179,7 +181,7 @@ def test_curl_cffi_gets_and_uploads_over_h3(cells: Cells) -> None:
 def _alt_svc_config(certs: Any, h1s_port: int, quic_port: int, backend_port: int) -> str:
     return f"""
 [runtime]
-workers = 1
+workers = 2
 drain_timeout_ms = 3000
 
 [observability]
@@ -243,6 +245,57 @@ def test_h1s_announces_the_quic_listener_in_alt_svc(web: Any) -> None:
     assert r.status_code == 200 and "alt-svc" not in r.headers
 
 
+@contextlib.contextmanager
+def on_cpu(cpu: int) -> Any:
+    """Pin this thread: on loopback a datagram is received on the CPU that sent it, and each
+    worker's socket takes the datagrams of its CPU (SO_INCOMING_CPU)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _access(gw: RunningGateway, prefix: str) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 10  # the access log is flushed once a second
+    while time.monotonic() < deadline:
+        events = [e for e in gw.events("access") if str(e.get("path", "")).startswith(prefix)]
+        if len(events) >= 8:
+            return events
+        time.sleep(0.2)
+    return events
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs (CI has 2)")
+def test_a_connection_keeps_its_worker_when_its_packets_land_on_another(web: Any) -> None:
+    """No BPF steering here: the client moves from CPU 0 to CPU 1, so its datagrams reach the
+    other worker's socket; that worker hands them to the owner named in the connection ID."""
+    gw, _, quic_port = web
+    authority = f"127.0.0.1:{quic_port}"
+
+    async def main() -> list[int]:
+        statuses = []
+        async with connect(
+            "127.0.0.1", quic_port, configuration=_config(), create_protocol=Client
+        ) as c:
+            assert isinstance(c, Client)
+            for i in range(4):
+                statuses.append((await c.request(authority, f"/headers?handoff-{i}"))[0])
+            os.sched_setaffinity(0, {1})  # from now on every datagram leaves on CPU 1
+            for i in range(4, 8):
+                statuses.append((await c.request(authority, f"/headers?handoff-{i}"))[0])
+        return statuses
+
+    with on_cpu(0):
+        assert _run(main()) == [200] * 8
+    served = _access(gw, "/headers?handoff-")
+    assert len(served) == 8
+    assert len({e["pid"] for e in served}) == 1, served  # one owner throughout
+    handoffs = gw.events("quic_first_handoff")
+    assert handoffs and handoffs[0]["pid"] != served[0]["pid"], handoffs
+
+
 def test_drain_two_goaways_then_close_while_a_client_keeps_requesting(web: Any) -> None:
     """A request every 100 ms on one connection across `gatewayctl drain`: served after the
     first GOAWAY, refused (H3_REQUEST_REJECTED) after the final one and retried once on a
@@ -295,7 +348,8 @@ def test_drain_two_goaways_then_close_while_a_client_keeps_requesting(web: Any) 
             assert drained and drained[0].returncode == 0, drained
             return old, outcomes
 
-    old, got = _run(main())
+    with on_cpu(0):  # served by worker 0, the one drained
+        old, got = _run(main())
     assert not [o for o in got if o.startswith("failed")], got
     statuses = [o for o in got if not o.startswith("retry")]
     assert statuses and all(s.startswith("200") for s in statuses), got

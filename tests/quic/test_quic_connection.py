@@ -8,6 +8,7 @@ its limits as bytes arrive). SNI: the client's server name picks the certificate
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from aioquic.quic.events import StreamDataReceived
 from cryptography.x509.oid import NameOID
 
 from gateway.http.server_names import ServerNameTable
+from gateway.quic_cid import decode, mint, owner_of
 from tools.make_certs import make_certs
 from workers.quic_connection import CertificateChoice, GatewayQuicConnection, load_certificate
 
@@ -26,7 +28,10 @@ CONNECTION_WINDOW = 256 * 1024
 
 
 def _pair(
-    tmp: Path, server_name: str = "localhost", names: list[list[str]] | None = None
+    tmp: Path,
+    server_name: str = "localhost",
+    names: list[list[str]] | None = None,
+    cid_factory: Callable[[], bytes] | None = None,
 ) -> tuple[QuicConnection, GatewayQuicConnection]:
     certs = make_certs(tmp, extra={"other": ["other.example"]})
     loaded = [
@@ -53,6 +58,7 @@ def _pair(
         stream_window=STREAM_WINDOW,
         connection_window=CONNECTION_WINDOW,
         max_streams=10,
+        cid_factory=cid_factory,
     )
     for data, _ in first:
         server.receive_datagram(data, ("127.0.0.1", 50000), now=0.0)
@@ -173,3 +179,15 @@ def test_an_unknown_name_gets_the_default_certificate(tmp_path: Path) -> None:
     client, server = _pair(tmp_path, server_name="localhost")
     assert _peer_common_name(client) == "localhost"
     assert server.server_name == "localhost"
+
+
+def test_every_connection_id_the_server_issues_names_its_owner(tmp_path: Path) -> None:
+    owner = owner_of(31337, 1)
+    client, server = _pair(tmp_path, cid_factory=lambda: mint(owner, os.urandom))
+    assert client._handshake_complete
+    issued = [c.cid for c in server._host_cids]
+    assert len(issued) > 1  # the first and those NEW_CONNECTION_ID announced
+    assert all(decode(cid) == owner for cid in issued)
+    # The client addresses the server by those IDs only.
+    known = [c.cid for c in client._peer_cid_available] + [client._peer_cid.cid]
+    assert known and all(decode(cid) == owner for cid in known)
