@@ -37,7 +37,6 @@ import functools
 import math
 import os
 import socket as stdsocket
-import struct
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -67,6 +66,7 @@ from workers.quic_connection import (
     GatewayQuicConnection,
     load_certificate,
 )
+from workers.quic_handoff import decode_handoff, encode_handoff, handoff_address
 
 if TYPE_CHECKING:
     from workers.worker import ListenerRuntime, Worker
@@ -78,28 +78,6 @@ SMALLEST_INITIAL_BYTES = 1200  # RFC 9000 §14.1: a client's Initial datagram is
 CID_LEN_BYTES = 8
 DRAINING_REASON = "quic_draining"
 OWNER_GONE_REASON = "quic_owner_gone"
-_PORT = struct.Struct("!H")
-
-
-def handoff_address(pid: int, listener: str) -> bytes:
-    """The abstract Unix socket of one worker's listener (Linux abstract namespace)."""
-    return b"\0expressgateway-quic/%d/%s" % (pid, listener.encode())
-
-
-def encode_handoff(addr: tuple[object, ...], data: bytes) -> bytes:
-    host = str(addr[0]).encode()
-    return bytes((len(host),)) + host + _PORT.pack(int(addr[1])) + data  # type: ignore[call-overload]
-
-
-def decode_handoff(message: bytes) -> tuple[tuple[str, int], bytes] | None:
-    if not message:
-        return None
-    n = message[0]
-    if len(message) < 1 + n + 2:
-        return None
-    host = message[1 : 1 + n].decode("ascii", "replace")
-    (port,) = _PORT.unpack_from(message, 1 + n)
-    return (host, port), message[3 + n :]
 
 
 class QuicSession:

@@ -296,6 +296,7 @@ def test_a_connection_keeps_its_worker_when_its_packets_land_on_another(web: Any
     assert handoffs and handoffs[0]["pid"] != served[0]["pid"], handoffs
 
 
+@pytest.mark.slow
 def test_drain_two_goaways_then_close_while_a_client_keeps_requesting(web: Any) -> None:
     """A request every 100 ms on one connection across `gatewayctl drain`: served after the
     first GOAWAY, refused (H3_REQUEST_REJECTED) after the final one and retried once on a
