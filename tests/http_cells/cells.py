@@ -1,9 +1,11 @@
 """The HTTP cells under test: a real gateway whose listeners reach one hypercorn backend
-as HTTP/1.1 and as HTTP/2 (h2c), and clients of either version.
+as HTTP/1.1 and as HTTP/2 (h2c), and clients of HTTP/1.1, HTTP/2 and HTTP/3.
 
 A cell is (front, back): the client speaks ``front`` to the gateway, the gateway speaks
 ``back`` to the backend. ``h1`` backs are served by the dedicated HTTP/1.1 path when the
-client is HTTP/1.1 (``h1-general`` runs the same cell through the general core).
+client is HTTP/1.1 (``h1-general`` runs the same cell through the general core). ``h3``
+fronts reach the backend through a ``quic`` listener bound to the UDP port of the number the
+cleartext listener of that back uses on TCP, so a URL names the same authority either way.
 """
 
 from __future__ import annotations
@@ -16,10 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from h3_transport import H3Transport
 from running_gateway import ROOT, RunningGateway, free_port, wait_for_port
 
+from tools.make_certs import CertFiles, make_certs
+
 # (front, back) pairs; every test table runs against each.
-CELLS = [("h1", "h1"), ("h1", "h1-general"), ("h2", "h1"), ("h1", "h2"), ("h2", "h2")]
+CELLS = [
+    ("h1", "h1"),
+    ("h1", "h1-general"),
+    ("h2", "h1"),
+    ("h1", "h2"),
+    ("h2", "h2"),
+    ("h3", "h1"),
+    ("h3", "h2"),
+]
+H3_BACKS = ("h1", "h2")
 CELL_IDS = [f"{f}->{b}" for f, b in CELLS]
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
@@ -59,9 +73,30 @@ def cells_config(
     max_body_bytes: int = MAX_BODY_BYTES,
     admin_port: int = 0,
     total_timeout_ms: int | None = None,
+    certs: CertFiles | None = None,
 ) -> str:
-    """One listener per back of CELLS, plus ``short`` (H1 back, a 1 s total timeout)."""
+    """One listener per back of CELLS, plus ``short`` (H1 back, a 1 s total timeout); with
+    ``certs``, a quic listener per back of H3_BACKS on the same port number (UDP)."""
     listeners = []
+    for back in H3_BACKS if certs is not None else ():
+        assert certs is not None
+        listeners.append(
+            f"""
+[[listeners]]
+name = "cell-h3-{back}"
+address = "127.0.0.1:{ports[back]}"
+protocol = "quic"
+[listeners.tls]
+cert_path = "{certs.cert}"
+key_path = "{certs.key}"
+[listeners.http]
+max_body_bytes = {max_body_bytes}
+{extra_http}
+[[listeners.backends]]
+address = "127.0.0.1:{backend_port}"
+protocol = "{back}"
+"""
+        )
     for back, port in ports.items():
         protocol = "h2" if back == "h2" else "h1"
         fast = "false" if back == "h1-general" else "true"
@@ -102,12 +137,15 @@ class Cells:
     gateway: RunningGateway
     ports: dict[str, int]  # back -> the listener port that reaches the backend that way
     admin_port: int = 0
+    certs: CertFiles | None = None
 
     def url(self, back: str, path: str) -> str:
         return f"http://127.0.0.1:{self.ports[back]}{path}"
 
     def client(self, front: str, **kwargs: object) -> httpx.Client:
-        """httpx speaking HTTP/1.1, or HTTP/2 with prior knowledge (h2c)."""
+        """httpx speaking HTTP/1.1, HTTP/2 with prior knowledge (h2c), or HTTP/3 (aioquic)."""
+        if front == "h3":
+            return httpx.Client(transport=H3Transport(), timeout=60, **kwargs)  # type: ignore[arg-type]
         if front == "h2":
             return httpx.Client(http1=False, http2=True, timeout=60, **kwargs)  # type: ignore[arg-type]
         return httpx.Client(timeout=60, **kwargs)  # type: ignore[arg-type]
@@ -120,6 +158,7 @@ def running_cells(
     backend_port = free_port()
     ports = {back: free_port() for back in {b for _, b in CELLS} | {"short"}}
     admin_port = free_port()
+    certs = make_certs(tmp / "certs")
     with hypercorn_backend(backend_port):
         gateway = RunningGateway(
             tmp,
@@ -129,10 +168,11 @@ def running_cells(
                 max_body_bytes=max_body_bytes,
                 admin_port=admin_port,
                 total_timeout_ms=total_timeout_ms,
+                certs=certs,
             ),
         )
         try:
             gateway.start()
-            yield Cells(gateway, ports, admin_port)
+            yield Cells(gateway, ports, admin_port, certs)
         finally:
             gateway.stop()
