@@ -10,6 +10,7 @@ anywhere but 127.0.0.1.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,11 @@ from concurrent import futures
 from dataclasses import dataclass, field
 
 import grpc
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 SERVICE = "test.Echo"
@@ -146,3 +152,51 @@ def wait_until(predicate: object, timeout_s: float, step_s: float = 0.05) -> boo
             return True
         time.sleep(step_s)
     return False
+
+
+class ResettingBackend:
+    """A raw HTTP/2 server (h2, one thread per connection) that takes each request's
+    headers and first DATA, then resets the stream with INTERNAL_ERROR: the request reached
+    a backend, which failed it before any response. Counts the requests it received."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.requests = 0
+        self._stop = False
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    def _accept_loop(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        h2conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None)
+        )
+        h2conn.initiate_connection()
+        with conn:
+            try:
+                conn.sendall(h2conn.data_to_send())
+                while data := conn.recv(65536):
+                    for event in h2conn.receive_data(data):
+                        if isinstance(event, h2.events.RequestReceived):
+                            self.requests += 1
+                        elif isinstance(event, h2.events.DataReceived):
+                            h2conn.acknowledge_received_data(
+                                event.flow_controlled_length, event.stream_id
+                            )
+                            h2conn.reset_stream(
+                                event.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR
+                            )
+                    conn.sendall(h2conn.data_to_send())
+            except (OSError, h2.exceptions.ProtocolError):
+                return
+
+    def stop(self) -> None:
+        self._stop = True
+        self.sock.close()

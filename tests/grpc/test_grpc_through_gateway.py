@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import grpc
 import httpx
 import pytest
-from grpc_peers import EchoBackend, channel, method, wait_until
+from grpc_peers import EchoBackend, ResettingBackend, channel, method, wait_until
 from running_gateway import RunningGateway, free_port
 
 MIB = 1 << 20
@@ -36,12 +36,15 @@ class Setup:
         self.admin = admin
         self.backend: EchoBackend
         self.health_backend: EchoBackend
+        self.resetting: list[ResettingBackend]
 
     def channel(self, listener: str = "grpc") -> grpc.Channel:
         return channel(self.ports[listener])
 
 
-def _config(ports: dict[str, int], backend: int, health_backend: int, admin: int) -> str:
+def _config(
+    ports: dict[str, int], backend: int, health_backend: int, admin: int, resetting: list[int]
+) -> str:
     dead = free_port()  # nothing listens there
 
     def listener(name: str, backends: list[int], extra: str = "") -> str:
@@ -68,6 +71,7 @@ metrics_bind = "127.0.0.1:{admin}"
         + listener("small", [backend], "[listeners.http]\nmax_body_bytes = 1048576")
         + listener("dead", [dead])
         + listener("retry", [dead, backend], "[listeners.outlier]\nconsecutive_failures = 1000")
+        + listener("reset", resetting, "[listeners.outlier]\nconsecutive_failures = 1000")
         + listener(
             "health",
             [health_backend],
@@ -87,22 +91,26 @@ fall = 1
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    ports = {name: free_port() for name in ("grpc", "small", "dead", "retry", "health")}
+    ports = {name: free_port() for name in ("grpc", "small", "dead", "retry", "reset", "health")}
     admin = free_port()
     backend = EchoBackend(free_port()).start()
     health_backend = EchoBackend(free_port()).start()
+    resetting = [ResettingBackend(), ResettingBackend()]
     gateway = RunningGateway(
-        tmp_path_factory.mktemp("grpc"), _config(ports, backend.port, health_backend.port, admin)
+        tmp_path_factory.mktemp("grpc"),
+        _config(ports, backend.port, health_backend.port, admin, [r.port for r in resetting]),
     )
     try:
         gateway.start()
         s = Setup(gateway, ports, admin)
-        s.backend, s.health_backend = backend, health_backend
+        s.backend, s.health_backend, s.resetting = backend, health_backend, resetting
         yield s
     finally:
         gateway.stop()
         backend.stop()
         health_backend.stop()
+        for r in resetting:
+            r.stop()
 
 
 def test_unary_relays_message_and_trailing_metadata(setup: Setup) -> None:
@@ -223,6 +231,18 @@ def test_connect_failures_are_retried_on_another_backend(setup: Setup) -> None:
     with setup.channel("retry") as ch:
         for i in range(6):
             assert method(ch, "Unary")(b"%d" % i, timeout=10) == b"%d" % i
+
+
+def test_backend_reset_after_the_request_reached_it_is_unavailable_and_not_retried(
+    setup: Setup,
+) -> None:
+    """Both backends reset every stream once its request bytes arrived: the call must
+    fail UNAVAILABLE after exactly one backend saw it (a retry could run it twice)."""
+    before = sum(r.requests for r in setup.resetting)
+    with setup.channel("reset") as ch, pytest.raises(grpc.RpcError) as err:
+        method(ch, "Unary")(b"once", timeout=10)
+    assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert sum(r.requests for r in setup.resetting) - before == 1
 
 
 def test_http1_client_gets_unimplemented_in_the_headers(setup: Setup) -> None:
