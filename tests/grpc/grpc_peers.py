@@ -61,6 +61,12 @@ def _server_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[by
         yield b"%08d" % i + payload
 
 
+def _slow_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    for i in range(int(request)):
+        yield b"%d" % i
+        time.sleep(0.1)
+
+
 def _client_stream(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
     count = total = 0
     for message in requests:
@@ -89,6 +95,7 @@ class EchoBackend:
         handlers = {
             "Unary": grpc.unary_unary_rpc_method_handler(_unary),
             "ServerStream": grpc.unary_stream_rpc_method_handler(_server_stream),
+            "SlowStream": grpc.unary_stream_rpc_method_handler(_slow_stream),
             "ClientStream": grpc.stream_unary_rpc_method_handler(_client_stream),
             "Bidi": grpc.stream_stream_rpc_method_handler(_bidi),
             "Wait": grpc.unary_unary_rpc_method_handler(self._wait),
@@ -139,6 +146,7 @@ def method(ch: grpc.Channel, name: str) -> grpc.UnaryUnaryMultiCallable:
     path = f"/{SERVICE}/{name}"
     kinds = {
         "ServerStream": ch.unary_stream,
+        "SlowStream": ch.unary_stream,
         "ClientStream": ch.stream_unary,
         "Bidi": ch.stream_stream,
     }

@@ -188,6 +188,19 @@ def test_deadline_is_clamped_forwarded_and_expiry_resets_the_backend(setup: Setu
     assert seen.cancelled.wait(3)
 
 
+def test_deadline_during_a_stream_ends_it_with_a_status_trailer(setup: Setup) -> None:
+    """Messages already relayed stay delivered; the stream then ends with the gateway's
+    DEADLINE_EXCEEDED trailer (the response had begun: no trailers-only answer)."""
+    got = []
+    with setup.channel() as ch, pytest.raises(grpc.RpcError) as err:
+        for message in method(ch, "SlowStream")(b"50", timeout=30):
+            got.append(message)
+    assert err.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert err.value.details() == "deadline exceeded"
+    assert 3 <= len(got) < 50
+    assert got == [b"%d" % i for i in range(len(got))]
+
+
 def test_client_cancellation_reaches_the_backend(setup: Setup) -> None:
     seen = setup.backend.observed
     seen.cancelled.clear()
