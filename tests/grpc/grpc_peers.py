@@ -43,6 +43,7 @@ class Observed:
     started: threading.Event = field(default_factory=threading.Event)
     time_remaining: list[float | None] = field(default_factory=list)
     calls: int = 0
+    produced: int = 0  # messages the Flood stream handed to grpcio so far
 
 
 def _unary(request: bytes, context: grpc.ServicerContext) -> bytes:
@@ -99,6 +100,7 @@ class EchoBackend:
             "ClientStream": grpc.stream_unary_rpc_method_handler(_client_stream),
             "Bidi": grpc.stream_stream_rpc_method_handler(_bidi),
             "Wait": grpc.unary_unary_rpc_method_handler(self._wait),
+            "Flood": grpc.unary_stream_rpc_method_handler(self._flood),
         }
         self.server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, handlers),)
@@ -121,6 +123,17 @@ class EchoBackend:
         if not context.is_active():
             seen.cancelled.set()
         return request
+
+    def _flood(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        """``count:size`` messages as fast as flow control lets them go; counts them."""
+        count, _, size = request.partition(b":")
+        payload = b"f" * int(size)
+        self.observed.produced = 0
+        for _ in range(int(count)):
+            if not context.is_active():
+                return
+            yield payload
+            self.observed.produced += 1
 
     def start(self) -> EchoBackend:
         self.server.start()
@@ -147,6 +160,7 @@ def method(ch: grpc.Channel, name: str) -> grpc.UnaryUnaryMultiCallable:
     kinds = {
         "ServerStream": ch.unary_stream,
         "SlowStream": ch.unary_stream,
+        "Flood": ch.unary_stream,
         "ClientStream": ch.stream_unary,
         "Bidi": ch.stream_stream,
     }
