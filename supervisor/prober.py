@@ -4,7 +4,9 @@ One task per (listener, backend) with a `[listeners.health]` table: every
 `interval_ms` a TCP connect, or an HTTP GET whose status must fall in `expected_status`,
 each bounded by `timeout_ms`. The GET speaks the backend's protocol: HTTP/1.1 (h11), or
 HTTP/2 for `protocol = "h2"` backends (gateway/health/h2_probe.py; h2c with prior knowledge,
-or TLS with ALPN h2 and the backend's verification settings when it has a `tls` table). Results feed the pure rise/fall
+or TLS with ALPN h2 and the backend's verification settings when it has a `tls` table), or
+a gRPC `grpc.health.v1.Health/Check` call over HTTP/2 the same way (gateway/health/
+grpc_probe.py; SERVING passes). Results feed the pure rise/fall
 state machine (gateway/health/active.py); a transition is logged once and sent to
 the workers as `SetBackendHealth`. States survive reloads for backends that stay.
 """
@@ -25,6 +27,7 @@ from gateway.config.plan import BackendPlan, GatewayPlan, ListenerPlan
 from gateway.config.schema import BackendTlsConfig
 from gateway.config.validate import parse_status_ranges
 from gateway.health import ActiveHealth, ActiveState
+from gateway.health.grpc_probe import GrpcHealthProbe
 from gateway.health.h2_probe import H2Probe, status_problem
 
 log = structlog.get_logger("expressgateway.supervisor")
@@ -165,6 +168,35 @@ async def probe_h2(
     return f"timeout after {timeout_s:.3f}s"
 
 
+async def probe_grpc(backend: BackendPlan, listener: ListenerPlan, timeout_s: float) -> str:
+    """One grpc.health.v1.Health/Check call on a fresh HTTP/2 connection: '' for SERVING."""
+    health = listener.health
+    assert health is not None
+    with trio.move_on_after(timeout_s):
+        try:
+            stream = await _open_h2_probe_stream(backend)
+        except OSError as exc:
+            return f"connect: {exc.strerror or exc}"
+        except (trio.BrokenResourceError, ssl.SSLError, ValueError) as exc:
+            return f"tls: {exc.__cause__ or exc}"
+        async with stream:
+            probe = GrpcHealthProbe(
+                scheme=b"https" if backend.tls is not None else b"http",
+                authority=(health.host or backend.id).encode(),
+                service=health.grpc_service,
+            )
+            try:
+                await stream.send_all(probe.start())
+                while not probe.done:
+                    reply = probe.receive(bytes(await stream.receive_some(16384)))
+                    if reply:
+                        await stream.send_all(reply)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                return f"io: {exc}"
+            return probe.problem
+    return f"timeout after {timeout_s:.3f}s"
+
+
 class Prober:
     def __init__(self, broadcast: Broadcast) -> None:
         self.broadcast = broadcast
@@ -212,6 +244,8 @@ class Prober:
             started = trio.current_time()
             if health.kind == "http":
                 problem = await probe_http(backend, lst, timeout_s)
+            elif health.kind == "grpc":
+                problem = await probe_grpc(backend, lst, timeout_s)
             else:
                 problem = await probe_tcp(backend, timeout_s)
             verdict.last_result = problem or "ok"

@@ -43,6 +43,7 @@ def limits_from_plan(runtime: ListenerRuntime) -> HttpLimits:
         body_timeout_ms=http.body_timeout_ms,
         total_timeout_ms=http.total_timeout_ms,
         head_timeout_ms=http.head_timeout_ms,
+        grpc_max_deadline_ms=http.grpc_max_deadline_ms,
         max_body_bytes=http.max_body_bytes,
         max_headers=http.max_headers,
         max_header_bytes=http.max_header_bytes,
@@ -134,6 +135,8 @@ def make_h1_context(runtime: ListenerRuntime, worker: Worker) -> H1Context:
             record.bytes_out,
         )
         stats.exchange_protocols(record.front, record.back)
+        if record.grpc_status:
+            stats.grpc_request(record.grpc_status)
         if record.error_kind and (
             record.status in _SECURITY_STATUSES or record.error_kind in _LOCAL_KINDS
         ):

@@ -39,6 +39,9 @@ class ListenerStats:
     def exchange_protocols(self, front: str, back: str) -> None:
         self.metrics.exchanges[(self.name, front, back)] += 1
 
+    def grpc_request(self, grpc_status: str) -> None:
+        self.metrics.grpc_requests[(self.name, grpc_status)] += 1
+
     def no_backend(self) -> None:
         self.metrics.upstream_error(self.name, "", "no_backend")
 

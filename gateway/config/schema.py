@@ -27,7 +27,7 @@ PolicyName = Literal[
     "ring_hash",
     "session_affinity",
 ]
-HealthKind = Literal["tcp", "http"]
+HealthKind = Literal["tcp", "http", "grpc"]
 LogFormat = Literal["auto", "json", "console"]
 KernelMode = Literal["auto", "native", "generic"]
 UnderscorePolicy = Literal["reject", "drop", "allow"]
@@ -127,6 +127,7 @@ class HealthConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     path: str = "/"
     expected_status: str = "200-399"
     host: str | None = None
+    grpc_service: str = ""  # kind = "grpc": the service name asked of grpc.health.v1.Health
 
 
 class OutlierConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
@@ -141,6 +142,7 @@ class HttpConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     body_timeout_ms: int = 30_000
     total_timeout_ms: int = 60_000
     head_timeout_ms: int = 60_000
+    grpc_max_deadline_ms: int = 300_000
     max_body_bytes: int = 64 * 1024 * 1024
     max_headers: int = 256
     max_header_bytes: int = 65_536

@@ -540,8 +540,35 @@ def _health(lst: ListenerConfig, path: str, c: Collector) -> None:
             )
         if h.host is not None and (not h.host or any(ch in h.host for ch in " \r\n\t,")):
             c.add(f"{hp}.host", f"must be a valid Host header value, got {h.host!r}")
+    elif h.kind == "grpc":
+        _grpc_health(lst, hp, c)
     elif (h.host is not None) or h.path != "/" or h.expected_status != "200-399":
         c.add(hp, 'path, expected_status and host apply only to kind = "http" checks')
+    if h.kind != "grpc" and h.grpc_service:
+        c.add(f"{hp}.grpc_service", 'applies only to kind = "grpc" checks')
+
+
+def _grpc_health(lst: ListenerConfig, hp: str, c: Collector) -> None:
+    """gRPC checks call grpc.health.v1.Health/Check over HTTP/2: h2 backends only."""
+    h = lst.health
+    assert h is not None
+    if h.path != "/" or h.expected_status != "200-399":
+        c.add(hp, 'path and expected_status do not apply to kind = "grpc" checks')
+    if h.host is not None and (not h.host or any(ch in h.host for ch in " \r\n\t,")):
+        c.add(f"{hp}.host", f"must be a valid :authority value, got {h.host!r}")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in h.grpc_service) or len(h.grpc_service) > 255:
+        c.add(
+            f"{hp}.grpc_service",
+            f"must be a service name of at most 255 printable characters, got {h.grpc_service!r}",
+        )
+    for j, backend in enumerate(lst.backends):
+        protocol = backend.protocol or NATURAL_BACKEND_PROTOCOL[lst.protocol]
+        if protocol != "h2":
+            c.add(
+                f"{hp}.kind",
+                f'"grpc" checks speak HTTP/2: backends[{j}] has protocol {protocol!r}; '
+                'allowed: "h2" (or use kind = "http" / "tcp")',
+            )
 
 
 def parse_status_ranges(text: str) -> list[tuple[int, int]] | None:

@@ -47,6 +47,8 @@ class HttpLimits:
     body_timeout_ms: int = 30_000
     total_timeout_ms: int = 60_000
     head_timeout_ms: int = 60_000
+    # A gRPC call's grpc-timeout is clamped to this (it replaces total_timeout_ms for the call).
+    grpc_max_deadline_ms: int = 300_000
     max_body_bytes: int = 64 * 1024 * 1024
     max_headers: int = 256
     max_header_bytes: int = 65_536

@@ -81,6 +81,14 @@ HTTP_EXCHANGES = Family(
     Kind.COUNTER,
     ("listener", "front", "back"),
 )
+GRPC_REQUESTS = Family(
+    PREFIX + "grpc_requests_total",
+    "gRPC calls finished, by grpc-status (0..16; the gateway's own answers included: 14 "
+    "UNAVAILABLE, 4 DEADLINE_EXCEEDED, 8 RESOURCE_EXHAUSTED, 12 UNIMPLEMENTED; 'invalid' for a "
+    "backend's non-numeric status).",
+    Kind.COUNTER,
+    ("listener", "grpc_status"),
+)
 REQUEST_DURATION = Family(
     PREFIX + "request_duration_seconds",
     "Time from request head received to response fully sent.",
@@ -180,6 +188,7 @@ SERIES_OVERFLOWED = Family(
 FAMILIES: tuple[Family, ...] = (
     REQUESTS,
     HTTP_EXCHANGES,
+    GRPC_REQUESTS,
     REQUEST_DURATION,
     CONNECTIONS,
     CONNECTIONS_ACTIVE,

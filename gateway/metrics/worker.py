@@ -40,6 +40,7 @@ class WorkerMetrics:
         "connections",
         "connections_active",
         "exchanges",
+        "grpc_requests",
         "request_duration",
         "requests",
         "security_rejections",
@@ -49,6 +50,7 @@ class WorkerMetrics:
     def __init__(self) -> None:
         self.requests: defaultdict[Labels, int] = defaultdict(int)
         self.exchanges: defaultdict[Labels, int] = defaultdict(int)
+        self.grpc_requests: defaultdict[Labels, int] = defaultdict(int)
         self.request_duration: dict[Labels, HistogramValue] = {}
         self.connections: defaultdict[Labels, int] = defaultdict(int)
         self.connections_active: defaultdict[Labels, int] = defaultdict(int)
@@ -113,6 +115,7 @@ class WorkerMetrics:
             counters={
                 fam.REQUESTS.name: dict(self.requests),
                 fam.HTTP_EXCHANGES.name: dict(self.exchanges),
+                fam.GRPC_REQUESTS.name: dict(self.grpc_requests),
                 fam.CONNECTIONS.name: dict(self.connections),
                 fam.BYTES.name: dict(self.bytes),
                 fam.UPSTREAM_ERRORS.name: dict(self.upstream_errors),

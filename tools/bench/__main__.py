@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tools.bench import h2, http1, tcp
+from tools.bench import grpc_unary, h2, http1, tcp
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     h2.add_arguments(
         sub.add_parser("h2", help="HTTP/2 front requests/s and CPU per request (h2load)")
     )
+    grpc_unary.add_arguments(
+        sub.add_parser("grpc", help="unary gRPC calls/s and CPU per call, gateway vs direct")
+    )
     args = parser.parse_args(argv)
     if args.benchmark == "tcp":
         return tcp.main(args)
@@ -28,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         return http1.main(args)
     if args.benchmark == "h2":
         return h2.main(args)
+    if args.benchmark == "grpc":
+        return grpc_unary.main(args)
     parser.error(f"unknown benchmark {args.benchmark}")
     return 2
 

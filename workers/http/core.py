@@ -8,6 +8,12 @@ one passive-health report per attempt, and the access record. A failure ends thi
 exchange: the sink answers it (an error response before the head, an abort after: on H2/H3
 that is one stream's reset, never the connection). Must never touch a socket or a frame:
 the adapters do.
+
+gRPC (``content-type: application/grpc*``, gateway/http/grpc_status) changes three things:
+the deadline is the call's ``grpc-timeout`` clamped to ``grpc_max_deadline_ms`` (the
+remaining budget is forwarded to each attempt), every answer the gateway makes is
+gRPC-shaped (trailers-only before the head, a ``grpc-status`` trailer after it; an H1 front
+answers UNIMPLEMENTED), and the record carries the call's grpc-status for the metrics.
 """
 
 from __future__ import annotations
@@ -17,9 +23,25 @@ from typing import cast
 import trio
 
 from gateway.http.admission import admit_request
-from gateway.http.errors import BadGateway, GatewayTimeout, HttpError, NoBackend
+from gateway.http.errors import (
+    BadGateway,
+    GatewayTimeout,
+    HttpError,
+    NoBackend,
+    NotImplementedMethod,
+)
+from gateway.http.grpc_deadline import request_deadline_s, with_timeout
+from gateway.http.grpc_status import (
+    DEADLINE_KIND,
+    grpc_status_of,
+    is_grpc,
+    status_fields,
+    status_for_error,
+    status_label,
+    trailers_only,
+)
 from gateway.http.model import RequestHead
-from gateway.http.request_rules import forward_request, forward_response
+from gateway.http.request_rules import MULTIPLEXED, forward_request, forward_response
 from gateway.http.retry_budget import RetryBudget
 from gateway.http.retry_rule import (
     MAYBE_PROCESSED,
@@ -48,7 +70,10 @@ class Exchange:
         "body",
         "client_ip",
         "ctx",
+        "deadline_at",
         "front",
+        "grpc",
+        "grpc_status",
         "head",
         "holding_retry",
         "sink",
@@ -75,6 +100,9 @@ class Exchange:
         self.tried: list[Backend] = []
         self.status = 0
         self.holding_retry = False  # a slot of the listener's retry budget
+        self.grpc = False
+        self.grpc_status = ""  # the call's status label once known (gRPC only)
+        self.deadline_at: float | None = None  # a gRPC call's deadline (from grpc-timeout)
 
 
 async def proxy_exchange(
@@ -91,16 +119,29 @@ async def proxy_exchange(
     now = trio.current_time
     started_at = now()
     ex = Exchange(ctx, head, body, sink, client_ip, front)
+    budget_s = ctx.limits.total_timeout_ms / 1000
+    if is_grpc(head.headers):
+        ex.grpc = True
+        call_s = request_deadline_s(head.headers, ctx.limits.grpc_max_deadline_ms / 1000)
+        if call_s is not None:
+            budget_s = call_s
+            ex.deadline_at = started_at + call_s
     failure: HttpError | None = None
-    with trio.CancelScope(deadline=started_at + ctx.limits.total_timeout_ms / 1000) as total:
+    with trio.CancelScope(deadline=started_at + budget_s) as total:
         try:
             if not admitted:
                 admit_request(head, ctx.limits)
+            if ex.grpc and front == "h1":
+                # gRPC needs trailers on a streamed response, which HTTP/1.1 cannot carry.
+                raise NotImplementedMethod("gRPC needs an HTTP/2 front", kind="grpc_over_h1")
             await _forward(ex)
         except HttpError as exc:
             failure = exc
     if total.cancelled_caught and failure is None:
-        failure = GatewayTimeout("total request time exceeded", kind="total_timeout")
+        if ex.deadline_at is not None:
+            failure = GatewayTimeout("deadline exceeded", kind=DEADLINE_KIND)
+        else:
+            failure = GatewayTimeout("total request time exceeded", kind="total_timeout")
     if failure is not None:
         await _answer(ex, failure)
     return _record(ex, started_at, now(), failure)
@@ -111,11 +152,31 @@ async def _answer(ex: Exchange, failure: HttpError) -> None:
     with trio.move_on_after(1.0):
         if isinstance(failure, ClientGone):
             await sink.abort(failure)
+        elif ex.grpc:
+            await _answer_grpc(ex, failure)
         elif not sink.started:
             ex.status = failure.status
             await sink.send_error(failure)
         else:
             await sink.abort(failure)
+
+
+async def _answer_grpc(ex: Exchange, failure: HttpError) -> None:
+    """A gRPC client reads its outcome from grpc-status, never from an HTTP error page:
+    trailers-only before the response head, a status trailer after it."""
+    sink = ex.sink
+    code = status_for_error(failure)
+    ex.grpc_status = str(code)
+    try:
+        if not sink.started:
+            ex.status = 200
+            # HTTP/2 and HTTP/3 end the stream with the HEADERS; HTTP/1.1 needs a length.
+            length = None if ex.front in MULTIPLEXED else 0
+            await sink.send_head(trailers_only(code, failure), length=length, end=True)
+        else:
+            await sink.send_end(status_fields(code, failure))
+    except HttpError:
+        await sink.abort(failure)
 
 
 def _record(
@@ -135,6 +196,7 @@ def _record(
         error_kind=failure.kind if failure is not None else None,
         front=ex.front,
         back=ex.ctx.back_for[ex.backend.id].protocol if ex.backend is not None else "",
+        grpc_status=ex.grpc_status,
     )
 
 
@@ -172,6 +234,11 @@ async def _pick_and_retry(ex: Exchange, budget: RetryBudget) -> None:
             rng=ctx.rng,
             keep_inbound=keep_inbound,
         )
+        if ex.deadline_at is not None:
+            # The backend gets what is left of the call's budget (retries get less).
+            forwarded.headers = with_timeout(
+                forwarded.headers, ex.deadline_at - trio.current_time()
+            )
         how, failure = await _attempt(ex, backend, adapter, forwarded)
         if failure is None:
             return
@@ -288,7 +355,10 @@ async def _relay(ex: Exchange, response: UpstreamResponse) -> HttpError | None:
         if body.length == 0:
             if await body.receive():
                 raise BadGateway("body on a response declared empty", kind="upstream_protocol")
-            await sink.send_head(head, length=response.declared_length, end=not body.trailers)
+            length = response.declared_length
+            if ex.grpc and ex.front in MULTIPLEXED:
+                length = None  # a trailers-only answer is one HEADERS frame, as sent
+            await sink.send_head(head, length=length, end=not body.trailers)
             if body.trailers:
                 await sink.send_end(body.trailers)
         else:
@@ -297,6 +367,8 @@ async def _relay(ex: Exchange, response: UpstreamResponse) -> HttpError | None:
                 await sink.send_data(chunk)
             await sink.send_end(body.trailers)
         complete = True
+        if ex.grpc:
+            ex.grpc_status = status_label(grpc_status_of(head.headers, body.trailers), head.status)
         return None
     except HttpError as exc:
         return exc

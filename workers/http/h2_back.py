@@ -138,6 +138,10 @@ class H2Back:
         declared, length = response_body_length(
             response_head.status, head.method, response_head.headers
         )
+        if length is None and stream.remote_ended and not stream.chunks:
+            # The head came with END_STREAM (a gRPC trailers-only answer among them): no body,
+            # and the front must end its stream with the head too.
+            length = 0
         response_body = H2ResponseBody(stream, length, self._body_timeout_s)
         return H2UpstreamResponse(stream, response_body, declared)
 

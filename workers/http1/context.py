@@ -37,6 +37,7 @@ class RequestRecord:
     error_kind: str | None
     front: str  # the client's protocol: "h1", "h2", "h3"
     back: str  # the backend's protocol ("" when no backend was reached)
+    grpc_status: str  # a gRPC call's status label ("0".."16", "invalid"); "" when not gRPC
 
     def __init__(
         self,
@@ -52,6 +53,7 @@ class RequestRecord:
         error_kind: str | None,
         front: str = "h1",
         back: str = "h1",
+        grpc_status: str = "",
     ) -> None:
         self.listener = listener
         self.method = method
@@ -65,6 +67,7 @@ class RequestRecord:
         self.error_kind = error_kind
         self.front = front
         self.back = back
+        self.grpc_status = grpc_status
 
 
 # (request head, client ip, backends already tried for this request) -> the next backend
