@@ -45,6 +45,7 @@ def h2_limits(config: H2Config | None) -> H2Limits:
         keepalive_interval_s=h.keepalive_interval_ms / 1000,
         keepalive_timeout_s=h.keepalive_timeout_ms / 1000,
         idle_timeout_s=h.idle_timeout_ms / 1000,
+        enable_connect_protocol=h.enable_connect_protocol,
         flood_window_s=h.flood_window_ms / 1000,
         max_resets_per_window=h.max_resets_per_window,
         max_pings_per_window=h.max_pings_per_window,

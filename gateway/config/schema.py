@@ -171,6 +171,7 @@ class H2Config(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     keepalive_interval_ms: int = 30_000
     keepalive_timeout_ms: int = 30_000
     idle_timeout_ms: int = 60_000
+    enable_connect_protocol: bool = True
     flood_window_ms: int = 10_000
     max_resets_per_window: int = 100
     max_pings_per_window: int = 50

@@ -39,6 +39,9 @@ class WebSocketLimits:
     enabled: bool = True  # false: upgrades are not intercepted (served as plain HTTP)
     idle_timeout_s: float = 60.0
     max_message_size_bytes: int = 16 * 1024 * 1024
+    # Client pings (each one the backend answers): more within the window closes with 1008.
+    max_pings_per_window: int = 50
+    ping_window_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,8 @@ class H2Limits:
     keepalive_interval_s: float = 30.0  # 0: no PINGs
     keepalive_timeout_s: float = 30.0
     idle_timeout_s: float = 60.0  # no stream open: GOAWAY and close
+    # SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441): WebSocket over HTTP/2 streams.
+    enable_connect_protocol: bool = True
     # Floods: more than this many of a kind within flood_window_s → GOAWAY ENHANCE_YOUR_CALM.
     flood_window_s: float = 10.0
     max_resets_per_window: int = 100  # rapid reset (CVE-2023-44487): client resets

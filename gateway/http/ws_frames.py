@@ -1,7 +1,8 @@
 """WebSocket frame-boundary tracking for an opaque relay, and the close frames we inject.
 
 Owns: knowing whether a relayed byte stream sits between frames (so a close frame can be
-injected without corrupting it) and the message-size cap (RFC 6455 §5.2). Must never
+injected without corrupting it), the message-size cap (RFC 6455 §5.2) and the budget of
+pings a client may send (each one its backend must answer, RFC 6455 §5.5.2). Must never
 unmask, buffer or rewrite payloads.
 """
 
@@ -11,7 +12,9 @@ import random
 from dataclasses import dataclass
 
 CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
+_OPCODE_PING = 0x9
 
 
 class FrameTooLarge(Exception):
@@ -24,6 +27,7 @@ class FrameTracker:
     _header: bytearray | None = None
     _payload_left: int = 0
     _message_bytes: int = 0
+    pings: int = 0  # ping frames begun so far
 
     @property
     def at_boundary(self) -> bool:
@@ -52,6 +56,8 @@ class FrameTracker:
         fin = bool(header[0] & 0x80)
         opcode = header[0] & 0x0F
         length = header[1] & 0x7F
+        if opcode == _OPCODE_PING:
+            self.pings += 1
         if length == 126:
             length = int.from_bytes(header[2:4], "big")
         elif length == 127:
@@ -63,6 +69,25 @@ class FrameTracker:
             if fin:
                 self._message_bytes = 0
         self._payload_left = length
+
+
+@dataclass(slots=True)
+class PingBudget:
+    """At most ``max_pings`` pings within each ``window_s`` (a fixed window that starts with
+    the first ping after the last one lapsed: the original's 50 per 10 s)."""
+
+    max_pings: int
+    window_s: float
+    _window_started_at: float = float("-inf")
+    _spent: int = 0
+
+    def admit(self, pings: int, now: float) -> bool:
+        """Count ``pings`` sent at ``now``; False once the window's budget is overspent."""
+        if now - self._window_started_at >= self.window_s:
+            self._window_started_at = now
+            self._spent = 0
+        self._spent += pings
+        return self._spent <= self.max_pings
 
 
 def _header_length(partial: bytearray) -> int:

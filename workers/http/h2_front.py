@@ -8,12 +8,15 @@ concurrency limit answered with REFUSED_STREAM, the flood defences h2 does not h
 GOAWAY ENHANCE_YOUR_CALM), keep-alive PINGs and the idle close, and the two-step drain: a
 first GOAWAY that rejects nothing, streams served during the drain budget, a final GOAWAY
 with the last stream processed (later streams refused with REFUSED_STREAM, safe to retry),
-then the close. Each stream runs the proxy core (workers/http/core) in a task of its own; a
-lapse or upstream failure ends that stream only. Must never parse HTTP/1.1 or pick backends.
+then the close. Each stream runs the proxy core (workers/http/core) in a task of its own, an
+extended CONNECT for WebSocket (RFC 8441, announced by SETTINGS_ENABLE_CONNECT_PROTOCOL) the
+bridge (workers/http/ws_h2_bridge); a lapse or upstream failure ends that stream only. Must
+never parse HTTP/1.1 or pick backends.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import h2.config
@@ -37,11 +40,13 @@ from gateway.http.errors import (
 from gateway.http.limits import H2Limits
 from gateway.http.misdirected import is_misdirected
 from gateway.http.model import HeaderList, RequestHead, comma_tokens, request_from_pseudo
+from gateway.http.ws_bridge import is_websocket_protocol, split_protocol
 from workers.http import h2_repr_patch  # noqa: F401  (a cheaper frame repr, see there)
 from workers.http.context import ProxyContext
 from workers.http.core import proxy_exchange
 from workers.http.front import ClientConn
 from workers.http.h2_stream import H2RequestBody, H2ResponseSink
+from workers.http.ws_h2_bridge import TUNNEL_BODY_CAP_BYTES, serve_websocket_stream
 from workers.http1.context import RequestRecord
 from workers.http1.exchange_steps import ClientGone
 
@@ -101,6 +106,7 @@ class _Stream:
     body: H2RequestBody
     sink: H2ResponseSink
     scope: trio.CancelScope
+    protocol: bytes | None = None  # an extended CONNECT's :protocol (RFC 8441)
 
 
 class H2ServerConnection:
@@ -113,16 +119,18 @@ class H2ServerConnection:
             client_side=False, header_encoding=None, validate_inbound_headers=True
         )
         self.h2 = _ServerConnection(config)
-        self.h2.local_settings = _Settings(
-            client=False,
-            initial_values={
-                _S.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
-                _S.INITIAL_WINDOW_SIZE: limits.initial_stream_window_size,
-                _S.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
-                _S.MAX_FRAME_SIZE: limits.max_frame_size,
-                _S.ENABLE_PUSH: 0,
-            },
-        )
+        settings = {
+            _S.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
+            _S.INITIAL_WINDOW_SIZE: limits.initial_stream_window_size,
+            _S.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
+            _S.MAX_FRAME_SIZE: limits.max_frame_size,
+            _S.ENABLE_PUSH: 0,
+        }
+        # RFC 8441 §3: extended CONNECT, offered only where WebSocket is on at all.
+        self.connect_protocol = limits.enable_connect_protocol and ctx.limits.websocket.enabled
+        if self.connect_protocol:
+            settings[_S.ENABLE_CONNECT_PROTOCOL] = 1
+        self.h2.local_settings = _Settings(client=False, initial_values=settings)
         self.h2.decoder.max_header_list_size = limits.max_header_list_size
         self.streams: dict[int, _Stream] = {}
         self.guard = h2_guard.FloodGuard(limits, trio.current_time())
@@ -320,25 +328,31 @@ class H2ServerConnection:
             self.reset(sid, _Codes.REFUSED_STREAM)  # not processed: safe for the client to retry
             self._flood(h2_guard.REFUSED, now)
             return
+        protocol, fields = split_protocol(list(event.headers))
+        if protocol is not None and not self.connect_protocol:
+            # h2 admits :protocol whatever we announced; unannounced, it is malformed.
+            self.reset(sid, _Codes.PROTOCOL_ERROR)  # RFC 8441 §4, RFC 9113 §8.1.1
+            return
         try:
-            head = request_from_pseudo(list(event.headers), http_version=b"2")
+            head = request_from_pseudo(fields, http_version=b"2")
         except BadRequest:
             self.reset(sid, _Codes.PROTOCOL_ERROR)  # malformed (RFC 9113 §8.1.1)
             return
         head.scheme = self.client.scheme
         expect = comma_tokens(head.headers, b"expect")
         head.headers = [(n, v) for n, v in head.headers if n != b"expect"]
+        tunnel = protocol is not None  # its own idle timeout and per-message cap apply
         body = H2RequestBody(
             self,
             sid,
             _declared_length(head.headers, ended),
-            max_body_bytes=self.ctx.limits.max_body_bytes,
-            idle_s=self.ctx.limits.body_timeout_ms / 1000,
+            max_body_bytes=TUNNEL_BODY_CAP_BYTES if tunnel else self.ctx.limits.max_body_bytes,
+            idle_s=math.inf if tunnel else self.ctx.limits.body_timeout_ms / 1000,
             expect_continue=not ended and expect == [b"100-continue"],
         )
         if ended:
             body.end()
-        st = _Stream(body, H2ResponseSink(self, sid, self.stall_s), trio.CancelScope())
+        st = _Stream(body, H2ResponseSink(self, sid, self.stall_s), trio.CancelScope(), protocol)
         self.streams[sid] = st
         assert self._nursery is not None
         self._nursery.start_soon(self._run_stream, sid, st, head)
@@ -367,10 +381,14 @@ class H2ServerConnection:
         record: RequestRecord | None = None
         try:
             with st.scope:
-                refusal = self._refusal(head)
+                refusal = self._refusal(head, st.protocol)
                 if refusal is not None:
                     await st.sink.send_error(refusal)
                     record = _failed_record(self, head, started_at, refusal.status, refusal.kind)
+                elif st.protocol is not None:
+                    record = await serve_websocket_stream(
+                        self.ctx, head, st.body, st.sink, client_ip=self.client.client_ip
+                    )
                 else:
                     record = await proxy_exchange(
                         self.ctx,
@@ -392,10 +410,13 @@ class H2ServerConnection:
             if self._closing and not self.streams:
                 self._done.set()
 
-    def _refusal(self, head: RequestHead) -> HttpError | None:
-        """A request this front answers itself: CONNECT (not proxied) or one for a host
-        another certificate of this listener serves (421, RFC 9113 §9.1.2)."""
-        if head.method == b"CONNECT":
+    def _refusal(self, head: RequestHead, protocol: bytes | None) -> HttpError | None:
+        """A request this front answers itself: CONNECT (not proxied; of the extended
+        CONNECTs only WebSocket is) or one for a host another certificate of this listener
+        serves (421, RFC 9113 §9.1.2)."""
+        if protocol is not None and not is_websocket_protocol(protocol):
+            return NotImplementedMethod(f"extended CONNECT for {protocol!r} is not proxied")
+        if head.method == b"CONNECT" and protocol is None:
             return NotImplementedMethod("CONNECT is not proxied")
         names = self.ctx.server_names
         if names is not None and is_misdirected(names, self.certificate, head.authority):

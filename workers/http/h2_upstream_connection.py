@@ -374,6 +374,11 @@ class H2UpstreamConnection:
         self._kick_writer()
         return stream
 
+    def release_reservation(self) -> None:
+        """Give back the slot the pool reserved, no stream opened (the caller chose not to)."""
+        self.reserved -= 1
+        self._on_slot_freed(self)
+
     async def send_data(self, stream: H2UpstreamStream, data: bytes) -> bool:
         """Send ``data`` within the peer's windows; False: the stream ended (stop uploading)."""
         view = memoryview(data)

@@ -2,16 +2,20 @@
 opaque byte tunnel with backpressure, an idle timeout and drain close frames.
 
 Owns: the upstream handshake (101 to the client only after the backend's 101), the tunnel
-relay, and when to inject close frames (idle 1001, drain 1001 at the deadline, oversize 1009)
-at frame boundaries only. The tunnel's upstream connection takes its slot from the pool's
-tunnel budget (``max_tunnels_per_backend``), never an ordinary request's. Must never unmask or buffer frames (``gateway.http.ws_frames``
-tracks boundaries) and never pool a tunnelled connection.
+relay (``WsTunnel``, also the relay of WebSocket over HTTP/2: workers/http/ws_h2_bridge),
+and when to inject close frames (idle 1001, drain 1001 at the deadline, oversize 1009, a
+client's ping flood 1008) at frame boundaries only. The tunnel's upstream connection takes its slot from the pool's
+tunnel budget (``max_tunnels_per_backend``), never an ordinary request's. Must never unmask
+or buffer frames (``gateway.http.ws_frames`` tracks boundaries) and never pool a tunnelled
+connection.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -20,15 +24,17 @@ from gateway.http.forwarding import add_forwarding_headers
 from gateway.http.framing import NO_BODY
 from gateway.http.h1_wire import serialize_request_head, serialize_response_head
 from gateway.http.hop_by_hop import strip_hop_by_hop
-from gateway.http.limits import READ_MAX_BYTES
+from gateway.http.limits import READ_MAX_BYTES, HttpLimits
 from gateway.http.model import RequestHead, ResponseHead, comma_tokens
 from gateway.http.responses import error_response_h1, reason_for
 from gateway.http.traceparent import apply_traceparent
 from gateway.http.ws_frames import (
     CLOSE_GOING_AWAY,
+    CLOSE_POLICY_VIOLATION,
     CLOSE_TOO_BIG,
     FrameTooLarge,
     FrameTracker,
+    PingBudget,
     close_frame,
 )
 from workers.http1.backend import Backend, ConnectFailed, ConnectTimedOut
@@ -100,10 +106,18 @@ async def _handshake(
         NO_BODY,
         extra=_UPGRADE_FIELDS,
     )
-    reader = MessageReader(conn.stream, ctx.limits, is_request=False)
-    with trio.move_on_after(ctx.limits.header_timeout_ms / 1000) as scope:
+    return await upgrade_upstream(conn.stream, wire, ctx.limits)
+
+
+async def upgrade_upstream(
+    stream: trio.abc.Stream, wire: bytes, limits: HttpLimits
+) -> tuple[ParsedHead, bytes]:
+    """Send the upgrade request ``wire``; the backend's 101 head and the bytes that followed
+    it (already tunnel bytes). Anything but a 101 within the header timeout fails."""
+    reader = MessageReader(stream, limits, is_request=False)
+    with trio.move_on_after(limits.header_timeout_ms / 1000) as scope:
         try:
-            await conn.stream.send_all(wire)
+            await stream.send_all(wire)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise BadGateway("upstream write failed", kind="upstream_write")
         tag, payload = await reader.next_event()
@@ -148,7 +162,7 @@ async def proxy_websocket(
         )
         await client_stream.send_all(wire + up_leftover)
         result.status = 101
-        tunnel = _Tunnel(ctx, client_stream, conn.stream)
+        tunnel = WsTunnel(ctx, client_stream, conn.stream)
         await tunnel.run(leftover)
         result.bytes_in, result.bytes_out = tunnel.bytes_up, tunnel.bytes_down
         result.error_kind = tunnel.reason if tunnel.reason not in ("eof",) else None
@@ -170,8 +184,28 @@ async def proxy_websocket(
     return result
 
 
-class _Tunnel:
-    def __init__(self, ctx: H1Context, client: trio.abc.Stream, upstream: trio.abc.Stream) -> None:
+class ByteStream(Protocol):
+    """One side of a tunnel: a socket, or an HTTP/2 stream seen as bytes (b"" is its end)."""
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray: ...
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None: ...
+
+
+class TunnelContext(Protocol):
+    """What a tunnel needs of its listener (H1Context and the proxy core's ProxyContext)."""
+
+    limits: HttpLimits
+    draining: trio.Event
+    drain_deadline_at: float
+    rng: random.Random
+
+
+class WsTunnel:
+    """Relays WebSocket bytes both ways, frame boundaries tracked, until either side ends,
+    the tunnel idles, a message passes the cap, or the drain deadline comes."""
+
+    def __init__(self, ctx: TunnelContext, client: ByteStream, upstream: ByteStream) -> None:
         self.ctx = ctx
         self.client = client
         self.upstream = upstream
@@ -179,6 +213,7 @@ class _Tunnel:
         self.idle_s = limits.idle_timeout_s
         self.to_upstream = FrameTracker(limits.max_message_size_bytes)
         self.to_client = FrameTracker(limits.max_message_size_bytes)
+        self.client_pings = PingBudget(limits.max_pings_per_window, limits.ping_window_s)
         self.last_activity_at = trio.current_time()
         self.recv_scopes: set[trio.CancelScope] = set()
         self.watch_scope = trio.CancelScope()
@@ -193,7 +228,11 @@ class _Tunnel:
             scope.cancel()
         self.watch_scope.cancel()
 
-    async def run(self, client_leftover: bytes) -> None:
+    async def run(self, client_leftover: bytes, upstream_leftover: bytes = b"") -> None:
+        if upstream_leftover:
+            self.to_client.feed(upstream_leftover)
+            await self.client.send_all(upstream_leftover)
+            self.bytes_down += len(upstream_leftover)
         if client_leftover:
             self.to_upstream.feed(client_leftover)
             await self.upstream.send_all(client_leftover)
@@ -205,7 +244,7 @@ class _Tunnel:
         await self._close_frames()
 
     async def _pump(
-        self, src: trio.abc.Stream, dst: trio.abc.Stream, tracker: FrameTracker, up: bool
+        self, src: ByteStream, dst: ByteStream, tracker: FrameTracker, up: bool
     ) -> None:
         while self.reason is None:
             with trio.CancelScope() as scope:
@@ -221,12 +260,20 @@ class _Tunnel:
             if not data:
                 self.stop("eof")
                 return
-            self.last_activity_at = trio.current_time()
+            self.last_activity_at = now = trio.current_time()
+            pings = tracker.pings
             try:
                 tracker.feed(data)
             except FrameTooLarge:
                 self.stop("ws_message_too_big")
                 return
+            # A ping flood is relayed up to the read that overspent the budget (so the frame
+            # tracker still describes what the backend got), then closed with 1008.
+            flood = (
+                up
+                and tracker.pings > pings
+                and not self.client_pings.admit(tracker.pings - pings, now)
+            )
             with trio.move_on_after(self.idle_s) as send_scope:
                 try:
                     await dst.send_all(data)
@@ -240,6 +287,9 @@ class _Tunnel:
                 self.bytes_up += len(data)
             else:
                 self.bytes_down += len(data)
+            if flood:
+                self.stop("ws_ping_flood")
+                return
 
     async def _watch(self) -> None:
         with self.watch_scope:
@@ -262,6 +312,7 @@ class _Tunnel:
             "drain": CLOSE_GOING_AWAY,
             "ws_idle": CLOSE_GOING_AWAY,
             "ws_message_too_big": CLOSE_TOO_BIG,
+            "ws_ping_flood": CLOSE_POLICY_VIOLATION,
         }.get(self.reason or "")
         if code is None:
             return

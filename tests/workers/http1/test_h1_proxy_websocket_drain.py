@@ -48,6 +48,22 @@ async def test_websocket_idle_timeout_sends_1001(nursery: trio.Nursery) -> None:
     assert closed.value.reason.code == 1001
 
 
+async def test_client_ping_flood_is_closed_with_1008(nursery: trio.Nursery) -> None:
+    limits = HttpLimits(websocket=WebSocketLimits(max_pings_per_window=3, ping_window_s=10.0))
+    proxy = await start_proxy(nursery, [await _ws_backend(nursery)], limits)
+    async with trio_websocket.open_websocket("127.0.0.1", proxy.port, "/", use_ssl=False) as ws:
+        for i in range(3):
+            await ws.ping(b"%d" % i)  # answered (the backend's pong came back)
+        async with trio.open_nursery() as pinging:
+            pinging.start_soon(ws.ping, b"one too many")  # its pong never comes back
+            with trio.fail_after(5), pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                await ws.get_message()
+            pinging.cancel_scope.cancel()
+    assert closed.value.reason.code == 1008
+    await trio.sleep(0.05)
+    assert proxy.records[-1].error_kind == "ws_ping_flood"
+
+
 async def test_websocket_refused_by_backend_is_502(nursery: trio.Nursery) -> None:
     backend = await start_backend(nursery)  # plain HTTP: answers 200, not 101
     proxy = await start_proxy(nursery, [backend])
