@@ -44,6 +44,7 @@ def limits_from_plan(runtime: ListenerRuntime) -> HttpLimits:
         total_timeout_ms=http.total_timeout_ms,
         head_timeout_ms=http.head_timeout_ms,
         grpc_max_deadline_ms=http.grpc_max_deadline_ms,
+        retry_buffer_bytes=http.retry_buffer_bytes,
         max_body_bytes=http.max_body_bytes,
         max_headers=http.max_headers,
         max_header_bytes=http.max_header_bytes,

@@ -143,6 +143,7 @@ class HttpConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     total_timeout_ms: int = 60_000
     head_timeout_ms: int = 60_000
     grpc_max_deadline_ms: int = 300_000
+    retry_buffer_bytes: int = 65_536
     max_body_bytes: int = 64 * 1024 * 1024
     max_headers: int = 256
     max_header_bytes: int = 65_536

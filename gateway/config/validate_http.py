@@ -106,6 +106,7 @@ def http_limits(lst: ListenerConfig, path: str, c: Collector) -> None:
         c.in_range(f"{path}.{key}", getattr(h, key), 1, 3_600_000)
     c.in_range(f"{path}.pool_idle_timeout_ms", h.pool_idle_timeout_ms, 1, 3_600_000)
     c.in_range(f"{path}.grpc_max_deadline_ms", h.grpc_max_deadline_ms, 1, 86_400_000)
+    c.in_range(f"{path}.retry_buffer_bytes", h.retry_buffer_bytes, 0, 16 << 20)
     c.in_range(f"{path}.max_body_bytes", h.max_body_bytes, 1, 1 << 40)
     c.in_range(f"{path}.max_headers", h.max_headers, 1, 10_000)
     c.in_range(f"{path}.max_header_bytes", h.max_header_bytes, 1_024, 1 << 20)

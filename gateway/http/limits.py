@@ -52,6 +52,9 @@ class HttpLimits:
     head_timeout_ms: int = 60_000
     # A gRPC call's grpc-timeout is clamped to this (it replaces total_timeout_ms for the call).
     grpc_max_deadline_ms: int = 300_000
+    # A request body up to this size is kept while an attempt sends it, so a backend that
+    # refuses the stream unprocessed (REFUSED_STREAM, GOAWAY) does not end the retries.
+    retry_buffer_bytes: int = 65_536
     max_body_bytes: int = 64 * 1024 * 1024
     max_headers: int = 256
     max_header_bytes: int = 65_536

@@ -54,6 +54,7 @@ from gateway.http.retry_rule import (
 from workers.http.back import BackAdapter, UpstreamLost, UpstreamRefused, UpstreamResponse
 from workers.http.body import BodySource
 from workers.http.context import ProxyContext
+from workers.http.replay_body import ReplayableBody
 from workers.http.sink import ResponseSink
 from workers.http1.backend import Backend, ConnectFailed, ConnectTimedOut
 from workers.http1.context import RequestRecord
@@ -216,6 +217,11 @@ async def _pick_and_retry(ex: Exchange, budget: RetryBudget) -> None:
     ctx.route(ex.head)  # one backend set per listener until L7 routing fills this step
     max_attempts = max(1, ctx.limits.pool.max_attempts)
     keep_inbound = ctx.limits.forwarding.keeps_inbound(ex.client_ip)
+    replay_cap = ctx.limits.retry_buffer_bytes
+    length = ex.body.length
+    if max_attempts > 1 and replay_cap > 0 and length != 0 and (length or 0) <= replay_cap:
+        # A refusal that guarantees the backend did nothing may then resend the body.
+        ex.body = ReplayableBody(ex.body, replay_cap)
     attempt = 0
     while True:
         attempt += 1
@@ -253,6 +259,8 @@ async def _pick_and_retry(ex: Exchange, budget: RetryBudget) -> None:
         ):
             if budget.admit(ex.holding_retry):
                 ex.holding_retry = True  # held until the request ends
+                if isinstance(ex.body, ReplayableBody):
+                    ex.body.rewind()
                 continue
             ctx.on_retry_denied()
         raise failure

@@ -4,12 +4,14 @@ on a fresh connection, a backend reset mid-body ending one client stream only.""
 
 from __future__ import annotations
 
+import hashlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
+from h2.errors import ErrorCodes
 from h2_backends import RawConn, RawStream, raw_h2_server, wait_until
 from hyperframe.frame import GoAwayFrame
 
@@ -25,10 +27,12 @@ from h2_peers import H2Client
 
 
 @asynccontextmanager
-async def h2_proxy_to(port: int) -> AsyncIterator[tuple[int, list[RequestRecord]]]:
+async def h2_proxy_to(
+    port: int, limits: HttpLimits | None = None
+) -> AsyncIterator[tuple[int, list[RequestRecord]]]:
     """HTTP/2 front → core → H2Back → the backend on ``port``; yields (proxy port, records)."""
     backend = Backend("h2-backend", "127.0.0.1", port)
-    limits = HttpLimits()
+    limits = limits or HttpLimits()
     back = H2Back(limits)
     records: list[RequestRecord] = []
     ctx = ProxyContext(
@@ -103,6 +107,50 @@ async def test_streams_a_backend_goaway_refused_are_retried_on_a_new_connection(
         ]
         assert record.connections == 2
         assert all(r.status == 200 for r in records)
+
+
+def _refuse_the_first_stream() -> tuple[list[int], Callable[[RawConn, RawStream], Awaitable[None]]]:
+    refused: list[int] = []
+
+    async def script(conn: RawConn, rs: RawStream) -> None:
+        if not refused:  # the whole body arrived, then the backend refuses it unprocessed
+            refused.append(len(rs.body))
+            conn.h2.reset_stream(rs.id, error_code=ErrorCodes.REFUSED_STREAM)
+            await conn.flush()
+            return
+        await conn.respond(rs.id, b"got %d %s" % (len(rs.body), hashlib.sha256(rs.body).digest()))
+
+    return refused, script
+
+
+async def test_a_body_refused_unprocessed_is_replayed_whole_on_the_retry() -> None:
+    body = bytes(range(256)) * 60  # 15 KiB: sent (and taken from the client) before the refusal
+    refused, script = _refuse_the_first_stream()
+    async with raw_h2_server(script) as (port, record), h2_proxy_to(port) as (proxy, records):
+        client = await H2Client.open(proxy)
+        head, answer, _ = await client.response(
+            await client.send_request("/grpc-like", method="POST", body=body)
+        )
+        assert refused == [len(body)]
+        assert (head[b":status"], answer) == (
+            b"200",
+            b"got %d %s" % (len(body), hashlib.sha256(body).digest()),
+        )
+        assert [len(rs.body) for rs in record.streams] == [len(body), len(body)]
+        assert [(r.status, r.bytes_in) for r in records] == [(200, len(body))]
+
+
+async def test_a_body_past_the_replay_cap_is_not_retried_after_a_refusal() -> None:
+    refused, script = _refuse_the_first_stream()
+    limits = HttpLimits(retry_buffer_bytes=1024)
+    async with raw_h2_server(script) as (port, record), h2_proxy_to(port, limits) as (proxy, _):
+        client = await H2Client.open(proxy)
+        head, _, _ = await client.response(
+            await client.send_request("/big", method="POST", body=bytes(15 * 1024))
+        )
+        assert refused == [15 * 1024]
+        assert head[b":status"] == b"502"
+        assert len(record.streams) == 1  # never offered again: the body was not kept
 
 
 async def test_backend_reset_mid_body_resets_that_client_stream_only() -> None:
