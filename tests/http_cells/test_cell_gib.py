@@ -21,7 +21,9 @@ from cells import CELLS, Cells, running_cells
 
 GIB = 1 << 30
 RSS_GROWTH_BOUND_BYTES = 48 * 1024 * 1024
-ISSUE_CELLS = [c for c in CELLS if c[1] != "h1-general"]
+# The H3 backs move 64 MiB each way in test_cell_h3.py instead: aioquic moves well under
+# 100 MB/s here, and four more GiB would cost minutes.
+ISSUE_CELLS = [c for c in CELLS if c[1] not in ("h1-general", "h3")]
 
 
 def _zero_sha(n: int) -> str:
