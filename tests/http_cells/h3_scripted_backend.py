@@ -1,6 +1,7 @@
 """A scripted HTTP/3 server (aioquic, asyncio) for the h3 back tests, as a process.
 
     python h3_scripted_backend.py --port P --cert C --key K [--max-streams N] [--name NAME]
+        [--health-file F]
 
 or, from a test, ``with scripted_h3(certs, name=..., max_streams=...) as udp_port``.
 
@@ -12,7 +13,7 @@ the request's trailers plus ``x-echo-trailer: done``; ``/slow/MS`` answers after
 milliseconds; ``/bytes/N`` answers N zero bytes (after the tag, N of them); ``/goaway-once`` makes the first such request send an H3 GOAWAY naming its own
 stream (so it was not processed, RFC 9114 §5.2) and never answer it, later ones answer;
 ``/reject`` resets the stream with H3_REQUEST_REJECTED; ``/healthz`` answers 200, or 503
-after ``/sick`` and 200 again after ``/well``. Every answer's body starts with
+while the file named by ``--health-file`` exists. Every answer's body starts with
 ``NAME CONN`` (CONN: the connection's original DCID) so a test can count connections.
 ``--max-streams`` lowers the peer's initial MAX_STREAMS (bidirectional). Prints "ready".
 """
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -39,12 +41,13 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ProtocolNegotiated, QuicEvent
 
 H3_REQUEST_REJECTED = 0x10B
-STATE = {"goaway_sent": False, "sick": False}
+STATE = {"goaway_sent": False}
 
 
 class Server(QuicConnectionProtocol):
     name = ""
     max_streams = 0
+    health_file = ""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -126,11 +129,9 @@ class Server(QuicConnectionProtocol):
             self._send(stream_id, 200, bytes(int(path.rsplit("/", 1)[1])))
         elif path == "/reject":
             self._quic.reset_stream(stream_id, H3_REQUEST_REJECTED)
-        elif path in ("/sick", "/well"):
-            STATE["sick"] = path == "/sick"
-            self._send(stream_id, 200, tag)
         elif path == "/healthz":
-            self._send(stream_id, 503 if STATE["sick"] else 200, tag)
+            sick = bool(self.health_file) and os.path.exists(self.health_file)
+            self._send(stream_id, 503 if sick else 200, tag)
         else:
             self._send(stream_id, 200, tag)
 
@@ -143,44 +144,65 @@ async def main() -> None:
     p.add_argument("--key", required=True)
     p.add_argument("--name", default="b")
     p.add_argument("--max-streams", type=int, default=0)
+    p.add_argument("--health-file", default="")
     args = p.parse_args()
     config = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN, idle_timeout=30.0)
     config.load_cert_chain(args.cert, args.key)
     Server.name = args.name
     Server.max_streams = args.max_streams
+    Server.health_file = args.health_file
     await serve(args.host, args.port, configuration=config, create_protocol=Server)
     print("ready", flush=True)
     await asyncio.Future()
 
 
-@contextmanager
-def scripted_h3(certs: Any, *, name: str = "b", max_streams: int = 0) -> Iterator[int]:
-    """This server as a process on a fresh UDP port, until the block ends (then killed)."""
-    from tools.ports import free_port
+class ScriptedH3:
+    """This server as a process on a fresh UDP port; ``kill`` ends it (the test's chaos)."""
 
-    port = free_port(socket.SOCK_DGRAM)
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--port",
-        str(port),
-        "--cert",
-        str(certs.cert),
-        "--key",
-        str(certs.key),
-        "--name",
-        name,
-        "--max-streams",
-        str(max_streams),
-    ]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    def __init__(
+        self, certs: Any, *, name: str = "b", max_streams: int = 0, health_file: str = ""
+    ) -> None:
+        from tools.ports import free_port
+
+        self.name = name
+        self.port = free_port(socket.SOCK_DGRAM)
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--port",
+            str(self.port),
+            "--cert",
+            str(certs.cert),
+            "--key",
+            str(certs.key),
+            "--name",
+            name,
+            "--max-streams",
+            str(max_streams),
+            "--health-file",
+            health_file,
+        ]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            self.kill()
+            raise RuntimeError(f"scripted H3 backend {name} did not start")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@contextmanager
+def scripted_h3(
+    certs: Any, *, name: str = "b", max_streams: int = 0, health_file: str = ""
+) -> Iterator[int]:
+    """A ``ScriptedH3`` for the block; yields its UDP port."""
+    server = ScriptedH3(certs, name=name, max_streams=max_streams, health_file=health_file)
     try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
-        yield port
+        yield server.port
     finally:
-        proc.kill()
-        proc.wait()
+        server.kill()
 
 
 if __name__ == "__main__":

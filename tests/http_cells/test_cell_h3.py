@@ -31,7 +31,7 @@ from test_cell_gib import RSS_GROWTH_BOUND_BYTES, RssWatch
 from tools.make_certs import make_certs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workers" / "http2"))
-from h2_peers import H2Client  # noqa: E402
+from h2_peers import H2Client
 
 MIB = 1 << 20
 SIZE = 64 * MIB
