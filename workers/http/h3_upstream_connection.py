@@ -92,6 +92,8 @@ class H3UpstreamConnection:
         self._send_waiters: dict[int, trio.Event] = {}
         self._ping_sent_at: float | None = None
         self._ping_uid = 0
+        self._streams_allowed = 0
+        self.failure_kind = "connect_failed"  # how a connection that never got ready failed
         self.quic = UpstreamQuic(configuration=config)
         self.h3 = UpstreamH3(self.quic)
         # Content-Length checks (RFC 9114 §4.1.2): requests whose answer has no content, and
@@ -189,11 +191,18 @@ class H3UpstreamConnection:
                 # A connected UDP socket reports the ICMP port unreachable of a dead backend.
                 name = errno.errorcode.get(exc.errno or 0, "")
                 self._failure = f"upstream {name or 'socket'}: {exc.strerror or exc}"
+                self.failure_kind = "refused" if exc.errno == errno.ECONNREFUSED else "connect"
                 return
             now = trio.current_time()
             self.last_received_at = now
             self.quic.receive_datagram(data, self.peer, now=now)
             self._process_events()
+            allowed = self.quic.remote_max_streams_bidi()
+            if allowed != self._streams_allowed:
+                # MAX_STREAMS raised the backend's allowance (no aioquic event says so): an
+                # exchange waiting for a slot may take one here.
+                self._streams_allowed = allowed
+                self._on_slot_freed(self)
             self._wake_senders()
             self._kick()
             if self.quic._close_event is not None:
@@ -238,6 +247,8 @@ class H3UpstreamConnection:
     @property
     def failure(self) -> str:
         event = self.quic._close_event
+        if event is not None and not self.handshake_done and 0x100 <= event.error_code <= 0x1FF:
+            self.failure_kind = "tls_handshake"  # CRYPTO_ERROR: a TLS alert (RFC 9001 §4.8)
         if self._failure or event is None:
             return self._failure
         phrase = f": {event.reason_phrase}" if event.reason_phrase else ""
@@ -292,6 +303,8 @@ class H3UpstreamConnection:
             self.ready.set()
             self._on_slot_freed(self)
         elif isinstance(event, ConnectionTerminated):
+            if not self.handshake_done and 0x100 <= event.error_code <= 0x1FF:
+                self.failure_kind = "tls_handshake"  # CRYPTO_ERROR: a TLS alert (RFC 9001 §4.8)
             self.draining = True
             self._cancel_scope.cancel()
         elif isinstance(event, PingAcknowledged):

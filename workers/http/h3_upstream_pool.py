@@ -73,7 +73,7 @@ class H3UpstreamPool(H2UpstreamPool):
                 reason = conn.failure
                 conn.close("no QUIC handshake")
                 if reason:
-                    raise UpstreamRefused(f"{backend.id}: {reason}", kind="connect_failed")
+                    raise UpstreamRefused(f"{backend.id}: {reason}", kind=conn.failure_kind)
                 raise UpstreamRefused(
                     f"{backend.id}: no QUIC handshake in time", kind="connect_timeout"
                 )

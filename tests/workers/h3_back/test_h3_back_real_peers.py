@@ -16,7 +16,7 @@ from h3_backends import h3_plan, hypercorn_h3, running_h3_back, scripted_h3
 
 from gateway.config.schema import BackendTlsConfig
 from gateway.http.h3_upstream import SEND_BUFFER_BYTES, STREAM_WINDOW_BYTES
-from gateway.http.limits import BODY_CHUNK_MAX_BYTES
+from gateway.http.limits import BODY_CHUNK_MAX_BYTES, HttpLimits, PoolLimits
 from tools.make_certs import make_certs
 from workers.http.back import UpstreamRefused
 from workers.http.body import BodySource
@@ -135,6 +135,7 @@ async def test_an_unverifiable_certificate_is_refused(certs, tmp_path, tls) -> N
             with pytest.raises(UpstreamRefused) as caught:
                 await exchange(back, as_backend(plan), get("/"))
             assert "certificate" in str(caught.value).lower() or "hostname" in str(caught.value)
+            assert caught.value.kind == "tls_handshake"
             unchecked = h3_plan(port, BackendTlsConfig(verify=False, server_name="evil"))
         async with running_h3_back([unchecked]) as back:
             assert (await exchange(back, as_backend(unchecked), get("/"))).status == 200
@@ -146,8 +147,9 @@ async def test_a_port_nobody_serves_is_refused_at_once(certs) -> None:  # type: 
     plan = h3_plan(port, trusted(certs))
     async with running_h3_back([plan]) as back:
         with trio.fail_after(2):
-            with pytest.raises(UpstreamRefused):
+            with pytest.raises(UpstreamRefused) as caught:
                 await exchange(back, as_backend(plan), get("/"))
+        assert caught.value.kind == "refused"
 
 
 async def test_a_full_connection_makes_the_pool_open_another(certs) -> None:  # type: ignore[no-untyped-def]
@@ -166,6 +168,26 @@ async def test_a_full_connection_makes_the_pool_open_another(certs) -> None:  # 
             conns = {b.split()[1] for b in bodies}
             assert len(bodies) == 5
             assert len(conns) == 3
+
+
+async def test_at_the_pool_cap_requests_wait_for_the_backends_max_streams_to_grow(certs) -> None:  # type: ignore[no-untyped-def]
+    """One connection allowed, two streams at a time: four requests still all complete on
+    it, the last two once the backend's MAX_STREAMS frame grants more."""
+    limits = HttpLimits(pool=PoolLimits(max_per_backend=1))
+    with scripted_h3(certs, max_streams=2) as port:
+        plan = h3_plan(port, trusted(certs))
+        async with running_h3_back([plan], limits) as back:
+            bodies: list[bytes] = []
+
+            async def one() -> None:
+                bodies.append((await exchange(back, as_backend(plan), get("/slow/200"))).body)
+
+            with trio.fail_after(4):
+                async with trio.open_nursery() as nursery:
+                    for _ in range(4):
+                        nursery.start_soon(one)
+            assert len(bodies) == 4
+            assert len({b.split()[1] for b in bodies}) == 1
 
 
 async def test_goaway_refuses_the_unprocessed_stream_and_a_new_connection_serves(certs) -> None:  # type: ignore[no-untyped-def]
