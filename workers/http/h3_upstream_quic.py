@@ -71,6 +71,9 @@ class UpstreamQuic(QuicConnection):  # type: ignore[misc]
         return int(self._local_next_stream_id_bidi // 4)
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: QuicStream) -> None:
+        # Called for every stream in every packet: the common cases leave first.
+        if stream.receiver.is_finished:
+            return  # the peer sent its FIN (or this is one of our send-only streams)
         stream_id = stream.stream_id
         if stream_id is None or not _is_request_stream(stream_id):
             super()._write_stream_limits(builder=builder, space=space, stream=stream)
@@ -80,7 +83,7 @@ class UpstreamQuic(QuicConnection):  # type: ignore[misc]
         consumed = stream.receiver.starting_offset() - held
         limit = raised_credit(consumed, STREAM_WINDOW_BYTES, stream.max_stream_data_local)
         stream.max_stream_data_local = limit
-        if stream.max_stream_data_local_sent != limit and not stream.receiver.is_finished:
+        if stream.max_stream_data_local_sent != limit:
             buf = builder.start_frame(
                 QuicFrameType.MAX_STREAM_DATA,
                 capacity=_MAX_STREAM_DATA_FRAME_CAPACITY,

@@ -74,7 +74,7 @@ async def test_unread_download_holds_one_stream_window_then_arrives_whole(certs)
 
 
 async def test_streamed_upload_keeps_a_bounded_send_backlog(certs) -> None:  # type: ignore[no-untyped-def]
-    payload = pattern_bytes(6 * MIB + 3)
+    payload = pattern_bytes(3 * MIB + 3)
     async with hypercorn_h3(certs) as port:
         plan = h3_plan(port, trusted(certs))
         async with running_h3_back([plan]) as back:
