@@ -10,8 +10,9 @@ no trailers, takes no request trailers, and moves a few MB/s at best) or cannot 
 Paths: ``/sha`` answers the SHA-256 and length of the request body (hashed as it arrives);
 ``/echo`` answers once the request ended, with its body and, as response trailers,
 the request's trailers plus ``x-echo-trailer: done``; ``/slow/MS`` answers after MS
-milliseconds; ``/bytes/N`` answers N zero bytes (after the tag, N of them); ``/goaway-once`` makes the first such request send an H3 GOAWAY naming its own
-stream (so it was not processed, RFC 9114 §5.2) and never answer it, later ones answer;
+milliseconds; ``/bytes/N`` answers N zero bytes (after the tag, N of them); ``/goaway/NAME`` makes the first such request to the server called NAME send an H3 GOAWAY
+naming its own stream (so it was not processed, RFC 9114 §5.2) and never answer it; later
+ones, and other servers, answer;
 ``/reject`` resets the stream with H3_REQUEST_REJECTED; ``/healthz`` answers 200, or 503
 while the file named by ``--health-file`` exists. Every answer's body starts with
 ``NAME CONN`` (CONN: the connection's original DCID) so a test can count connections.
@@ -118,7 +119,7 @@ class Server(QuicConnectionProtocol):
         elif path.startswith("/slow/"):
             delay_s = int(path.rsplit("/", 1)[1]) / 1000
             asyncio.get_running_loop().call_later(delay_s, self._send, stream_id, 200, tag)
-        elif path == "/goaway-once" and not STATE["goaway_sent"]:
+        elif path == f"/goaway/{self.name}" and not STATE["goaway_sent"]:
             STATE["goaway_sent"] = True
             control = self._h3._local_control_stream_id
             assert control is not None
@@ -183,10 +184,14 @@ class ScriptedH3:
             health_file,
         ]
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+    def wait_ready(self) -> ScriptedH3:
+        """Until the process says it listens (start several, then wait: they boot at once)."""
         assert self.proc.stdout is not None
         if self.proc.stdout.readline().strip() != "ready":
             self.kill()
-            raise RuntimeError(f"scripted H3 backend {name} did not start")
+            raise RuntimeError(f"scripted H3 backend {self.name} did not start")
+        return self
 
     def kill(self) -> None:
         self.proc.kill()
@@ -200,6 +205,7 @@ def scripted_h3(
     """A ``ScriptedH3`` for the block; yields its UDP port."""
     server = ScriptedH3(certs, name=name, max_streams=max_streams, health_file=health_file)
     try:
+        server.wait_ready()
         yield server.port
     finally:
         server.kill()

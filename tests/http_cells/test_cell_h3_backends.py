@@ -77,6 +77,8 @@ def h3gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[H3Gateway]:
     try:
         for name in ("a", "b", "c", "d", "e"):
             servers[name] = ScriptedH3(certs, name=name, health_file=str(files.get(name, "")))
+        for server in servers.values():
+            server.wait_ready()
         ports = {"rr": free_port(), "retry": free_port()}
         rr = [servers[n] for n in ("a", "b", "c")]
         retry = [servers[n] for n in ("d", "e")]
@@ -135,6 +137,19 @@ def test_active_health_over_h3_takes_a_backend_out_and_back(h3gw: H3Gateway) -> 
         h3gw.health_files["b"].unlink()
     wait_until("b up", lambda: h3gw.health("b") == "up")
     assert "b" in h3gw.names("rr", 6)
+
+
+def test_a_stream_an_h3_backend_goaways_is_retried_on_another(h3gw: H3Gateway) -> None:
+    """d refuses the first /goaway/d stream it sees with an H3 GOAWAY (not processed) and
+    never answers it: the client sees only 200s (without the retry it would wait out the
+    head timeout), and d answers later requests on a new connection."""
+    before = {r.text.split()[0]: r.text.split()[1] for r in (h3gw.get("retry") for _ in range(2))}
+    answers = [h3gw.get("retry", "/goaway/d") for _ in range(4)]
+    assert [r.status_code for r in answers] == [200] * 4
+    after = {r.text.split()[0]: r.text.split()[1] for r in answers}
+    assert set(before) == {"d", "e"} and "e" in after
+    if "d" in after:
+        assert after["d"] != before["d"]  # the GOAWAY'd connection took no new stream
 
 
 def test_a_killed_h3_backend_is_retried_elsewhere_then_503_when_none_is_left(

@@ -49,9 +49,10 @@ async def test_get_reaches_hypercorn_over_h3_on_one_reused_connection(certs) -> 
 
 
 async def test_unread_download_holds_one_stream_window_then_arrives_whole(certs) -> None:  # type: ignore[no-untyped-def]
-    """hypercorn writes the whole body at once; we hold at most our credit until it is read."""
+    """The backend writes the whole body at once; we hold at most our credit until it is
+    read."""
     size = 4 * MIB + 5
-    async with hypercorn_h3(certs) as port:
+    with scripted_h3(certs) as port:
         plan = h3_plan(port, trusted(certs))
         async with running_h3_back([plan]) as back, trio.open_nursery() as nursery:
             response = await back.open_exchange(
@@ -68,14 +69,14 @@ async def test_unread_download_holds_one_stream_window_then_arrives_whole(certs)
                 got += len(chunk)
             await response.release(complete=True)
             assert got == size
-            assert digest.hexdigest() == hashlib.sha256(pattern_bytes(size)).hexdigest()
+            assert digest.hexdigest() == hashlib.sha256(bytes(size)).hexdigest()
             assert conn.peak_buffered_bytes <= STREAM_WINDOW_BYTES
             nursery.cancel_scope.cancel()
 
 
 async def test_streamed_upload_keeps_a_bounded_send_backlog(certs) -> None:  # type: ignore[no-untyped-def]
     payload = pattern_bytes(3 * MIB + 3)
-    async with hypercorn_h3(certs) as port:
+    with scripted_h3(certs) as port:
         plan = h3_plan(port, trusted(certs))
         async with running_h3_back([plan]) as back:
             body = FedBody()
@@ -197,9 +198,9 @@ async def test_goaway_refuses_the_unprocessed_stream_and_a_new_connection_serves
             first = (await exchange(back, as_backend(plan), get("/"))).body.split()[1]
             with trio.fail_after(3):
                 with pytest.raises(UpstreamRefused) as caught:
-                    await exchange(back, as_backend(plan), get("/goaway-once"))
+                    await exchange(back, as_backend(plan), get("/goaway/b"))
             assert caught.value.kind == "upstream_goaway"
-            after = (await exchange(back, as_backend(plan), get("/goaway-once"))).body.split()[1]
+            after = (await exchange(back, as_backend(plan), get("/goaway/b"))).body.split()[1]
             assert after != first  # the GOAWAY'd connection took no new stream
 
 
