@@ -5,7 +5,7 @@ verification on unless the backend's ``tls`` table says ``verify = false``, agai
 ``ca_path`` or the system CAs; SNI and the checked name ``server_name`` or the backend's host;
 our receive windows from ``gateway/http/h3_upstream``), built when the worker boots: the CA
 file is read then, before the worker gives up its privileges, and a bad one fails the boot.
-Then, per connection, a UDP socket connected to the backend (so the kernel reports a dead
+Then, per connection, a non-blocking UDP socket connected to the backend (so the kernel reports a dead
 port as ECONNREFUSED on the socket). Failures raise ``ConnectFailed`` / ``LocalExhausted``
 like the TCP dialers. Must never pool or speak QUIC.
 """
@@ -93,8 +93,9 @@ class H3Dialer:
         )
         return config
 
-    async def open_socket(self, backend: Backend) -> trio.socket.SocketType:
-        """A UDP socket connected to the backend; the caller bounds the time."""
+    async def open_socket(self, backend: Backend) -> stdsocket.socket:
+        """A non-blocking UDP socket connected to the backend (the connection reads and
+        writes it directly, several datagrams per wake-up); the caller bounds the time."""
         try:
             infos = await trio.socket.getaddrinfo(
                 backend.host, backend.port, type=stdsocket.SOCK_DGRAM
@@ -104,14 +105,15 @@ class H3Dialer:
         last: OSError | None = None
         for family, type_, proto, _canon, sockaddr in infos:
             try:
-                sock = trio.socket.socket(family, type_, proto)
+                sock = stdsocket.socket(family, type_, proto)
+                sock.setblocking(False)
             except OSError as exc:
                 if exc.errno in LOCAL_EXHAUSTION_ERRNOS:
                     raise LocalExhausted(f"connect to {backend.id}: {exc.strerror}") from None
                 last = exc
                 continue
             try:
-                await sock.connect(sockaddr)
+                sock.connect(sockaddr)  # UDP: sets the peer, never blocks
                 return sock
             except OSError as exc:
                 sock.close()

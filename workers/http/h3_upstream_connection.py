@@ -19,6 +19,7 @@ caps.
 from __future__ import annotations
 
 import errno
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,9 @@ from workers.http.h2_upstream_stream import H2UpstreamStream
 from workers.http.h3_upstream_quic import UpstreamH3, UpstreamQuic
 
 READ_MAX_BYTES = 65_535
+# Datagrams read per wake-up before QUIC's events are handled and the pump runs: one ACK and
+# one credit update answer a burst (aioquic acknowledges what it received by then).
+READ_BURST = 32
 _H3_MESSAGE_ERROR = 0x10E
 
 
@@ -61,7 +65,7 @@ class H3UpstreamConnection:
 
     def __init__(
         self,
-        sock: trio.socket.SocketType,
+        sock: socket.socket,
         config: QuicConfiguration,
         *,
         max_header_bytes: int,
@@ -184,18 +188,24 @@ class H3UpstreamConnection:
 
     async def _read_forever(self) -> None:
         sock = self.sock
+        quic = self.quic
+        peer = self.peer
         while True:
-            try:
-                data = await sock.recv(READ_MAX_BYTES)
-            except OSError as exc:
-                # A connected UDP socket reports the ICMP port unreachable of a dead backend.
-                name = errno.errorcode.get(exc.errno or 0, "")
-                self._failure = f"upstream {name or 'socket'}: {exc.strerror or exc}"
-                self.failure_kind = "refused" if exc.errno == errno.ECONNREFUSED else "connect"
-                return
+            await trio.lowlevel.wait_readable(sock)
             now = trio.current_time()
+            for _ in range(READ_BURST):
+                try:
+                    data = sock.recv(READ_MAX_BYTES)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    # A connected UDP socket reports a dead backend's ICMP port unreachable.
+                    name = errno.errorcode.get(exc.errno or 0, "")
+                    self._failure = f"upstream {name or 'socket'}: {exc.strerror or exc}"
+                    self.failure_kind = "refused" if exc.errno == errno.ECONNREFUSED else "connect"
+                    return
+                quic.receive_datagram(data, peer, now=now)
             self.last_received_at = now
-            self.quic.receive_datagram(data, self.peer, now=now)
             self._process_events()
             allowed = self.quic.remote_max_streams_bidi()
             if allowed != self._streams_allowed:
@@ -219,12 +229,18 @@ class H3UpstreamConnection:
                 self._process_events()
             datagrams = quic.datagrams_to_send(now=now)
             for data, _addr in datagrams:
-                try:
-                    await sock.send(data)
-                except OSError as exc:
-                    self._failure = self._failure or f"upstream send: {exc.strerror or exc}"
-                    self._cancel_scope.cancel()
-                    return
+                while True:
+                    try:
+                        sock.send(data)
+                        break
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_writable(sock)
+                    except OSError as exc:
+                        self._failure = self._failure or f"upstream send: {exc.strerror or exc}"
+                        if exc.errno == errno.ECONNREFUSED:
+                            self.failure_kind = "refused"
+                        self._cancel_scope.cancel()
+                        return
             if self._ended():
                 self._cancel_scope.cancel()
                 return

@@ -11,6 +11,8 @@ itself or retry a request.
 
 from __future__ import annotations
 
+import socket
+
 import trio
 
 from gateway.http.h2_upstream import PING_INTERVAL_S, PING_TIMEOUT_S
@@ -51,7 +53,7 @@ class H3UpstreamPool(H2UpstreamPool):
         nursery = await self._ensure_serving()
         found.connecting += 1
         try:
-            sock: trio.socket.SocketType | None = None
+            sock: socket.socket | None = None
             with trio.move_on_at(deadline):
                 try:
                     sock = await self._dialer.open_socket(backend)
