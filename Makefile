@@ -10,6 +10,8 @@ STAMPS := .stamps
 APT_PACKAGES := clang llvm libbpf-dev bpftool ethtool iproute2 curl openssl netcat-openbsd nginx libnginx-mod-stream haproxy wrk nghttp2-client systemd python3-venv python3-dev gcc ngtcp2-server
 CONFIG ?= conf/default.toml
 PYTEST_ARGS ?=
+# Two test files at a time (pytest-xdist): most tests wait on real peers, not on the CPU.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
 
 .PHONY: run test install apt venv bpf native lint check clean
 
@@ -52,7 +54,7 @@ lint: $(STAMPS)/venv
 	$(VENV)/bin/lint-imports
 
 test: install lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 check: $(STAMPS)/venv
 	@$(PY) -m supervisor.cli --check $(CONFIG)

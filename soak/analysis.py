@@ -15,6 +15,7 @@ from soak.chaos_actions import ChaosOutcome
 from soak.chaos_schedule import AFTERMATH_S, ALLOWED_ERRORS
 from soak.error_budget import EventWindow, tally
 from soak.report import Analysis
+from soak.scenarios import all_scenarios
 from soak.series import client_cpu_series, client_series, error_intervals, gateway_series
 from soak.verdict import RULES, judge
 
@@ -46,8 +47,11 @@ def analyze(
 ) -> Analysis:
     t0, interval, warmup = meta["t0_wall"], meta["sample_s"], meta["warmup_s"]
     series = gateway_series(samples)
+    scenarios = all_scenarios()
     for name, lines in client_lines.items():
-        series += client_series(name, lines, t0, interval)
+        known = scenarios.get(name)
+        judged = known.latency_judged if known is not None else True
+        series += client_series(name, lines, t0, interval, latency_judged=judged)
     series.append(client_cpu_series(client_lines, t0, interval))
 
     verdicts: list[dict[str, Any]] = []

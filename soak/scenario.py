@@ -44,3 +44,7 @@ class Scenario:
     backend_protocol: str | None = None  # `protocol` of each backend when not the natural one
     # Extra TOML lines for this scenario's listener, by table: {"http": "header_timeout_ms = 5000"}
     listener_tables: dict[str, str] = field(default_factory=dict)
+    # False for an attack whose "latency" is the gateway's reap time: it is bounded by the
+    # `not_reaped` error class (judged), and its completions are too sparse for a p99 per
+    # window (a short run can have fewer windows with one than a verdict needs). Still plotted.
+    latency_judged: bool = True

@@ -157,7 +157,11 @@ def client_windows(
 
 
 def client_series(
-    scenario: str, lines: Sequence[Mapping[str, Any]], t0_wall: float, interval_s: float
+    scenario: str,
+    lines: Sequence[Mapping[str, Any]],
+    t0_wall: float,
+    interval_s: float,
+    latency_judged: bool = True,
 ) -> list[Series]:
     windows = sorted(client_windows(lines, t0_wall, interval_s).items())
     kinds = sorted({k for _, w in windows for k in w.errors})
@@ -179,11 +183,13 @@ def client_series(
         ),
         Series(
             f"{scenario}.latency",
-            f"{scenario}: latency p50 and p99 (p99 judged)",
+            f"{scenario}: latency p50 and p99 (p99 judged)"
+            if latency_judged
+            else f"{scenario}: time to reap p50 and p99 (bounded by the not_reaped error class)",
             "s",
             {"p50": p50, "p99": p99},
-            "p99",
-            "latency",
+            "p99" if latency_judged else None,
+            "latency" if latency_judged else None,
         ),
         Series(
             f"{scenario}.errors",

@@ -84,7 +84,11 @@ def make_front_kit(runtime: ListenerRuntime, worker: Worker) -> FrontKit:
         on_retry_denied=h1.on_retry_denied,
     )
     assert plan.http is not None
-    if set(adapters) != {"h1"} or not plan.http.h1_fast_path:
+    if plan.alt_svc is not None:
+        proxy.response_headers = [(b"alt-svc", plan.alt_svc)]
+    # The dedicated HTTP/1.1 path relays heads as they come: fields the listener adds to
+    # responses (Alt-Svc) are added by the general core only.
+    if set(adapters) != {"h1"} or not plan.http.h1_fast_path or plan.alt_svc is not None:
         h1.general = general_exchange(proxy)
 
     def start_drain(grace_s: float) -> None:

@@ -62,6 +62,8 @@ class ListenerRuntime:
         self.live_scopes: set[trio.CancelScope] = set()
         self.stats = ListenerStats(plan.name, worker.metrics)
         self.upstreams = UpstreamSet(plan)
+        # quic listeners: the datagram task, run in the worker's connections nursery
+        self.serve_datagrams: Callable[[], Awaitable[None]] | None = None
         self.handler = self._make_handler(worker)
 
     async def cut_connections_at(self, deadline: float) -> None:
@@ -90,6 +92,11 @@ class ListenerRuntime:
             from workers.tls_listener import make_tls_handler
 
             return make_tls_handler(self, worker)
+        if self.plan.protocol == "quic":
+            from workers.h3_listener import make_quic_server
+
+            self.serve_datagrams = make_quic_server(self, worker)
+            return _no_stream_handler
         if self.plan.protocol in ("udp", "quic_passthrough"):
             return _no_stream_handler  # datagrams are served by workers/udp_proxy.py
         raise RuntimeError(f"listener protocol {self.plan.protocol!r} has no handler in this build")
@@ -277,6 +284,11 @@ class Worker:
                 with self._accept_scope:
                     async with trio.open_nursery() as accepting:
                         for runtime in self.listeners.values():
+                            if runtime.serve_datagrams is not None:
+                                # QUIC connections keep their packets through a drain: the
+                                # read loop is not part of accepting.
+                                connections.start_soon(runtime.serve_datagrams)
+                                continue
                             if runtime.plan.protocol == "quic_passthrough":
                                 from workers.quic_passthrough import (
                                     serve_quic_passthrough_listener,

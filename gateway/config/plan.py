@@ -23,6 +23,7 @@ from gateway.config.schema import (
     BalancerConfig,
     Config,
     H2Config,
+    H3Config,
     HealthConfig,
     HttpConfig,
     OutlierConfig,
@@ -99,6 +100,9 @@ class ListenerPlan(msgspec.Struct, frozen=True):
     quic_passthrough: QuicPassthroughConfig | None = None
     tls: ListenerTlsPlan | None = None  # h1s listeners (the tls listener still reads config)
     relay: RelayConfig | None = None  # tcp and tls listeners: idle timeout, TCP keepalive
+    h3: H3Config | None = None  # the HTTP/3 front of quic listeners
+    # h1s listeners with `alt_svc`: the Alt-Svc field value their responses carry.
+    alt_svc: bytes | None = None
 
 
 class GatewayPlan(msgspec.Struct, frozen=True):
@@ -174,8 +178,10 @@ def plan_config(config: Config, *, online_cpus: Sequence[int], digest: str) -> G
                     else None
                 ),
                 tls=_listener_tls(lst.tls, rt.handshake_timeout_ms)
-                if lst.protocol == "h1s"
+                if lst.protocol in ("h1s", "quic")
                 else None,
+                h3=(lst.h3 or H3Config()) if lst.protocol == "quic" else None,
+                alt_svc=_alt_svc(lst.alt_svc, config),
                 relay=(lst.relay or RelayConfig()) if lst.protocol in RELAY_PROTOCOLS else None,
             )
         )
@@ -209,6 +215,21 @@ def _udp_sessions(udp: UdpConfig | None, protocol: str) -> UdpConfig | None:
             else u.reply_amplification_factor
         ),
     )
+
+
+# How long a client may remember the HTTP/3 alternative (RFC 7838 §3 `ma`, one day).
+ALT_SVC_MAX_AGE_S = 86_400
+
+
+def _alt_svc(name: str | None, config: Config) -> bytes | None:
+    """``h3=":PORT"; ma=...`` for the quic listener ``name`` (validated to exist)."""
+    if name is None:
+        return None
+    for lst in config.listeners:
+        if lst.name == name and lst.protocol == "quic":
+            port = parse_host_port(lst.address, allow_hostname=False).port
+            return b'h3=":%d"; ma=%d' % (port, ALT_SVC_MAX_AGE_S)
+    return None
 
 
 def _listener_tls(tls: TlsConfig | None, handshake_timeout_ms: int) -> ListenerTlsPlan:

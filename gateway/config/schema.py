@@ -96,11 +96,11 @@ class TlsConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     cert_path: str
     key_path: str
     tls13_only: bool = False
-    # h1s only: the names the default certificate serves (so a 421 can tell them apart).
+    # h1s and quic: the names the default certificate serves (so a 421 can tell them apart).
     server_names: list[str] = msgspec.field(default_factory=list)
     # h1s only: ALPN protocols offered, in the server's order of preference.
     alpn: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_ALPN))
-    # h1s only: further certificates selected by SNI.
+    # h1s and quic: further certificates selected by SNI.
     certificates: list[TlsCertificateConfig] = msgspec.field(default_factory=list)
 
 
@@ -178,6 +178,15 @@ class H2Config(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     max_refused_per_window: int = 100
 
 
+class H3Config(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+    """The HTTP/3 front of quic listeners."""
+
+    max_concurrent_streams: int = 100
+    initial_stream_window_size: int = 262_144
+    initial_connection_window_size: int = 1_048_576
+    idle_timeout_ms: int = 30_000
+
+
 class WebSocketConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     enabled: bool = True
     idle_timeout_seconds: int = 60
@@ -238,6 +247,9 @@ class ListenerConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     outlier: OutlierConfig = msgspec.field(default_factory=OutlierConfig)
     http: HttpConfig | None = None
     h2: H2Config | None = None
+    h3: H3Config | None = None
+    # h1s only: the name of a quic listener announced in an Alt-Svc response field.
+    alt_svc: str | None = None
     websocket: WebSocketConfig | None = None
     udp: UdpConfig | None = None
     quic_passthrough: QuicPassthroughConfig | None = None

@@ -22,7 +22,9 @@ from gateway.config.schema import (
     QuicPassthroughConfig,
 )
 from gateway.config.validate_http import (
+    alt_svc,
     h2_limits,
+    h3_limits,
     http_limits,
     listener_tls,
 )
@@ -93,6 +95,7 @@ def collect_problems(
                 )
                 break
         seen_sockets[(transport, addr.host, addr.port)] = i
+    alt_svc(config.listeners, c)
     return c.problems
 
 
@@ -295,6 +298,11 @@ def _listener_blocks(lst: ListenerConfig, path: str, c: Collector) -> None:
             c.add(f"{path}.h2", f"only allowed on h1 and h1s listeners, not {proto!r}")
         else:
             h2_limits(lst, f"{path}.h2", c)
+    if lst.h3 is not None:
+        if proto != "quic":
+            c.add(f"{path}.h3", f"only allowed on quic listeners, not {proto!r}")
+        else:
+            h3_limits(lst, f"{path}.h3", c)
     if lst.websocket is not None:
         if proto not in HTTP_PROTOCOLS:
             c.add(

@@ -14,6 +14,8 @@ from gateway.config.collector import Collector
 from gateway.config.schema import DEFAULT_ALPN, ListenerConfig
 
 ALPN_PROTOCOLS = ("h2", "http/1.1")
+# Listeners that choose a certificate by SNI among several.
+SNI_PROTOCOLS = ("h1s", "quic")
 _H2_WINDOW_MAX = 2**31 - 1  # RFC 9113 §6.9.1
 _DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DNS_NAME = re.compile(rf"^{_DNS_LABEL}(?:\.{_DNS_LABEL})*$")
@@ -23,22 +25,26 @@ def listener_tls(lst: ListenerConfig, path: str, c: Collector) -> None:
     """ALPN and the SNI certificates: h1s only; every server name valid and claimed once."""
     tls = lst.tls
     assert tls is not None
-    if lst.protocol != "h1s":
+    if lst.protocol not in SNI_PROTOCOLS:
         for key, value, default in (
             ("alpn", tls.alpn, list(DEFAULT_ALPN)),
             ("server_names", tls.server_names, []),
             ("certificates", tls.certificates, []),
         ):
             if value != default:
-                c.add(f"{path}.{key}", f"only allowed on h1s listeners, not {lst.protocol!r}")
+                where = "h1s listeners" if key == "alpn" else "h1s and quic listeners"
+                c.add(f"{path}.{key}", f"only allowed on {where}, not {lst.protocol!r}")
         return
-    if "http/1.1" not in tls.alpn:
+    if lst.protocol == "quic":
+        if tls.alpn != list(DEFAULT_ALPN):
+            c.add(f"{path}.alpn", "a quic listener always offers 'h3' and takes no alpn key")
+    elif "http/1.1" not in tls.alpn:
         c.add(
             f"{path}.alpn",
             f"must include 'http/1.1' (a client without ALPN is served HTTP/1.1 anyway); "
             f"allowed: ['h2', 'http/1.1'] or ['http/1.1'], got {tls.alpn!r}",
         )
-    for k, proto in enumerate(tls.alpn):
+    for k, proto in enumerate(tls.alpn if lst.protocol == "h1s" else []):
         if proto not in ALPN_PROTOCOLS:
             c.add(
                 f"{path}.alpn[{k}]",
@@ -165,3 +171,31 @@ def h2_limits(lst: ListenerConfig, path: str, c: Collector) -> None:
         "max_refused_per_window",
     ):
         c.in_range(f"{path}.{key}", getattr(h, key), 1, 1_000_000)
+
+
+def h3_limits(lst: ListenerConfig, path: str, c: Collector) -> None:
+    h = lst.h3
+    assert h is not None
+    c.in_range(f"{path}.max_concurrent_streams", h.max_concurrent_streams, 1, 10_000)
+    c.in_range(f"{path}.initial_stream_window_size", h.initial_stream_window_size, 16_384, 1 << 30)
+    c.in_range(
+        f"{path}.initial_connection_window_size",
+        h.initial_connection_window_size,
+        h.initial_stream_window_size,
+        1 << 30,
+    )
+    c.in_range(f"{path}.idle_timeout_ms", h.idle_timeout_ms, 1_000, 3_600_000)
+
+
+def alt_svc(listeners: list[ListenerConfig], c: Collector) -> None:
+    """``alt_svc`` on an h1s listener names a quic listener of the same config."""
+    quic = {lst.name for lst in listeners if lst.protocol == "quic"}
+    for i, lst in enumerate(listeners):
+        if lst.alt_svc is None:
+            continue
+        path = f"listeners[{i}].alt_svc"
+        if lst.protocol != "h1s":
+            c.add(path, f"only allowed on h1s listeners, not {lst.protocol!r}")
+        elif lst.alt_svc not in quic:
+            names = ", ".join(repr(n) for n in sorted(quic)) or "none in this config"
+            c.add(path, f"must name a quic listener (allowed: {names}), got {lst.alt_svc!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 # Client-side protocols a front adapter serves.
-FRONT_PROTOCOLS: Final = frozenset(("h1", "h2"))
+FRONT_PROTOCOLS: Final = frozenset(("h1", "h2", "h3"))
 # Backend protocols a back adapter speaks.
 BACK_PROTOCOLS: Final = frozenset(("h1", "h2", "h3"))
 # Which fronts each HTTP listener protocol needs: h1 (cleartext, HTTP/2 by prior

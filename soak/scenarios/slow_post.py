@@ -55,6 +55,7 @@ SCENARIO = Scenario(
     front="h1",
     backend="http",
     run=run,
+    latency_judged=False,
     listener_tables={
         "http": f"total_timeout_ms = {int(TOTAL_TIMEOUT_S * 1000)}\nbody_timeout_ms = 10000"
     },

@@ -21,9 +21,10 @@ from cells import CELLS, Cells, running_cells
 
 GIB = 1 << 30
 RSS_GROWTH_BOUND_BYTES = 48 * 1024 * 1024
-# The H3 backs move 64 MiB each way in test_cell_h3.py instead: aioquic moves well under
-# 100 MB/s here, and four more GiB would cost minutes.
-ISSUE_CELLS = [c for c in CELLS if c[1] not in ("h1-general", "h3")]
+# H3 fronts are not in the GiB table yet (their bounded memory is tested per window in
+# tests/http_cells/test_h3_front.py); the H3 backs move 64 MiB each way in test_cell_h3.py
+# instead: Python QUIC moves a few to tens of MB/s here, and more GiB would cost minutes.
+ISSUE_CELLS = [c for c in CELLS if c[1] not in ("h1-general", "h3") and c[0] != "h3"]
 
 
 def _zero_sha(n: int) -> str:
@@ -57,8 +58,14 @@ class RssWatch:
 
 @pytest.fixture(scope="module")
 def cells(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cells]:
-    """The cells with a body cap above 1 GiB."""
-    with running_cells(tmp_path_factory.mktemp("gib-cells"), max_body_bytes=2 * GIB) as running:
+    """The cells with a body cap above 1 GiB, and a total timeout of 10 minutes: the test
+    is about memory, and a loaded machine moved 1 GiB through HTTP/2 in over the default
+    60 s (a 504, not a memory failure)."""
+    with running_cells(
+        tmp_path_factory.mktemp("gib-cells"),
+        max_body_bytes=2 * GIB,
+        total_timeout_ms=600_000,
+    ) as running:
         yield running
 
 

@@ -1,12 +1,14 @@
 """The client side of the netns end-to-end test (run inside the client namespace).
 
 argv[1]: JSON {"tcp": [[src, sport, dst, dport]...], "udp": [...], "silent": [...],
-"stream": [src, sport, dst, dport, rounds, per_round] or null}. Prints a JSON result.
+"stream": [src, sport, dst, dport, min_rounds, per_round, min_s] or null}. Prints a JSON
+result; "stream" is [rounds done, datagrams the worker counted].
 """
 
 import json
 import socket
 import sys
+import time
 
 
 def family(addr: str) -> int:
@@ -45,18 +47,25 @@ def silent(src: str, sport: int, dst: str, dport: int) -> str:
         return f"error {exc}"
 
 
-def stream(src: str, sport: int, dst: str, dport: int, rounds: int, per_round: int) -> int:
+def stream(
+    src: str, sport: int, dst: str, dport: int, min_rounds: int, per_round: int, min_s: float
+) -> list[int]:
+    """At least `min_rounds` rounds and at least `min_s` seconds (a loaded machine must not
+    end the stream before the test has flipped the programs under it many times)."""
     with socket.socket(family(dst), socket.SOCK_DGRAM) as s:
         s.settimeout(3)
         s.bind((src, sport))
         s.connect((dst, dport))
-        for _ in range(rounds):
+        rounds = 0
+        until = time.monotonic() + min_s
+        while rounds < min_rounds or time.monotonic() < until:
             for _ in range(per_round):
                 s.send(b"s")
             s.send(b"p")
             s.recv(64)  # bounded in flight: the worker has read everything before this
+            rounds += 1
         s.send(b"p")
-        return int(s.recv(64))
+        return [rounds, int(s.recv(64))]
 
 
 job = json.loads(sys.argv[1])

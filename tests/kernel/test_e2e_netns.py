@@ -184,13 +184,14 @@ def test_link_update_under_a_udp_stream_loses_nothing(
     """A second generation adopts the pinned link; programs flip while datagrams flow. Both
     generations count into the same pinned counters, so sent == counted means none bypassed."""
     v, dp = server.veth, server.dp
-    rounds, per_round = 1000, 100
+    min_rounds, per_round, min_s = 1000, 100, 3.0
     before = sum(dp.stats()["redirect_udp"])
     gen2 = Datapath.open("e2e", obj_dir, pin_root=pin_root)
     try:
         assert not gen2.created
         proc = server.client(
-            {"stream": [v.cli_ip, 24000, v.srv_ip, UDP_PORT, rounds, per_round]}, wait=False
+            {"stream": [v.cli_ip, 24000, v.srv_ip, UDP_PORT, min_rounds, per_round, min_s]},
+            wait=False,
         )
         flips = 0
         started = time.monotonic()
@@ -199,9 +200,10 @@ def test_link_update_under_a_udp_stream_loses_nothing(
             flips += 1
             time.sleep(0.001)
         elapsed_s = time.monotonic() - started
-        out = result(proc)
+        rounds, counted = result(proc)["stream"]
         sent = rounds * (per_round + 1) + 1
-        assert out["stream"] == rounds * per_round  # every datagram reached the worker
+        assert rounds >= min_rounds
+        assert counted == rounds * per_round  # every datagram reached the worker
         assert sum(gen2.stats()["redirect_udp"]) - before == sent  # and went through XDP
         assert flips >= 20, (flips, elapsed_s)
         assert gen2.attach(v.srv_if) == "replaced"  # attach adopts the pinned link

@@ -64,3 +64,23 @@ def test_errors_inside_an_allowing_window_are_explained_and_others_are_not() -> 
 
 def test_no_errors_pass() -> None:
     assert tally([], [EventWindow(0, cs.RELOAD, 0, 5)]).passed
+
+
+def test_reap_time_of_slow_attacks_is_plotted_but_not_judged_and_load_latency_is() -> None:
+    from soak.analysis import analyze
+
+    def lines(n: int) -> list[dict]:
+        return [
+            {"t": 1000.0 + 2 * i, "dt": 2.0, "ok": 1, "err": {}, "lat": {bucket_of(0.01): 1},
+             "cpu_s": 0.1 * i, "info": {}}
+            for i in range(1, n + 1)
+        ]  # fmt: skip
+
+    meta = {"t0_wall": 1000.0, "sample_s": 2.0, "warmup_s": 0.0}
+    result = analyze(meta, [], {"slow_post": lines(5), "h1_keepalive": lines(20)}, [], True)
+    judged = {v["series"] for v in result.verdicts}
+    assert "h1_keepalive.latency" in judged
+    assert "slow_post.latency" not in judged and "slow_post.rps" in judged
+    plotted = {s.name: s for s in result.series}
+    assert plotted["slow_post.latency"].judged is None
+    assert plotted["slow_post.latency"].lines["p99"]

@@ -3,7 +3,9 @@ ExpressGateway vs nginx, same backend, same run.
 
 Rows: ExpressGateway H2→H1 and nginx H2→H1 (both: HTTP/2 from h2load, HTTP/1.1 keep-alive
 to an nginx `return 200` backend); ExpressGateway H2→H2 (an h2c backend, nginx `http2`)
-when this build has the `h2` back adapter; the backend alone (the harness's ceiling). The
+when this build has the `h2` back adapter; the floor of the stack (`h2_floor_proxy`: a
+trio + `h2` proxy with one task per stream and nothing else, H2→H1 like the first two);
+the backend alone (the harness's ceiling). The
 client side is HTTP/2 with prior knowledge (h2c) unless --tls, which puts TLS (ALPN h2) in
 front of both proxies (ExpressGateway: an `h1s` listener). One worker each, pinned to
 --proxy-cpus; h2load (one thread, --connections connections x --streams streams) and the
@@ -31,11 +33,21 @@ from tools.bench.http1 import (
     render,
     start_backend,
 )
-from tools.bench.proxies import Proxy, add_run_arguments, cpu_list, start_expressgateway_with
+from tools.bench.proxies import (
+    BIN,
+    Proxy,
+    _spawn,
+    _version,
+    _wait_listening,
+    add_run_arguments,
+    cpu_list,
+    start_expressgateway_with,
+)
 from tools.make_certs import make_certs
 from tools.ports import free_port
 
-PROXY_NAMES = ("expressgateway", "nginx", "expressgateway-h2h2")
+FLOOR = "floor-trio-h2"
+PROXY_NAMES = ("expressgateway", "nginx", "expressgateway-h2h2", FLOOR)
 
 
 class H2loadError(RuntimeError):
@@ -124,6 +136,18 @@ protocol = "{back}"
     return proxy
 
 
+def start_floor(workdir: Path, port: int, backend_port: int, cpus: list[int], tls: bool) -> Proxy:
+    argv = [str(BIN / "python"), "-m", "tools.bench.h2_floor_proxy", str(port), str(backend_port)]
+    if tls:
+        argv += [str(p) for p in _tls_files(workdir)]
+    proc = _spawn(argv, cpus, workdir / "floor.log")
+    version = "trio " + _version(
+        [str(BIN / "python"), "-c", "import trio; print(trio.__version__)"]
+    )
+    version += ", h2 " + _version([str(BIN / "python"), "-c", "import h2; print(h2.__version__)"])
+    return _wait_listening(Proxy(FLOOR, version, proc, port, workdir / "floor.log"), processes=1)
+
+
 def run_h2load(port: int, args: argparse.Namespace) -> tuple[int, float]:
     """(requests, seconds) of one h2load run; raises H2loadError on any failure."""
     scheme = "https" if args.tls else "http"
@@ -171,6 +195,10 @@ def main(args: argparse.Namespace) -> int:
                 print(f"… starting {name}", flush=True)
                 if name == "nginx":
                     proxies[name] = start_nginx_h2(
+                        workdir, free_port(), backend.port, proxy_cpus, args.tls
+                    )
+                elif name == FLOOR:
+                    proxies[name] = start_floor(
                         workdir, free_port(), backend.port, proxy_cpus, args.tls
                     )
                 else:

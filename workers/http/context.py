@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import trio
 
 from gateway.http.limits import HttpLimits
-from gateway.http.model import RequestHead
+from gateway.http.model import HeaderList, RequestHead
 from gateway.http.retry_budget import RetryBudget
 from gateway.http.server_names import ServerNameTable
 from workers.http.back import BackAdapter
@@ -62,6 +62,8 @@ class ProxyContext:
     on_retry_denied: Callable[[], None] = _ignore_denied
     # TLS listeners with several certificates: the table of the 421 check (None: no check).
     server_names: ServerNameTable | None = None
+    # Fields added to every relayed response (``alt_svc``: the listener's Alt-Svc value).
+    response_headers: HeaderList = field(default_factory=list)
     draining: trio.Event = field(default_factory=trio.Event)
     drain_deadline_at: float = math.inf
     rng: random.Random = field(default_factory=random.Random)

@@ -282,6 +282,8 @@ async def _relay(ex: Exchange, response: UpstreamResponse) -> HttpError | None:
     complete = False
     try:
         head = forward_response(response.head)
+        if ex.ctx.response_headers:  # e.g. Alt-Svc on an h1s listener that announces HTTP/3
+            head.headers = [*head.headers, *ex.ctx.response_headers]
         ex.status = head.status
         if body.length == 0:
             if await body.receive():

@@ -142,7 +142,10 @@ def test_global_rules(snippet: str, expected: str) -> None:
         ),
         (listener(name="bad name"), "listeners[0].name: must be 1..63 characters"),
         (listener(backends=""), "listeners[0].backends: a listener needs at least one"),
-        (listener(proto="quic"), "listeners[0].protocol: 'quic' is not built in this version"),
+        (
+            listener(proto="quic"),
+            "listeners[0].tls: a 'quic' listener needs a [listeners.tls] table",
+        ),
         (listener(proto="tls"), "listeners[0].tls: a 'tls' listener needs a [listeners.tls] table"),
         (
             listener(extra="drain_timeout_ms = 50"),

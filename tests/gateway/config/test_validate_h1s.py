@@ -125,8 +125,9 @@ def test_tls_listeners_get_no_tls_plan() -> None:
         (
             h1s('alpn = ["h2", "http/1.1"]\nserver_names = ["a.test"]', cert('["b.test"]'), "tls"),
             [
-                "listeners[0].tls.server_names: only allowed on h1s listeners, not 'tls' (line 14)",
-                "listeners[0].tls.certificates: only allowed on h1s listeners, not 'tls'",
+                "listeners[0].tls.server_names: only allowed on h1s and quic listeners, not 'tls' "
+                "(line 14)",
+                "listeners[0].tls.certificates: only allowed on h1s and quic listeners, not 'tls'",
             ],
         ),
         (

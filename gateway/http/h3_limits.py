@@ -1,0 +1,19 @@
+"""The HTTP/3 front's settings (``[listeners.h3]`` of a ``quic`` listener), compiled.
+
+Owns the values the QUIC listener and the H3 front read: the concurrency cap (the initial
+MAX_STREAMS for request streams, and the active streams past which a request is refused
+with H3_REQUEST_REJECTED), the flow-control windows extended only as the proxy core
+consumes a body, and the idle timeout aioquic enforces. Must never import an adapter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class H3Limits:
+    max_concurrent_streams: int = 100
+    initial_stream_window_size: int = 262_144
+    initial_connection_window_size: int = 1_048_576
+    idle_timeout_s: float = 30.0

@@ -1,0 +1,369 @@
+"""The HTTP/3 front beyond the rule table: trailers, an independent peer (curl_cffi: libcurl
+with ngtcp2/nghttp3), a malformed request ending one stream only, Alt-Svc on h1s listeners,
+and the two-step drain across `gatewayctl drain` with a client that keeps issuing requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import ssl
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+from aioquic._buffer import Buffer, BufferReadError
+from aioquic.asyncio import QuicConnectionProtocol, connect
+from aioquic.h3.connection import H3_ALPN, ErrorCode, FrameType, H3Connection
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived, StreamReset
+from asgi_backend import pattern_bytes
+from cells import Cells, hypercorn_backend
+from running_gateway import RunningGateway, free_port
+
+from tools.make_certs import make_certs
+
+GOAWAY_REJECTS_NOTHING = (1 << 62) - 4
+
+
+def _goaways(control: bytes) -> list[int]:
+    """The GOAWAY ids on a server's control stream (aioquic's H3 layer discards them)."""
+    buf = Buffer(data=control)
+    found: list[int] = []
+    try:
+        if buf.pull_uint_var() != 0:  # stream type 0x00: control (RFC 9114 §6.2.1)
+            return []
+        while not buf.eof():
+            frame_type = buf.pull_uint_var()
+            payload = buf.pull_bytes(buf.pull_uint_var())
+            if frame_type == FrameType.GOAWAY:
+                found.append(Buffer(data=payload).pull_uint_var())
+    except BufferReadError:
+        pass  # a frame still on its way
+    return found
+
+
+class Client(QuicConnectionProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.h3 = H3Connection(self._quic)
+        self.uni: dict[int, bytes] = {}
+        self.waiters: dict[int, asyncio.Future[tuple[int, bytes, dict[bytes, bytes]]]] = {}
+        self.parts: dict[int, dict[str, Any]] = {}
+        self.closed: ConnectionTerminated | None = None
+
+    @property
+    def goaways(self) -> list[int]:
+        return [g for data in self.uni.values() for g in _goaways(data)]
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived) and event.stream_id % 4 == 3:
+            self.uni[event.stream_id] = self.uni.get(event.stream_id, b"") + event.data
+        if isinstance(event, StreamReset):
+            waiter = self.waiters.get(event.stream_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(StreamWasReset(event.error_code))
+        if isinstance(event, ConnectionTerminated):
+            self.closed = event
+            for waiter in self.waiters.values():
+                if not waiter.done():
+                    waiter.set_exception(ConnectionError(f"closed {event.error_code:#x}"))
+        for ev in self.h3.handle_event(event):
+            self._h3(ev)
+
+    def _h3(self, ev: H3Event) -> None:
+        part = self.parts.setdefault(getattr(ev, "stream_id", -1), {"body": b"", "trailers": {}})
+        if isinstance(ev, HeadersReceived):
+            if "status" in part:
+                part["trailers"] = dict(ev.headers)
+            else:
+                part["status"] = int(dict(ev.headers)[b":status"])
+        elif isinstance(ev, DataReceived):
+            part["body"] += ev.data
+        waiter = self.waiters.get(getattr(ev, "stream_id", -1))
+        if getattr(ev, "stream_ended", False) and waiter is not None and not waiter.done():
+            waiter.set_result((part.get("status", 0), part["body"], part["trailers"]))
+
+    async def request(
+        self, authority: str, path: str, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> tuple[int, bytes, dict[bytes, bytes]]:
+        sid = self._quic.get_next_available_stream_id()
+        fields = [
+            (b":method", b"GET"),
+            (b":scheme", b"https"),
+            (b":authority", authority.encode()),
+            (b":path", path.encode()),
+            *(headers or []),
+        ]
+        self.h3.send_headers(sid, fields, end_stream=True)
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters[sid] = waiter
+        self.transmit()
+        return await asyncio.wait_for(waiter, 15)
+
+
+class StreamWasReset(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(f"stream reset {code:#x}")
+        self.code = code
+
+
+def _config() -> QuicConfiguration:
+    config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, idle_timeout=20.0)
+    config.verify_mode = ssl.CERT_NONE
+    config.server_name = "localhost"
+    return config
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def test_h2_backend_trailers_reach_an_h3_client(cells: Cells) -> None:
+    async def main() -> tuple[int, bytes, dict[bytes, bytes]]:
+        port = cells.ports["h2"]
+        async with connect("127.0.0.1", port, configuration=_config(), create_protocol=Client) as c:
+            assert isinstance(c, Client)
+            return await c.request(f"127.0.0.1:{port}", "/trailers", [(b"te", b"trailers")])
+
+    status, body, trailers = _run(main())
+    assert status == 200
+    assert body == b"with trailers"
+    assert trailers == {b"x-checksum": b"abc123"}
+
+
+def test_a_malformed_request_resets_its_stream_only(cells: Cells) -> None:
+    """A connection-specific field is malformed in HTTP/3 (RFC 9114 §4.2): that stream gets
+    H3_MESSAGE_ERROR, and the connection goes on serving."""
+
+    async def main() -> tuple[int, tuple[int, bytes, dict[bytes, bytes]]]:
+        port = cells.ports["h1"]
+        async with connect("127.0.0.1", port, configuration=_config(), create_protocol=Client) as c:
+            assert isinstance(c, Client)
+            authority = f"127.0.0.1:{port}"
+            try:
+                await c.request(authority, "/headers", [(b"connection", b"close")])
+            except StreamWasReset as exc:
+                code = exc.code
+            else:
+                code = -1
+            after = await c.request(authority, "/headers")
+            assert c.closed is None
+            return code, after
+
+    code, (status, body, _) = _run(main())
+    assert code == ErrorCode.H3_MESSAGE_ERROR
+    assert status == 200 and b'"headers"' in body
+
+
+def test_curl_cffi_gets_and_uploads_over_h3(cells: Cells) -> None:
+    from curl_cffi import CurlHttpVersion, requests
+
+    port = cells.ports["h1"]
+    url = f"https://127.0.0.1:{port}"
+    with requests.Session(verify=False, http_version=CurlHttpVersion.V3ONLY) as s:
+        r = s.get(f"{url}/headers", timeout=20)
+        assert r.status_code == 200
+        assert r.http_version == 30  # curl's CURL_HTTP_VERSION_3
+        seen = dict((n, v) for n, v in r.json()["headers"])
+        assert seen["x-forwarded-proto"] == "https"
+        payload = pattern_bytes(1_000_003)
+        r = s.post(f"{url}/sha", data=payload, timeout=20)
+        assert r.status_code == 200
+        assert r.json() == {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
+
+
+def _alt_svc_config(certs: Any, h1s_port: int, quic_port: int, backend_port: int) -> str:
+    return f"""
+[runtime]
+workers = 2
+drain_timeout_ms = 3000
+
+[observability]
+log_format = "json"
+
+[[listeners]]
+name = "web"
+address = "127.0.0.1:{h1s_port}"
+protocol = "h1s"
+alt_svc = "web-h3"
+[listeners.tls]
+cert_path = "{certs.cert}"
+key_path = "{certs.key}"
+[[listeners.backends]]
+address = "127.0.0.1:{backend_port}"
+protocol = "h1"
+
+[[listeners]]
+name = "web-h3"
+address = "127.0.0.1:{quic_port}"
+protocol = "quic"
+[listeners.tls]
+cert_path = "{certs.cert}"
+key_path = "{certs.key}"
+[[listeners.backends]]
+address = "127.0.0.1:{backend_port}"
+protocol = "h1"
+"""
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp = tmp_path_factory.mktemp("h3web")
+    certs = make_certs(tmp / "certs")
+    backend_port, h1s_port, quic_port = free_port(), free_port(), free_port()
+    with hypercorn_backend(backend_port):
+        gw = RunningGateway(tmp, _alt_svc_config(certs, h1s_port, quic_port, backend_port))
+        try:
+            gw.start()
+            yield gw, h1s_port, quic_port
+        finally:
+            gw.stop()
+
+
+def test_h1s_announces_the_quic_listener_in_alt_svc(web: Any) -> None:
+    _, h1s_port, quic_port = web
+    for http2 in (False, True):
+        with httpx.Client(verify=False, http2=http2, timeout=10) as client:
+            r = client.get(f"https://127.0.0.1:{h1s_port}/headers")
+        assert r.status_code == 200
+        assert r.headers["alt-svc"] == f'h3=":{quic_port}"; ma=86400'
+    # The announced port serves HTTP/3.
+    from curl_cffi import CurlHttpVersion, requests
+
+    r = requests.get(
+        f"https://127.0.0.1:{quic_port}/headers",
+        verify=False,
+        http_version=CurlHttpVersion.V3ONLY,
+        timeout=20,
+    )
+    assert r.status_code == 200 and "alt-svc" not in r.headers
+
+
+@contextlib.contextmanager
+def on_cpu(cpu: int) -> Any:
+    """Pin this thread: on loopback a datagram is received on the CPU that sent it, and each
+    worker's socket takes the datagrams of its CPU (SO_INCOMING_CPU)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _access(gw: RunningGateway, prefix: str) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 10  # the access log is flushed once a second
+    while time.monotonic() < deadline:
+        events = [e for e in gw.events("access") if str(e.get("path", "")).startswith(prefix)]
+        if len(events) >= 8:
+            return events
+        time.sleep(0.2)
+    return events
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs (CI has 2)")
+def test_a_connection_keeps_its_worker_when_its_packets_land_on_another(web: Any) -> None:
+    """No BPF steering here: the client moves from CPU 0 to CPU 1, so its datagrams reach the
+    other worker's socket; that worker hands them to the owner named in the connection ID."""
+    gw, _, quic_port = web
+    authority = f"127.0.0.1:{quic_port}"
+
+    async def main() -> list[int]:
+        statuses = []
+        async with connect(
+            "127.0.0.1", quic_port, configuration=_config(), create_protocol=Client
+        ) as c:
+            assert isinstance(c, Client)
+            for i in range(4):
+                statuses.append((await c.request(authority, f"/headers?handoff-{i}"))[0])
+            os.sched_setaffinity(0, {1})  # from now on every datagram leaves on CPU 1
+            for i in range(4, 8):
+                statuses.append((await c.request(authority, f"/headers?handoff-{i}"))[0])
+        return statuses
+
+    with on_cpu(0):
+        assert _run(main()) == [200] * 8
+    served = _access(gw, "/headers?handoff-")
+    assert len(served) == 8
+    assert len({e["pid"] for e in served}) == 1, served  # one owner throughout
+    handoffs = gw.events("quic_first_handoff")
+    assert handoffs and handoffs[0]["pid"] != served[0]["pid"], handoffs
+
+
+@pytest.mark.slow
+def test_drain_two_goaways_then_close_while_a_client_keeps_requesting(web: Any) -> None:
+    """A request every 100 ms on one connection across `gatewayctl drain`: served after the
+    first GOAWAY, refused (H3_REQUEST_REJECTED) after the final one and retried once on a
+    new connection, which the replacement worker serves; the old connection is closed with
+    H3_NO_ERROR. No request fails."""
+    gw, _, quic_port = web
+    authority = f"127.0.0.1:{quic_port}"
+    outcomes: list[str] = []
+
+    async def main() -> tuple[Client, list[str]]:
+        async with connect(
+            "127.0.0.1", quic_port, configuration=_config(), create_protocol=Client
+        ) as old:
+            assert isinstance(old, Client)
+            slow = asyncio.ensure_future(old.request(authority, "/slow/1500"))
+            drained: list[Any] = []
+            drainer = threading.Thread(
+                target=lambda: drained.append(gw.ctl("drain", "0", "--timeout", "3"))
+            )
+            current = old
+            fresh_ctx = None
+            # Until the drain finished (the replacement boots first) and a little after.
+            deadline = time.monotonic() + 20.0
+            ended_at: float | None = None
+            while time.monotonic() < deadline and (ended_at is None or time.monotonic() < ended_at):
+                if ended_at is None and drainer.ident is not None and not drainer.is_alive():
+                    ended_at = time.monotonic() + 4.0  # past the 3 s drain budget
+                if len(outcomes) == 3:
+                    drainer.start()
+                for attempt in (1, 2):
+                    try:
+                        status, _, _ = await current.request(authority, "/headers")
+                        tag = "old" if current is old else "new"
+                        outcomes.append(f"{status}-{tag}-{len(old.goaways)}")
+                        break
+                    except (StreamWasReset, ConnectionError) as exc:
+                        if attempt == 2:
+                            outcomes.append(f"failed:{exc}")
+                            break
+                        outcomes.append(f"retry:{exc}")
+                        fresh_ctx = connect(
+                            "127.0.0.1", quic_port, configuration=_config(), create_protocol=Client
+                        )
+                        current = await fresh_ctx.__aenter__()
+                await asyncio.sleep(0.1)
+            assert (await slow)[0] == 200
+            if fresh_ctx is not None:
+                await fresh_ctx.__aexit__(None, None, None)
+            drainer.join(10)
+            assert drained and drained[0].returncode == 0, drained
+            return old, outcomes
+
+    with on_cpu(0):  # served by worker 0, the one drained
+        old, got = _run(main())
+    assert not [o for o in got if o.startswith("failed")], got
+    statuses = [o for o in got if not o.startswith("retry")]
+    assert statuses and all(s.startswith("200") for s in statuses), got
+    assert old.goaways and old.goaways[0] == GOAWAY_REJECTS_NOTHING, (old.goaways, got)
+    assert len(old.goaways) >= 2, old.goaways
+    final = old.goaways[1]
+    assert final % 4 == 0 and final < GOAWAY_REJECTS_NOTHING
+    # Served on the old connection after the first GOAWAY (goaway count 1 at that time).
+    assert any(s.endswith("-old-1") for s in statuses), got
+    # Later requests went to a new connection, served by the replacement worker.
+    assert any("-new-" in s for s in statuses), got
+    assert old.closed is not None and old.closed.error_code == ErrorCode.H3_NO_ERROR, old.closed
+    # Anything retried was refused as not processed, or cut by the graceful close.
+    retried = [o for o in got if o.startswith("retry")]
+    assert all("0x10b" in r or "closed 0x100" in r for r in retried), got
+    print("outcomes:", " ".join(got))

@@ -1,0 +1,353 @@
+"""The HTTP/3 front adapter: one QUIC connection, many request streams (aioquic's H3 layer).
+
+Owns the H3 application on a QuicSession (workers/quic_listener.py): QUIC events → H3
+events → request streams, each running the proxy core (workers/http/core) in a task of its
+own with an H3RequestBody and an H3ResponseSink (workers/http/h3_stream.py); the
+concurrency limit (a stream over it is reset with H3_REQUEST_REJECTED: not processed, safe
+to retry); a malformed request resets its stream with H3_MESSAGE_ERROR (RFC 9114 §4.1.2)
+where aioquic would close the whole connection; the misdirected-request check (421) on
+listeners with several certificates; and the two-step drain: a first GOAWAY that rejects
+nothing, streams served during the drain budget, a final GOAWAY naming the first stream not
+processed (later ones reset with H3_REQUEST_REJECTED), CONNECTION_CLOSE (H3_NO_ERROR) once
+idle or at the budget. A lapse or upstream failure ends one stream, never the connection.
+Must never parse HTTP/1.1, pick backends or touch the socket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+import trio
+from aioquic.buffer import encode_uint_var
+from aioquic.h3.connection import (
+    ErrorCode,
+    FrameType,
+    H3Connection,
+    HeadersState,
+    MessageError,
+    encode_frame,
+)
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
+from aioquic.quic.connection import stream_is_client_initiated, stream_is_unidirectional
+from aioquic.quic.events import QuicEvent, StopSendingReceived, StreamDataReceived, StreamReset
+
+from gateway.http.errors import BadRequest, HttpError, MisdirectedRequest, NotImplementedMethod
+from gateway.http.h3_limits import H3Limits
+from gateway.http.misdirected import is_misdirected
+from gateway.http.model import HeaderList, RequestHead, request_from_pseudo
+from workers.http.context import ProxyContext
+from workers.http.core import proxy_exchange
+from workers.http.h3_stream import SEND_ERRORS, H3RequestBody, H3ResponseSink
+from workers.http1.context import RequestRecord
+from workers.http1.exchange_steps import ClientGone
+from workers.quic_listener import QuicSession
+
+log = structlog.get_logger("expressgateway.h3")
+
+# The largest client-initiated bidirectional stream id a GOAWAY can carry (RFC 9114 §5.2):
+# a first GOAWAY with it rejects nothing.
+_MAX_REQUEST_STREAM_ID = (1 << 62) - 4
+_GOAWAY_FLUSH_S = 0.1
+
+
+class _H3Server(H3Connection):
+    """aioquic's H3 connection, with a malformed request made a stream error (RFC 9114
+    §4.1.2) instead of a connection error: the stream is remembered and its later frames
+    dropped; the front resets it."""
+
+    def __init__(self, quic: object) -> None:
+        super().__init__(quic)  # type: ignore[arg-type]
+        self.malformed: list[int] = []
+        self._dead: set[int] = set()
+
+    def _receive_request_or_push_data(  # type: ignore[no-untyped-def]
+        self, stream, data, stream_ended
+    ):
+        sid = stream.stream_id
+        if sid in self._dead:
+            return []
+        try:
+            return super()._receive_request_or_push_data(stream, data, stream_ended)
+        except MessageError:
+            self._dead.add(sid)
+            self.malformed.append(sid)
+            stream.buffer = b""
+            return []
+
+    def forget(self, stream_id: int) -> None:
+        self._dead.discard(stream_id)
+
+
+@dataclass(slots=True)
+class _Stream:
+    body: H3RequestBody
+    sink: H3ResponseSink
+    scope: trio.CancelScope
+
+
+class H3ServerConnection:
+    def __init__(self, session: QuicSession, ctx: ProxyContext, limits: H3Limits) -> None:
+        self.session = session
+        self.quic = session.quic
+        self.h3 = _H3Server(self.quic)
+        self.ctx = ctx
+        self.limits = limits
+        self.streams: dict[int, _Stream] = {}
+        self.stall_s = ctx.limits.body_timeout_ms / 1000
+        self._closing = False
+        self._first_refused = _MAX_REQUEST_STREAM_ID + 4  # streams from here on are refused
+        self._highest = -4  # the highest request stream id seen
+        self._nursery: trio.Nursery | None = None
+        names = ctx.server_names
+        self.certificate = names.certificate_for_sni(session.sni) if names is not None else 0
+
+    async def serve(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._drain_watch)
+                while True:
+                    events = await self.session.next_events()
+                    if not events:
+                        break
+                    for event in events:
+                        self._on_quic_event(event)
+                    self.session.kick()
+                nursery.cancel_scope.cancel()
+        finally:
+            for st in self.streams.values():
+                st.body.fail(ClientGone("connection closed"))
+                st.scope.cancel()
+
+    # ---- events ----
+
+    def _on_quic_event(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived):
+            sid = event.stream_id
+            if not stream_is_unidirectional(sid) and stream_is_client_initiated(sid):
+                h3_stream = self.h3._stream.get(sid)
+                if h3_stream is None or h3_stream.headers_recv_state is HeadersState.INITIAL:
+                    self.quic.track(sid)  # a request not parsed yet: credit by consumption
+                self.quic.delivered_bytes(sid, len(event.data))
+        elif isinstance(event, (StreamReset, StopSendingReceived)):
+            st = self.streams.get(event.stream_id)
+            if st is not None:
+                st.sink.finished = True
+                st.body.fail(ClientGone("client reset the stream", kind="client_reset"))
+                st.scope.cancel()
+        for h3_event in self.h3.handle_event(event):
+            self._on_h3_event(h3_event)
+        if self.h3.malformed:
+            for sid in self.h3.malformed:
+                self._malformed(sid)
+            self.h3.malformed.clear()
+
+    def _on_h3_event(self, event: H3Event) -> None:
+        if isinstance(event, HeadersReceived):
+            sid = event.stream_id
+            h3_stream = self.h3._stream.get(sid)
+            if (
+                h3_stream is not None
+                and h3_stream.headers_recv_state is HeadersState.AFTER_TRAILERS
+            ):
+                st = self.streams.get(sid)
+                if st is not None:
+                    st.body.end(_trailers(event.headers))
+            else:
+                self._on_request(event)
+        elif isinstance(event, DataReceived):
+            st = self.streams.get(event.stream_id)
+            if st is None:
+                return
+            if event.data:
+                st.body.push(event.data)
+            if event.stream_ended:
+                st.body.end()
+
+    def _on_request(self, event: HeadersReceived) -> None:
+        sid = event.stream_id
+        self._highest = max(self._highest, sid)
+        ended = event.stream_ended
+        active = sum(1 for st in self.streams.values() if not st.sink.finished)
+        if sid >= self._first_refused or active >= self.limits.max_concurrent_streams:
+            self.refuse(sid)  # not processed: safe for the client to retry
+            return
+        try:
+            head = request_from_pseudo(list(event.headers), http_version=b"3")
+        except BadRequest:
+            self._malformed(sid)
+            return
+        head.scheme = b"https"
+        # No interim 100 on H3 (the client sends its body anyway); the field is hop-by-hop.
+        head.headers = [(n, v) for n, v in head.headers if n != b"expect"]
+        body = H3RequestBody(
+            self,
+            sid,
+            _declared_length(head.headers, ended),
+            max_body_bytes=self.ctx.limits.max_body_bytes,
+            idle_s=self.ctx.limits.body_timeout_ms / 1000,
+        )
+        if ended:
+            body.end()
+        st = _Stream(body, H3ResponseSink(self, sid, self.stall_s), trio.CancelScope())
+        self.streams[sid] = st
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_stream, sid, st, head)
+
+    # ---- streams ----
+
+    async def _run_stream(self, sid: int, st: _Stream, head: RequestHead) -> None:
+        started_at = trio.current_time()
+        record: RequestRecord | None = None
+        try:
+            with st.scope:
+                refusal = self._refusal(head)
+                if refusal is not None:
+                    await st.sink.send_error(refusal)
+                    record = _failed_record(self, head, started_at, refusal.status, refusal.kind)
+                else:
+                    record = await proxy_exchange(
+                        self.ctx,
+                        head,
+                        st.body,
+                        st.sink,
+                        client_ip=self.session.client_ip,
+                        front="h3",
+                    )
+            if record is None:
+                record = _failed_record(self, head, started_at, 0, "client_reset")
+            self.ctx.on_request_done(record)
+        finally:
+            self.streams.pop(sid, None)
+            if not st.body.ended and not st.body.discarded:
+                # The response ended before the request body: stop the upload (RFC 9114 §4.1).
+                self.stop_reading(sid, ErrorCode.H3_NO_ERROR)
+            self.quic.untrack(sid)
+            self.h3.forget(sid)
+            self.session.kick()
+            if self._closing and not self.streams:
+                self.session.close()
+
+    def _refusal(self, head: RequestHead) -> HttpError | None:
+        """A request this front answers itself: CONNECT (not proxied) or one for a host
+        another certificate of this listener serves (421, RFC 9114 §4.1... RFC 9110 §15.5.20)."""
+        if head.method == b"CONNECT":
+            return NotImplementedMethod("CONNECT is not proxied")
+        names = self.ctx.server_names
+        if names is not None and is_misdirected(names, self.certificate, head.authority):
+            return MisdirectedRequest("authority served by another certificate")
+        return None
+
+    # ---- the stream operations the body and sink use ----
+
+    def consumed(self, stream_id: int, n: int) -> None:
+        """The core took ``n`` body bytes: their credit may go back to the client."""
+        self.quic.release(stream_id, n)
+        self.session.kick()
+
+    def unacked(self, stream_id: int) -> int:
+        """Response bytes of ``stream_id`` queued in aioquic and not yet acknowledged."""
+        stream = self.quic._streams.get(stream_id)
+        return len(stream.sender._buffer) if stream is not None else 0
+
+    def stop_reading(self, stream_id: int, code: int) -> None:
+        """STOP_SENDING: the client may stop uploading (its data would be dropped)."""
+        try:
+            self.quic.stop_stream(stream_id, code)
+        except SEND_ERRORS:
+            return
+        self.quic.untrack(stream_id)
+        self.session.kick()
+
+    def reset(self, stream_id: int, code: int) -> None:
+        try:
+            self.quic.reset_stream(stream_id, code)
+        except SEND_ERRORS:
+            pass
+        self.stop_reading(stream_id, code)
+
+    def refuse(self, stream_id: int) -> None:
+        self.ctx.on_reject("h3_request_rejected")
+        self.reset(stream_id, ErrorCode.H3_REQUEST_REJECTED)
+
+    def _malformed(self, stream_id: int) -> None:
+        self.ctx.on_reject("h3_message_error")
+        st = self.streams.get(stream_id)
+        if st is not None:
+            st.sink.finished = True
+            st.body.fail(BadRequest("malformed request stream", kind="h3_message_error"))
+            st.scope.cancel()
+        self.reset(stream_id, ErrorCode.H3_MESSAGE_ERROR)
+
+    def _goaway(self, stream_id: int) -> None:
+        control = self.h3._local_control_stream_id
+        if control is None:
+            return
+        try:
+            self.quic.send_stream_data(
+                control, encode_frame(FrameType.GOAWAY, encode_uint_var(stream_id))
+            )
+        except SEND_ERRORS:
+            return
+        self.session.kick()
+
+    # ---- drain ----
+
+    async def _drain_watch(self) -> None:
+        ctx = self.ctx
+        await ctx.draining.wait()
+        self._goaway(_MAX_REQUEST_STREAM_ID)  # rejects nothing: clients move new requests
+        # One round trip for requests already on their way, within the drain budget.
+        grace_s = min(1.0, max(0.0, ctx.drain_deadline_at - trio.current_time()))
+        await trio.sleep(grace_s)
+        self._first_refused = self._highest + 4
+        self._goaway(self._first_refused)
+        self._closing = True
+        # aioquic sends nothing but CONNECTION_CLOSE once closed: let the final GOAWAY leave
+        # first (and, on loopback, be acknowledged) before an idle connection closes.
+        await trio.sleep(
+            min(_GOAWAY_FLUSH_S, max(0.0, ctx.drain_deadline_at - trio.current_time()))
+        )
+        if not self.streams:
+            self.session.close()
+            return
+        await trio.sleep_until(ctx.drain_deadline_at)
+        self.session.close(reason="drain deadline")
+
+
+def _declared_length(headers: HeaderList, ended: bool) -> int | None:
+    if ended:
+        return 0
+    for n, v in headers:
+        if n == b"content-length":
+            return int(v) if v.isdigit() else None
+    return None
+
+
+def _trailers(headers: HeaderList) -> HeaderList:
+    return [(n, v) for n, v in headers if not n.startswith(b":")]
+
+
+def _failed_record(
+    conn: H3ServerConnection, head: RequestHead, started_at: float, status: int, kind: str
+) -> RequestRecord:
+    return RequestRecord(
+        listener=conn.ctx.listener,
+        method=head.method.decode("latin-1"),
+        path=head.path.decode("latin-1"),
+        status=status,
+        bytes_in=0,
+        bytes_out=0,
+        duration_s=trio.current_time() - started_at,
+        backend_id=None,
+        client=conn.session.client_ip,
+        error_kind=kind,
+        front="h3",
+        back="",
+    )
+
+
+async def serve_h3_connection(session: QuicSession, ctx: ProxyContext, limits: H3Limits) -> None:
+    """Serve one HTTP/3 connection until it terminates; never raises for peer behaviour."""
+    await H3ServerConnection(session, ctx, limits).serve()
