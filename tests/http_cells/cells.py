@@ -46,13 +46,15 @@ CELL_IDS = [f"{f}->{b}" for f, b in CELLS]
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
+_HYPERCORN_WORKER = ("--workers", "1", "--worker-class", "trio")
+
+
 @contextmanager
 def _hypercorn(args: list[str], wait_port: int) -> Iterator[None]:
     """hypercorn in a session of its own: its worker is a child process (multiprocessing),
     which killing the parent alone would leave running."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hypercorn", *args, "--workers", "1", "--worker-class", "trio"]
-        + ["asgi_backend:app"],
+        [sys.executable, "-m", "hypercorn", *args, *_HYPERCORN_WORKER, "asgi_backend:app"],
         cwd=ROOT / "tests" / "http_cells",
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
