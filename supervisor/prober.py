@@ -4,8 +4,10 @@ One task per (listener, backend) with a `[listeners.health]` table: every
 `interval_ms` a TCP connect, or an HTTP GET whose status must fall in `expected_status`,
 each bounded by `timeout_ms`. The GET speaks the backend's protocol: HTTP/1.1 (h11), or
 HTTP/2 for `protocol = "h2"` backends (gateway/health/h2_probe.py; h2c with prior knowledge,
-or TLS with ALPN h2 and the backend's verification settings when it has a `tls` table), or
-a gRPC `grpc.health.v1.Health/Check` call over HTTP/2 the same way (gateway/health/
+or TLS with ALPN h2 and the backend's verification settings when it has a `tls` table),
+HTTP/3 for `protocol = "h3"` backends (gateway/health/h3_probe.py over a UDP socket, the
+QUIC handshake verifying the certificate as the workers do), or a gRPC
+`grpc.health.v1.Health/Check` call over HTTP/2 the same way (gateway/health/
 grpc_probe.py; SERVING passes). Results feed the pure rise/fall
 state machine (gateway/health/active.py); a transition is logged once and sent to
 the workers as `SetBackendHealth`. States survive reloads for backends that stay.
@@ -14,6 +16,7 @@ the workers as `SetBackendHealth`. States survive reloads for backends that stay
 from __future__ import annotations
 
 import functools
+import socket as stdsocket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 import h11
 import structlog
 import trio
+from aioquic.h3.connection import H3_ALPN
+from aioquic.quic.configuration import QuicConfiguration
 
 from gateway.config.plan import BackendPlan, GatewayPlan, ListenerPlan
 from gateway.config.schema import BackendTlsConfig
@@ -29,6 +34,7 @@ from gateway.config.validate import parse_status_ranges
 from gateway.health import ActiveHealth, ActiveState
 from gateway.health.grpc_probe import GrpcHealthProbe
 from gateway.health.h2_probe import H2Probe, status_problem
+from gateway.health.h3_probe import H3Probe
 
 log = structlog.get_logger("expressgateway.supervisor")
 
@@ -65,6 +71,8 @@ async def probe_http(backend: BackendPlan, listener: ListenerPlan, timeout_s: fl
     host = health.host or backend.id
     if backend.protocol == "h2":
         return await probe_h2(backend, health.path, host, ranges, health.expected_status, timeout_s)
+    if backend.protocol == "h3":
+        return await probe_h3(backend, health.path, host, ranges, health.expected_status, timeout_s)
     with trio.move_on_after(timeout_s):
         try:
             stream = await trio.open_tcp_stream(backend.host, backend.port)
@@ -194,6 +202,69 @@ async def probe_grpc(backend: BackendPlan, listener: ListenerPlan, timeout_s: fl
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 return f"io: {exc}"
             return probe.problem
+
+
+@functools.lru_cache(maxsize=64)
+def _h3_probe_config(tls: BackendTlsConfig | None, host: str) -> QuicConfiguration:
+    """Verification as the workers dial the backend (workers/http/h3_dial.py), ALPN h3."""
+    config = QuicConfiguration(
+        is_client=True,
+        alpn_protocols=list(H3_ALPN),
+        idle_timeout=10.0,
+        server_name=(tls.server_name if tls is not None else None) or host,
+    )
+    if tls is not None and not tls.verify:
+        config.verify_mode = ssl.CERT_NONE
+    else:
+        config.verify_mode = ssl.CERT_REQUIRED
+        if tls is not None and tls.ca_path:
+            with open(tls.ca_path, "rb") as fh:
+                config.cadata = fh.read()
+    return config
+
+
+async def probe_h3(
+    backend: BackendPlan,
+    path: str,
+    host: str,
+    ranges: list[tuple[int, int]],
+    expected: str,
+    timeout_s: float,
+) -> str:
+    """One HTTP/3 GET on a fresh QUIC connection: '' when its status is in `ranges`."""
+    with trio.move_on_after(timeout_s):
+        try:
+            config = _h3_probe_config(backend.tls, backend.host)
+        except OSError as exc:
+            return f"tls: ca_path: {exc.strerror or exc}"
+        try:
+            infos = await trio.socket.getaddrinfo(
+                backend.host, backend.port, type=stdsocket.SOCK_DGRAM
+            )
+            family, type_, proto, _canon, peer = infos[0]
+            sock = trio.socket.socket(family, type_, proto)
+        except OSError as exc:
+            return f"connect: {exc.strerror or exc}"
+        with sock:
+            probe = H3Probe(config, authority=host.encode(), path=path.encode())
+            try:
+                await sock.connect(peer)
+                probe.start(peer, trio.current_time())
+                while not probe.done:
+                    for data in probe.datagrams(trio.current_time()):
+                        await sock.send(data)
+                    with trio.move_on_at(probe.timer() or trio.current_time() + timeout_s):
+                        data = await sock.recv(65535)
+                        probe.receive(data, peer, trio.current_time())
+                        continue
+                    probe.handle_timer(trio.current_time())
+                probe.close()
+                for data in probe.datagrams(trio.current_time()):
+                    await sock.send(data)
+            except OSError as exc:
+                # A connected UDP socket reports the backend's ICMP port unreachable here.
+                return f"connect: {exc.strerror or exc}"
+            return probe.problem or status_problem(probe.status, ranges, expected)
     return f"timeout after {timeout_s:.3f}s"
 
 

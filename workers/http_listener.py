@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import socket as stdsocket
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -24,6 +24,7 @@ from workers.http.front import ClientConn
 from workers.http.h1_front import general_exchange
 from workers.http.h2_dial import h2_connect
 from workers.http.h2_front import PREFACE
+from workers.http.h3_dial import h3_dialer
 from workers.http.registry import BACKS, FRONTS, FrontKit
 from workers.http1_listener import backend_connect, make_h1_context
 
@@ -61,7 +62,11 @@ def make_front_kit(runtime: ListenerRuntime, worker: Worker) -> FrontKit:
     """The contexts every front of this listener shares; drain reaches all of them."""
     h1 = make_h1_context(runtime, worker)
     plan = runtime.plan
-    connects = {"h1": backend_connect(runtime), "h2": h2_connect(plan.backends)}
+    connects: dict[str, Any] = {
+        "h1": backend_connect(runtime),
+        "h2": h2_connect(plan.backends),
+        "h3": h3_dialer(plan.backends),  # reads h3 backends' CA files now, before the drop
+    }
     adapters = {
         proto: BACKS[proto](h1.limits, connects[proto])
         for proto in {b.protocol for b in plan.backends}

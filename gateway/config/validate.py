@@ -623,10 +623,16 @@ def _backends(lst: ListenerConfig, path: str, c: Collector) -> None:
             c.add(f"{bp}.weight", f"must be <= 10000, got {backend.weight}")
         if backend.tls is not None and not features.BACKEND_TLS_BUILT:
             c.add(f"{bp}.tls", f"TLS towards backends {features.NOT_BUILT_HINT}")
-        elif backend.tls is not None and proto not in ("tcp", "h1", "h2"):
+        elif backend.tls is not None and proto not in ("tcp", "h1", "h2", "h3"):
             c.add(
                 f"{bp}.tls",
-                f"TLS towards backends applies to tcp, h1 and h2 backends, not {proto!r}",
+                f"TLS towards backends applies to tcp, h1, h2 and h3 backends, not {proto!r}",
+            )
+        elif backend.tls is None and proto == "h3":
+            c.add(
+                f"{bp}.tls",
+                "an h3 backend needs a [listeners.backends.tls] table: QUIC is always TLS "
+                "(verify is on by default; set ca_path and server_name as needed)",
             )
         if backend.proxy_protocol not in features.BUILT_PROXY_PROTOCOLS:
             c.add(

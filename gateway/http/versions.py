@@ -12,7 +12,7 @@ from typing import Final
 # Client-side protocols a front adapter serves.
 FRONT_PROTOCOLS: Final = frozenset(("h1", "h2", "h3"))
 # Backend protocols a back adapter speaks.
-BACK_PROTOCOLS: Final = frozenset(("h1", "h2"))
+BACK_PROTOCOLS: Final = frozenset(("h1", "h2", "h3"))
 # Which fronts each HTTP listener protocol needs: h1 (cleartext, HTTP/2 by prior
 # knowledge), h1s (TLS, ALPN h2 / http/1.1), quic (HTTP/3).
 LISTENER_FRONTS: Final = {"h1": ("h1", "h2"), "h1s": ("h1", "h2"), "quic": ("h3",)}

@@ -1,5 +1,7 @@
 """The HTTP cells under test: a real gateway whose listeners reach one hypercorn backend
-as HTTP/1.1 and as HTTP/2 (h2c), and clients of HTTP/1.1, HTTP/2 and HTTP/3.
+as HTTP/1.1 and as HTTP/2 (h2c), and a second hypercorn serving the same app over HTTP/3
+(QUIC, its certificate verified against the test CA), and clients of HTTP/1.1, HTTP/2 and
+HTTP/3.
 
 A cell is (front, back): the client speaks ``front`` to the gateway, the gateway speaks
 ``back`` to the backend. ``h1`` backs are served by the dedicated HTTP/1.1 path when the
@@ -10,6 +12,9 @@ cleartext listener of that back uses on TCP, so a URL names the same authority e
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,38 +37,71 @@ CELLS = [
     ("h2", "h2"),
     ("h3", "h1"),
     ("h3", "h2"),
+    ("h1", "h3"),
+    ("h2", "h3"),
+    ("h3", "h3"),
 ]
-H3_BACKS = ("h1", "h2")
+H3_BACKS = ("h1", "h2", "h3")
 CELL_IDS = [f"{f}->{b}" for f, b in CELLS]
 MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+_HYPERCORN_WORKER = ("--workers", "1", "--worker-class", "trio")
+
+
+@contextmanager
+def _hypercorn(args: list[str], wait_port: int) -> Iterator[None]:
+    """hypercorn in a session of its own: its worker is a child process (multiprocessing),
+    which killing the parent alone would leave running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hypercorn", *args, *_HYPERCORN_WORKER, "asgi_backend:app"],
+        cwd=ROOT / "tests" / "http_cells",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(wait_port)
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 @contextmanager
 def hypercorn_backend(port: int) -> Iterator[None]:
     """tests/http/asgi_backend.py under hypercorn: HTTP/1.1 and h2c on one port."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hypercorn",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "--worker-class",
-            "trio",
-            "asgi_backend:app",
-        ],
-        cwd=ROOT / "tests" / "http_cells",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port)
+    with _hypercorn(["--bind", f"127.0.0.1:{port}"], port):
         yield
-    finally:
-        proc.kill()
-        proc.wait()
+
+
+@contextmanager
+def hypercorn_h3_backend(port: int, certs: CertFiles) -> Iterator[None]:
+    """The same app under hypercorn over HTTP/3 on UDP ``port`` (QUIC needs its TLS files;
+    the TCP bind beside it is only what tells us hypercorn is up: every socket is bound
+    before hypercorn listens on any)."""
+    tcp_port = free_port()
+    args = ["--bind", f"127.0.0.1:{tcp_port}", "--quic-bind", f"127.0.0.1:{port}"]
+    args += ["--certfile", str(certs.cert), "--keyfile", str(certs.key)]
+    with _hypercorn(args, tcp_port):
+        yield
+
+
+def _backend(back: str, backend_port: int, h3_port: int, ca_path: str) -> str:
+    """The backend table a listener of ``back`` reaches the cells' backend with."""
+    if back == "h3":
+        return f"""[[listeners.backends]]
+address = "127.0.0.1:{h3_port}"
+protocol = "h3"
+[listeners.backends.tls]
+ca_path = "{ca_path}"
+server_name = "localhost"
+"""
+    protocol = "h2" if back == "h2" else "h1"
+    return f"""[[listeners.backends]]
+address = "127.0.0.1:{backend_port}"
+protocol = "{protocol}"
+"""
 
 
 def cells_config(
@@ -74,11 +112,14 @@ def cells_config(
     admin_port: int = 0,
     total_timeout_ms: int | None = None,
     certs: CertFiles | None = None,
+    h3_port: int = 0,
+    ca_path: str = "",
 ) -> str:
     """One listener per back of CELLS, plus ``short`` (H1 back, a 1 s total timeout); with
-    ``certs``, a quic listener per back of H3_BACKS on the same port number (UDP)."""
+    ``certs``, a quic listener per back of H3_BACKS on the same port number (UDP). ``h3``
+    backs reach the HTTP/3 backend on UDP ``h3_port``, verified against ``ca_path``."""
     listeners = []
-    for back in H3_BACKS if certs is not None else ():
+    for back in [b for b in H3_BACKS if b in ports] if certs is not None else ():
         assert certs is not None
         listeners.append(
             f"""
@@ -92,13 +133,9 @@ key_path = "{certs.key}"
 [listeners.http]
 max_body_bytes = {max_body_bytes}
 {extra_http}
-[[listeners.backends]]
-address = "127.0.0.1:{backend_port}"
-protocol = "{back}"
-"""
+{_backend(back, backend_port, h3_port, ca_path)}"""
         )
     for back, port in ports.items():
-        protocol = "h2" if back == "h2" else "h1"
         fast = "false" if back == "h1-general" else "true"
         timeout = "total_timeout_ms = 1000" if back == "short" else ""
         if total_timeout_ms is not None and back != "short":
@@ -114,10 +151,7 @@ max_body_bytes = {max_body_bytes}
 h1_fast_path = {fast}
 {timeout}
 {extra_http}
-[[listeners.backends]]
-address = "127.0.0.1:{backend_port}"
-protocol = "{protocol}"
-"""
+{_backend(back, backend_port, h3_port, ca_path)}"""
         )
     return f"""
 [runtime]
@@ -156,10 +190,11 @@ def running_cells(
     tmp: Path, max_body_bytes: int = MAX_BODY_BYTES, total_timeout_ms: int | None = None
 ) -> Iterator[Cells]:
     backend_port = free_port()
+    h3_port = free_port(socket.SOCK_DGRAM)
     ports = {back: free_port() for back in {b for _, b in CELLS} | {"short"}}
     admin_port = free_port()
     certs = make_certs(tmp / "certs")
-    with hypercorn_backend(backend_port):
+    with hypercorn_backend(backend_port), hypercorn_h3_backend(h3_port, certs):
         gateway = RunningGateway(
             tmp,
             cells_config(
@@ -169,6 +204,8 @@ def running_cells(
                 admin_port=admin_port,
                 total_timeout_ms=total_timeout_ms,
                 certs=certs,
+                h3_port=h3_port,
+                ca_path=str(certs.ca_cert),
             ),
         )
         try:

@@ -20,6 +20,7 @@ from workers.http.front import ClientConn, FrontHandler
 from workers.http.h1_back import H1Back
 from workers.http.h2_back import H2Back
 from workers.http.h2_front import serve_h2_connection
+from workers.http.h3_back import H3Back
 from workers.http.h3_front import serve_h3_connection
 from workers.http1.backend import Connect
 from workers.http1.context import H1Context
@@ -72,4 +73,4 @@ FRONTS: dict[str, Callable[[FrontKit], Callable[[Any], Awaitable[None]]]] = {
 # (the listener's HTTP limits, how to open a stream to one of its backends) -> the adapter
 BackFactory = Callable[[HttpLimits, Connect | None], BackAdapter]
 
-BACKS: dict[str, BackFactory] = {"h1": H1Back, "h2": H2Back}
+BACKS: dict[str, BackFactory] = {"h1": H1Back, "h2": H2Back, "h3": H3Back}  # type: ignore[dict-item]

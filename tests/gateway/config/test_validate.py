@@ -233,7 +233,8 @@ def test_global_rules(snippet: str, expected: str) -> None:
         ),
         (
             listener(proto="h1") + 'protocol = "h3"\n',
-            "listeners[0].backends[0].protocol: 'h3' backends is not built",
+            "listeners[0].backends[0].tls: an h3 backend needs a [listeners.backends.tls] table: "
+            "QUIC is always TLS",
         ),
         (
             listener() + "weight = 20000\n",
@@ -245,7 +246,7 @@ def test_global_rules(snippet: str, expected: str) -> None:
         ),
         (
             listener(proto="udp") + "[listeners.backends.tls]\nverify = true\n",
-            "listeners[0].backends[0].tls: TLS towards backends applies to tcp, h1 and h2 backends, not 'udp'",
+            "listeners[0].backends[0].tls: TLS towards backends applies to tcp, h1, h2 and h3 backends, not 'udp'",
         ),
         (
             listener(proto="udp") + 'proxy_protocol = "v2"\n',

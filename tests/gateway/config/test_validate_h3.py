@@ -118,6 +118,11 @@ def test_h3_problems(text: str, expected: list[str]) -> None:
     assert [g.split(" (line")[0] for g in got] == [e.split(" (line")[0] for e in expected], got
 
 
-def test_h3_backends_are_refused_until_built() -> None:
+def test_h3_backend_of_a_quic_listener_needs_a_tls_table() -> None:
     got = check(config(backend=""))  # a quic listener's natural backend protocol is h3
-    assert any("h3" in g and "not built" in g for g in got), got
+    assert any(
+        g.startswith("listeners[1].backends[0].tls: an h3 backend needs a [listeners.backends.tls]")
+        for g in got
+    ), got
+    with_tls = check(config(backend='[listeners.backends.tls]\nserver_name = "backend.internal"'))
+    assert not [g for g in with_tls if "backends[0]" in g], with_tls
