@@ -202,6 +202,7 @@ async def probe_grpc(backend: BackendPlan, listener: ListenerPlan, timeout_s: fl
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 return f"io: {exc}"
             return probe.problem
+    return f"timeout after {timeout_s:.3f}s"
 
 
 @functools.lru_cache(maxsize=64)
