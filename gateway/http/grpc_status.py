@@ -98,6 +98,14 @@ def trailers_only(code: int, exc: HttpError) -> ResponseHead:
     return ResponseHead(200, headers=[_CONTENT_TYPE, *status_fields(code, exc)])
 
 
+def unserved_label(headers: HeaderList, http_status: int) -> str:
+    """The label of a request a front ended before the core served it: "" when it is not a
+    gRPC call; CANCELLED when the client reset it (no status); else from the HTTP status."""
+    if not is_grpc(headers):
+        return ""
+    return _LABELS[CANCELLED] if http_status == 0 else str(status_from_http(http_status))
+
+
 def status_label(raw: bytes | None, http_status: int) -> str:
     """The metrics label of a finished RPC: its grpc-status ("0".."16"), or, when the
     backend sent none, the status a gRPC client derives from the HTTP status."""

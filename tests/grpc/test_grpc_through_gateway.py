@@ -218,15 +218,19 @@ def test_deadline_during_a_stream_ends_it_with_a_status_trailer(setup: Setup) ->
     assert got == [b"%d" % i for i in range(len(got))]
 
 
-def test_client_cancellation_reaches_the_backend(setup: Setup) -> None:
+def test_client_cancellation_reaches_the_backend_and_is_counted_cancelled(setup: Setup) -> None:
     seen = setup.backend.observed
     seen.cancelled.clear()
     seen.started.clear()
+    before = _grpc_counts(setup.admin).get(("grpc", "1"), 0)
     with setup.channel() as ch:
         future = method(ch, "Wait").future(b"x")  # no deadline: only the cancel ends it
         assert seen.started.wait(5)
         future.cancel()
         assert seen.cancelled.wait(3)
+    assert wait_until(
+        lambda: _grpc_counts(setup.admin).get(("grpc", "1"), 0) >= before + 1, 8, step_s=0.25
+    ), _grpc_counts(setup.admin)
 
 
 def _raw_h2_status(port: int, body: bytes) -> dict[bytes, bytes]:

@@ -37,6 +37,7 @@ from gateway.http.errors import (
     MisdirectedRequest,
     NotImplementedMethod,
 )
+from gateway.http.grpc_status import unserved_label
 from gateway.http.limits import H2Limits
 from gateway.http.misdirected import is_misdirected
 from gateway.http.model import HeaderList, RequestHead, comma_tokens, request_from_pseudo
@@ -590,6 +591,7 @@ def _failed_record(
         error_kind=kind,
         front="h2",
         back="",
+        grpc_status=unserved_label(head.headers, status),
     )
 
 

@@ -33,6 +33,7 @@ from aioquic.quic.connection import stream_is_client_initiated, stream_is_unidir
 from aioquic.quic.events import QuicEvent, StopSendingReceived, StreamDataReceived, StreamReset
 
 from gateway.http.errors import BadRequest, HttpError, MisdirectedRequest, NotImplementedMethod
+from gateway.http.grpc_status import unserved_label
 from gateway.http.h3_limits import H3Limits
 from gateway.http.misdirected import is_misdirected
 from gateway.http.model import HeaderList, RequestHead, request_from_pseudo
@@ -345,6 +346,7 @@ def _failed_record(
         error_kind=kind,
         front="h3",
         back="",
+        grpc_status=unserved_label(head.headers, status),
     )
 
 
