@@ -18,12 +18,18 @@ finally).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import httptools
+import trio
 
 from tools.bench.proxies import (
     Proxy,
@@ -40,8 +46,20 @@ DIRECT = "direct (no proxy)"
 # Idle keep-alive connections each proxy may keep to the backend (nginx `keepalive`, our
 # `pool_max_idle_per_backend`); above --connections, so no proxy reconnects in steady state.
 UPSTREAM_IDLE_KEEPALIVE = 64
-PROXY_NAMES = ("expressgateway", "nginx", "haproxy", "expressgateway-general")
+DEFAULTS = "expressgateway-defaults"
+TRIO_FLOOR = "trio-floor"
+PROXY_NAMES = (
+    "expressgateway",
+    "nginx",
+    "haproxy",
+    "expressgateway-general",
+    DEFAULTS,
+    TRIO_FLOOR,
+)
 BASELINE = "expressgateway@baseline"
+# The access log is flushed once a second (workers/access_log.py): wait that long (and a
+# margin) after a round before counting the defaults row's access lines.
+ACCESS_LOG_SETTLE_S = 1.5
 
 
 class WrkError(RuntimeError):
@@ -53,6 +71,7 @@ class Sample:
     requests: int
     wall_s: float
     cpu_s: float  # proxy process tree; 0 for DIRECT
+    access_lines: int | None = None  # DEFAULTS only: access-log lines the round wrote
 
 
 @dataclass
@@ -64,6 +83,8 @@ class Row:
     cpu_percent: float
     rps_vs_nginx: float | None  # median of per-round ratios
     cpu_vs_nginx: float | None
+    cpu_us_range: tuple[float, float] = (0.0, 0.0)  # lowest and highest round
+    cpu_vs_nginx_range: tuple[float, float] | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -182,12 +203,27 @@ def start_expressgateway_h1(
     tree: Path | None = None,
     *,
     fast_path: bool = True,
+    defaults: bool = False,
 ) -> Proxy:
     """One worker, no access log (nginx and HAProxy log nothing either), unlimited keep-alive
     (nginx: 1000000), as many idle upstream connections as nginx keeps (``keepalive``);
     ``tree``: run that source tree instead of this one (see --baseline-tree); ``fast_path``
-    False: the general proxy core instead of the dedicated HTTP/1.1 path."""
+    False: the general proxy core instead of the dedicated HTTP/1.1 path; ``defaults``: the
+    shipped defaults instead (access log on, into the log file; keep-alive cap 100)."""
     fast = "" if fast_path else "h1_fast_path = false\n"
+    if defaults:
+        listener = f"""[[listeners]]
+name = "bench"
+address = "127.0.0.1:{port}"
+protocol = "h1"
+[listeners.http]
+pool_max_idle_per_backend = {UPSTREAM_IDLE_KEEPALIVE}
+[[listeners.backends]]
+address = "127.0.0.1:{backend_port}"
+"""
+        proxy = start_expressgateway_with(workdir, DEFAULTS, listener, cpus, port, access_log=True)
+        proxy.name = DEFAULTS
+        return proxy
     listener = f"""[[listeners]]
 name = "bench"
 address = "127.0.0.1:{port}"
@@ -219,11 +255,30 @@ def start_expressgateway_general(
     return start_expressgateway_h1(workdir, port, backend_port, cpus, fast_path=False)
 
 
+def start_expressgateway_defaults(
+    workdir: Path, port: int, backend_port: int, cpus: list[int]
+) -> Proxy:
+    """The shipped defaults: the access log on (JSON lines into the proxy's log file) and
+    the keep-alive cap of 100 requests per client connection."""
+    return start_expressgateway_h1(workdir, port, backend_port, cpus, defaults=True)
+
+
+def start_trio_floor(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:
+    """tools/bench/trio_floor.py: trio + httptools and nothing else (a reference, not a peer)."""
+    log_path = workdir / "trio-floor.log"
+    argv = [sys.executable, "-m", "tools.bench.trio_floor", str(port), str(backend_port)]
+    proc = _spawn(argv, cpus, log_path)
+    version = f"trio {trio.__version__} + httptools {httptools.__version__}"
+    return _wait_listening(Proxy(TRIO_FLOOR, version, proc, port, log_path), processes=1)
+
+
 STARTERS = {
     "expressgateway": start_expressgateway_h1,
     "nginx": start_nginx_http,
     "haproxy": start_haproxy_http,
     "expressgateway-general": start_expressgateway_general,
+    DEFAULTS: start_expressgateway_defaults,
+    TRIO_FLOOR: start_trio_floor,
 }
 
 # ---- measurement ------------------------------------------------------------------------
@@ -256,26 +311,53 @@ def _round(port: int, proxy: Proxy | None, args: argparse.Namespace) -> Sample:
     cpu_before = proxy.cpu_s() if proxy else 0.0
     requests, wall_s = run_wrk(port, args)
     cpu_after = proxy.cpu_s() if proxy else 0.0
-    return Sample(requests, wall_s, cpu_after - cpu_before)
+    sample = Sample(requests, wall_s, cpu_after - cpu_before)
+    if proxy is not None and proxy.name == DEFAULTS:
+        sample.access_lines = _take_access_lines(proxy)
+    return sample
+
+
+def _take_access_lines(proxy: Proxy) -> int:
+    """The access lines the round wrote (after the flush interval), then empty the log so a
+    long run does not fill the disk (the worker appends: O_APPEND writes land at the new end)."""
+    time.sleep(ACCESS_LOG_SETTLE_S)
+    with open(proxy.log_path, "rb") as log:
+        lines = sum(1 for line in log if b'"event":"access"' in line)
+    os.truncate(proxy.log_path, 0)
+    return lines
 
 
 def _row(name: str, version: str, samples: list[Sample], nginx: list[Sample] | None) -> Row:
     rps = statistics.median(s.requests / s.wall_s for s in samples)
-    cpu_us = statistics.median(1e6 * s.cpu_s / s.requests for s in samples)
+    per_round = sorted(1e6 * s.cpu_s / s.requests for s in samples)
+    cpu_us = statistics.median(per_round)
     pct = statistics.median(100 * s.cpu_s / s.wall_s for s in samples)
     # Ratios pair each round with nginx's round of the same pass (interleaved), so load that
     # other tenants put on the machine during one pass weighs on both sides of the ratio.
     rps_ratio = cpu_ratio = None
+    cpu_ratio_range = None
     if nginx and name != DIRECT:
         rps_ratio = statistics.median(
             (s.requests / s.wall_s) / (n.requests / n.wall_s)
             for s, n in zip(samples, nginx, strict=True)
         )
-        cpu_ratio = statistics.median(
+        cpu_ratios = sorted(
             (s.cpu_s / s.requests) / (n.cpu_s / n.requests)
             for s, n in zip(samples, nginx, strict=True)
         )
-    return Row(name, version, rps, cpu_us, pct, rps_ratio, cpu_ratio)
+        cpu_ratio = statistics.median(cpu_ratios)
+        cpu_ratio_range = (cpu_ratios[0], cpu_ratios[-1])
+    return Row(
+        name,
+        version,
+        rps,
+        cpu_us,
+        pct,
+        rps_ratio,
+        cpu_ratio,
+        (per_round[0], per_round[-1]),
+        cpu_ratio_range,
+    )
 
 
 def _measure_all(
@@ -298,6 +380,8 @@ def _measure_all(
         samples: dict[str, list[Sample]] = {name: [] for name in proxies}
         for proxy in proxies.values():
             run_wrk(proxy.port if proxy else backend.port, args)  # warm-up: pools filled
+            if proxy is not None and proxy.name == DEFAULTS:
+                _take_access_lines(proxy)  # the warm-up's lines are not a round's
         for r in range(args.rounds):
             print(f"… round {r + 1}/{args.rounds}", flush=True)
             for name, proxy in proxies.items():
@@ -307,10 +391,33 @@ def _measure_all(
             if proxy is not None:
                 proxy.stop()
     nginx = samples.get("nginx")
+    _print_defaults_check(samples)
     return [
         _row(name, proxy.version if proxy else backend.version, samples[name], nginx)
         for name, proxy in proxies.items()
     ]
+
+
+def _print_defaults_check(samples: dict[str, list[Sample]]) -> None:
+    """The defaults row against the like-for-like one (median of per-round CPU/request
+    ratios), and proof that it logged: one access line per request wrk counted (a few more
+    are normal: requests in flight when wrk stopped were served and logged, not counted)."""
+    defaults, lfl = samples.get(DEFAULTS), samples.get("expressgateway")
+    if not defaults:
+        return
+    lines = sum(s.access_lines or 0 for s in defaults)
+    requests = sum(s.requests for s in defaults)
+    verdict = "ok" if lines >= requests else "MISSING LINES"
+    print(f"{DEFAULTS}: {lines} access lines for {requests} requests counted by wrk ({verdict})")
+    if lfl:
+        ratios = sorted(
+            (d.cpu_s / d.requests) / (e.cpu_s / e.requests)
+            for d, e in zip(defaults, lfl, strict=True)
+        )
+        print(
+            f"{DEFAULTS} CPU/req vs expressgateway (like-for-like): median "
+            f"{statistics.median(ratios):.2f}x (rounds {ratios[0]:.2f}x..{ratios[-1]:.2f}x)"
+        )
 
 
 def _ratio(value: float | None) -> str:
@@ -323,16 +430,20 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         f"{args.rounds} interleaved round(s) (median); proxy on CPU {args.proxy_cpus}, wrk+backend on "
         f"CPU {args.harness_cpus}; 1 worker/thread each; backend: nginx `return 200`",
         "",
-        f"{'proxy':<23} {'requests/s':>11} {'CPU-µs/req':>11} {'proxy CPU%':>10}"
-        f" {'rps vs nginx':>12} {'CPU/req vs nginx':>16}  version",
+        f"{'proxy':<23} {'requests/s':>11} {'CPU-µs/req':>11} {'(rounds)':>13} {'proxy CPU%':>10}"
+        f" {'rps vs nginx':>12} {'CPU/req vs nginx':>16} {'(rounds)':>13}  version",
     ]
     for r in rows:
         direct = r.name == DIRECT
         cpu = "-" if direct else f"{r.cpu_us_per_request:.1f}"
+        spread = "-" if direct else f"{r.cpu_us_range[0]:.1f}..{r.cpu_us_range[1]:.1f}"
         pct = "-" if direct else f"{r.cpu_percent:.0f}"
+        vs = r.cpu_vs_nginx_range
+        vs_spread = f"{vs[0]:.2f}..{vs[1]:.2f}" if vs else "-"
         lines.append(
-            f"{r.name:<23} {r.requests_per_s:>11.0f} {cpu:>11} {pct:>10}"
-            f" {_ratio(r.rps_vs_nginx):>12} {_ratio(r.cpu_vs_nginx):>16}  {r.version}"
+            f"{r.name:<23} {r.requests_per_s:>11.0f} {cpu:>11} {spread:>13} {pct:>10}"
+            f" {_ratio(r.rps_vs_nginx):>12} {_ratio(r.cpu_vs_nginx):>16} {vs_spread:>13}"
+            f"  {r.version}"
         )
     lines += [
         "",
