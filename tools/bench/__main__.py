@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tools.bench import h2, http1, tcp
+from tools.bench import h2, http1, memory, reload, tcp
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     h2.add_arguments(
         sub.add_parser("h2", help="HTTP/2 front requests/s and CPU per request (h2load)")
     )
+    reload.add_arguments(
+        sub.add_parser("reload", help="HTTP/1.1 requests/s during config reloads vs steady")
+    )
+    memory.add_arguments(
+        sub.add_parser("memory", help="worker RSS per idle keep-alive HTTP/1.1 connection")
+    )
     args = parser.parse_args(argv)
     if args.benchmark == "tcp":
         return tcp.main(args)
@@ -28,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         return http1.main(args)
     if args.benchmark == "h2":
         return h2.main(args)
+    if args.benchmark == "reload":
+        return reload.main(args)
+    if args.benchmark == "memory":
+        return memory.main(args)
     parser.error(f"unknown benchmark {args.benchmark}")
     return 2
 

@@ -101,17 +101,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ---- the backend and the proxies --------------------------------------------------------
 
 
-def _nginx_prefix_lines(workdir: Path, name: str) -> str:
+def _nginx_prefix_lines(workdir: Path, name: str, worker_connections: int = 4096) -> str:
     temp = "\n    ".join(
         f"{kind}_temp_path {workdir / f'{name}-{kind}'};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     return f"""daemon off;
 worker_processes 1;
+worker_rlimit_nofile {2 * worker_connections + 64};
 pid {workdir / f"{name}.pid"};
 error_log {workdir / f"{name}-error.log"} warn;
 events {{
-    worker_connections 4096;
+    worker_connections {worker_connections};
 }}
 http {{
     access_log off;
@@ -120,9 +121,11 @@ http {{
 """
 
 
-def _start_nginx(workdir: Path, name: str, body: str, port: int, cpus: list[int]) -> Proxy:
+def _start_nginx(
+    workdir: Path, name: str, body: str, port: int, cpus: list[int], worker_connections: int = 4096
+) -> Proxy:
     config = workdir / f"{name}.conf"
-    config.write_text(_nginx_prefix_lines(workdir, name) + body + "}\n")
+    config.write_text(_nginx_prefix_lines(workdir, name, worker_connections) + body + "}\n")
     log_path = workdir / f"{name}.log"
     argv = [
         "nginx",
