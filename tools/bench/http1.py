@@ -60,6 +60,7 @@ BASELINE = "expressgateway@baseline"
 # The access log is flushed once a second (workers/access_log.py): wait that long (and a
 # margin) after a round before counting the defaults row's access lines.
 ACCESS_LOG_SETTLE_S = 1.5
+WRK_TIMEOUT_S = 10.0
 
 
 class WrkError(RuntimeError):
@@ -296,6 +297,9 @@ def run_wrk(port: int, args: argparse.Namespace) -> tuple[int, float]:
         "wrk",
         "-t1",
         f"-c{args.connections}",
+        # wrk's default 2 s: a shared machine that stalls the harness for 2 s fails a round
+        # that measured fine (seen: all 32 connections of an nginx round at once).
+        f"--timeout={WRK_TIMEOUT_S:g}s",
         f"-d{args.duration_s:g}s",
         f"http://127.0.0.1:{port}/",
     ]
@@ -381,14 +385,21 @@ def _measure_all(
                 workdir, free_port(), backend.port, cpu_list(args.proxy_cpus), args.baseline_tree
             )
         samples: dict[str, list[Sample]] = {name: [] for name in proxies}
-        for proxy in proxies.values():
-            run_wrk(proxy.port if proxy else backend.port, args)  # warm-up: pools filled
+        for name, proxy in proxies.items():
+            try:
+                run_wrk(proxy.port if proxy else backend.port, args)  # warm-up: pools filled
+            except WrkError as exc:
+                raise WrkError(f"{name} (warm-up): {exc}") from None
             if proxy is not None and proxy.name == DEFAULTS:
                 _take_access_lines(proxy)  # the warm-up's lines are not a round's
         for r in range(args.rounds):
             print(f"… round {r + 1}/{args.rounds}", flush=True)
             for name, proxy in proxies.items():
-                samples[name].append(_round(proxy.port if proxy else backend.port, proxy, args))
+                try:
+                    sample = _round(proxy.port if proxy else backend.port, proxy, args)
+                except WrkError as exc:
+                    raise WrkError(f"{name} (round {r + 1}): {exc}") from None
+                samples[name].append(sample)
     finally:
         for proxy in proxies.values():
             if proxy is not None:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tools.bench.http1 import (
     UPSTREAM_IDLE_KEEPALIVE,
+    WRK_TIMEOUT_S,
     start_backend,
     start_expressgateway_h1,
     start_nginx_http,
@@ -111,11 +112,20 @@ def _start(name: str, workdir: Path, backend_port: int, cpus: list[int]) -> Prox
     raise SystemExit(f"unknown proxy {name!r}; choose from {PROXY_NAMES}")
 
 
-def _reload(proxy: Proxy, workdir: Path) -> None:
+def _reload(proxy: Proxy, workdir: Path, harness_cpus: str) -> None:
+    """gatewayctl runs beside wrk (a client, not the proxy's CPU)."""
     if proxy.name == "expressgateway":
         socket_path = workdir / "expressgateway-h1-control.sock"
         out = subprocess.run(
-            [str(BIN / "gatewayctl"), "--socket", str(socket_path), "reload"],
+            [
+                "taskset",
+                "-c",
+                harness_cpus,
+                str(BIN / "gatewayctl"),
+                "--socket",
+                str(socket_path),
+                "reload",
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -130,6 +140,7 @@ def _reload(proxy: Proxy, workdir: Path) -> None:
 
 def _wrk(port: int, seconds: float, args: argparse.Namespace) -> Run:
     argv = ["taskset", "-c", args.harness_cpus, "wrk", "-t1", f"-c{args.connections}"]
+    argv += [f"--timeout={WRK_TIMEOUT_S:g}s"]
     argv += [f"-d{seconds:g}s", f"http://127.0.0.1:{port}/"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     text = out.stdout + out.stderr
@@ -168,7 +179,7 @@ def _measure(proxy: Proxy, workdir: Path, args: argparse.Namespace) -> Round:
         if time.monotonic() - started > args.window_s:
             break
         t0 = time.monotonic()
-        _reload(proxy, workdir)
+        _reload(proxy, workdir, args.harness_cpus)
         reload_s.append(time.monotonic() - t0)
         done += 1
     load.join()
@@ -235,11 +246,13 @@ def main(args: argparse.Namespace) -> int:
             for r in range(args.rounds):
                 for name in names:
                     print(f"… round {r + 1}/{args.rounds}: {name}", flush=True)
-                    proxy = _start(name, workdir, backend.port, cpu_list(args.proxy_cpus))
+                    rundir = workdir / f"{name}-{r}"  # sockets and pid files of this start
+                    rundir.mkdir()
+                    proxy = _start(name, rundir, backend.port, cpu_list(args.proxy_cpus))
                     try:
                         versions[name] = proxy.version
                         _wrk(proxy.port, 2.0, args)  # warm-up: pools filled
-                        rounds[name].append(_measure(proxy, workdir, args))
+                        rounds[name].append(_measure(proxy, rundir, args))
                     finally:
                         proxy.stop()
         finally:
