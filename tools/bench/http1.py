@@ -73,6 +73,7 @@ class Sample:
     wall_s: float
     cpu_s: float  # proxy process tree; 0 for DIRECT
     access_lines: int | None = None  # DEFAULTS only: access-log lines the round wrote
+    p99_ms: float = 0.0  # wrk's 99th percentile latency (0: not measured, e.g. h2load)
 
 
 @dataclass
@@ -86,6 +87,8 @@ class Row:
     cpu_vs_nginx: float | None
     cpu_us_range: tuple[float, float] = (0.0, 0.0)  # lowest and highest round
     cpu_vs_nginx_range: tuple[float, float] | None = None
+    p99_ms: float = 0.0  # median of rounds
+    p99_vs_nginx: float | None = None  # median of per-round ratios
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -288,8 +291,9 @@ STARTERS = {
 # ---- measurement ------------------------------------------------------------------------
 
 
-def run_wrk(port: int, args: argparse.Namespace) -> tuple[int, float]:
-    """(requests, seconds) of one wrk run; raises WrkError on any error or non-2xx."""
+def run_wrk(port: int, args: argparse.Namespace) -> tuple[int, float, float]:
+    """(requests, seconds, p99 latency in ms) of one wrk run; raises WrkError on any error
+    or non-2xx."""
     argv = [
         "taskset",
         "-c",
@@ -300,6 +304,7 @@ def run_wrk(port: int, args: argparse.Namespace) -> tuple[int, float]:
         # wrk's default 2 s: a shared machine that stalls the harness for 2 s fails a round
         # that measured fine (seen: all 32 connections of an nginx round at once).
         f"--timeout={WRK_TIMEOUT_S:g}s",
+        "--latency",
         f"-d{args.duration_s:g}s",
         f"http://127.0.0.1:{port}/",
     ]
@@ -311,14 +316,18 @@ def run_wrk(port: int, args: argparse.Namespace) -> tuple[int, float]:
     if "Non-2xx" in text or "Socket errors" in text:
         raise WrkError(f"wrk saw failures:\n{text}")
     scale = {"ms": 0.001, "s": 1.0, "m": 60.0}[summary.group(3)]
-    return int(summary.group(1)), float(summary.group(2)) * scale
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
+    if p99 is None:
+        raise WrkError(f"wrk printed no 99th percentile:\n{text}")
+    p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    return int(summary.group(1)), float(summary.group(2)) * scale, p99_ms
 
 
 def _round(port: int, proxy: Proxy | None, args: argparse.Namespace) -> Sample:
     cpu_before = proxy.cpu_s() if proxy else 0.0
-    requests, wall_s = run_wrk(port, args)
+    requests, wall_s, p99_ms = run_wrk(port, args)
     cpu_after = proxy.cpu_s() if proxy else 0.0
-    sample = Sample(requests, wall_s, cpu_after - cpu_before)
+    sample = Sample(requests, wall_s, cpu_after - cpu_before, p99_ms=p99_ms)
     if proxy is not None and proxy.name == DEFAULTS:
         sample.access_lines = _take_access_lines(proxy)
     return sample
@@ -341,8 +350,13 @@ def _row(name: str, version: str, samples: list[Sample], nginx: list[Sample] | N
     pct = statistics.median(100 * s.cpu_s / s.wall_s for s in samples)
     # Ratios pair each round with nginx's round of the same pass (interleaved), so load that
     # other tenants put on the machine during one pass weighs on both sides of the ratio.
-    rps_ratio = cpu_ratio = None
+    rps_ratio = cpu_ratio = p99_ratio = None
     cpu_ratio_range = None
+    p99_ms = statistics.median(s.p99_ms for s in samples)
+    if nginx and name != DIRECT and all(n.p99_ms for n in nginx):
+        p99_ratio = statistics.median(
+            s.p99_ms / n.p99_ms for s, n in zip(samples, nginx, strict=True)
+        )
     if nginx and name != DIRECT:
         rps_ratio = statistics.median(
             (s.requests / s.wall_s) / (n.requests / n.wall_s)
@@ -364,6 +378,8 @@ def _row(name: str, version: str, samples: list[Sample], nginx: list[Sample] | N
         cpu_ratio,
         (per_round[0], per_round[-1]),
         cpu_ratio_range,
+        p99_ms,
+        p99_ratio,
     )
 
 
@@ -445,7 +461,8 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         f"CPU {args.harness_cpus}; 1 worker/thread each; backend: nginx `return 200`",
         "",
         f"{'proxy':<23} {'requests/s':>11} {'CPU-µs/req':>11} {'(rounds)':>13} {'proxy CPU%':>10}"
-        f" {'rps vs nginx':>12} {'CPU/req vs nginx':>16} {'(rounds)':>13}  version",
+        f" {'rps vs nginx':>12} {'CPU/req vs nginx':>16} {'(rounds)':>13}"
+        f" {'p99 ms':>7} {'p99 vs nginx':>12}  version",
     ]
     for r in rows:
         direct = r.name == DIRECT
@@ -457,6 +474,7 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         lines.append(
             f"{r.name:<23} {r.requests_per_s:>11.0f} {cpu:>11} {spread:>13} {pct:>10}"
             f" {_ratio(r.rps_vs_nginx):>12} {_ratio(r.cpu_vs_nginx):>16} {vs_spread:>13}"
+            f" {(f'{r.p99_ms:.2f}' if r.p99_ms else '-'):>7} {_ratio(r.p99_vs_nginx):>12}"
             f"  {r.version}"
         )
     lines += [
