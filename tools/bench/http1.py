@@ -433,6 +433,16 @@ def _print_defaults_check(samples: dict[str, list[Sample]]) -> None:
     ratios), and proof that it logged: one access line per request wrk counted (a few more
     are normal: requests in flight when wrk stopped were served and logged, not counted)."""
     defaults, lfl = samples.get(DEFAULTS), samples.get("expressgateway")
+    baseline = samples.get(BASELINE)
+    if baseline and lfl:
+        ratios = sorted(
+            (e.cpu_s / e.requests) / (b.cpu_s / b.requests)
+            for e, b in zip(lfl, baseline, strict=True)
+        )
+        print(
+            f"expressgateway CPU/req vs {BASELINE}: median {statistics.median(ratios):.3f}x "
+            f"(rounds {ratios[0]:.3f}x..{ratios[-1]:.3f}x)"
+        )
     if not defaults:
         return
     lines = sum(s.access_lines or 0 for s in defaults)
