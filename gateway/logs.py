@@ -21,6 +21,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
 from typing import Any, Literal, TextIO
 
 import msgspec
@@ -38,6 +39,24 @@ _LEVELS = {
     "error": logging.ERROR,
     "critical": logging.CRITICAL,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class LogSink:
+    """Where `configure_logging` sends lines, at which level, rendered how: what a writer
+    that bypasses structlog for speed (the access log) needs to land in the same place."""
+
+    stream: TextIO
+    level: int
+    rendering: Literal["json", "console"]
+
+
+_sink = LogSink(sys.stderr, logging.INFO, "json")
+
+
+def current_sink() -> LogSink:
+    """The sink of the last `configure_logging` (stderr, info, JSON before any)."""
+    return _sink
 
 
 class LogConfigError(ValueError):
@@ -92,9 +111,11 @@ def configure_logging(
 ) -> None:
     """Configure structlog and route stdlib logging (trio, h2, aioquic) through the same
     renderer. Safe to call again (tests, reload of the log level)."""
+    global _sink
     out = stream if stream is not None else sys.stderr
     level_no = resolve_level(level, os.environ if env is None else env)
     rendering = resolve_format(fmt, out)
+    _sink = LogSink(out, level_no, rendering)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -8,7 +8,8 @@ when its reader is made; a wait is a dict store and a park; the dispatcher, a tr
 that trio wakes when the epoll fd is readable, turns each batch of events into reschedules.
 
 Edge-triggered: an event reports new readiness only. An event that finds no waiter sets the
-fd's ready flag, and the next wait on that fd is a plain checkpoint instead of a park; callers
+fd's ready flag (so does any event that reports the peer's end, waiter or not), and the next
+wait on that fd is a plain checkpoint instead of a park; callers
 read after every wait and wait again when the read finds nothing, so a stale flag costs one
 extra read, never a lost wakeup. Registering a fd again (the kernel drops a closed socket from
 the epoll, so a new socket may get the same number) replaces the old registration.
@@ -31,6 +32,9 @@ import trio
 _REGISTER: Final = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
 # Peer data, peer close, hang-up and errors all wake a reader: its read then sees them.
 _WAKES_READER: Final = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+# An end (peer close, hang-up, error) also flags the fd even when it wakes a reader: a read
+# that then gets the last bytes does not see the end behind them, and no later edge comes.
+_ENDS: Final = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 _MAX_EVENTS: Final = 256
 
 # Bound once (compiled, each ``trio.lowlevel.X`` is two module attribute lookups).
@@ -91,8 +95,10 @@ class Readiness:
         await _park(_abort_for(readers, fd))
 
     def flagged(self, fd: int) -> bool:
-        """An event reached ``fd`` while nobody waited on it (bytes, EOF or an error may be
-        waiting, or were read since: the flag is only cleared by a wait or ``unflag``)."""
+        """An event reached ``fd`` while nobody waited on it, or reported its end (bytes, EOF
+        or an error may be waiting, or were read since: the flag is only cleared by a wait or
+        ``unflag``). Not flagged after a read that emptied the socket: nothing arrived since,
+        so a read now can only fail (``MessageReader.fill`` then waits first)."""
         return fd in self._ready
 
     def unflag(self, fd: int) -> None:
@@ -116,9 +122,9 @@ class Readiness:
                 for fd, flags in epoll.poll(0, _MAX_EVENTS):
                     if flags & _WAKES_READER:
                         task = readers.pop(fd, None)
-                        if task is None:
+                        if task is None or flags & _ENDS:
                             ready.add(fd)
-                        else:
+                        if task is not None:
                             _reschedule(task)
         finally:
             epoll.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import resource
+import signal
 import socket as stdsocket
 import time
 from collections.abc import Awaitable, Callable
@@ -132,7 +133,10 @@ class Worker:
             ipv6_prefix=rt.per_ip_ipv6_prefix,
         )
         self.metrics = WorkerMetrics()
-        self.access_log = AccessLog(enabled=boot.plan.config.observability.access_log)
+        obs = boot.plan.config.observability
+        self.access_log = AccessLog(
+            enabled=obs.access_log, flush_interval_s=obs.access_log_flush_ms / 1000
+        )
         # Repeated errors of one kind are logged a few times per minute, then summarised.
         self.error_log = RateLimitedLog(log, max_per_window=5, window_s=60.0, now=time.monotonic)
         self.listeners: dict[str, ListenerRuntime] = {}
@@ -278,6 +282,23 @@ class Worker:
         await self.channel.send(Drained(closed_connections=left))
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            # Requests that ended while the nurseries unwound (after the flush task's own
+            # last flush) are written too: a drained or stopped worker loses no access line.
+            self.access_log.flush()
+
+    async def _serve_sigterm(self) -> None:
+        """SIGTERM (the supervisor's step after an overrun drain) still ends the worker at
+        once, by the signal as before, but writes the buffered access lines first."""
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                self.access_log.flush()
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    async def _run(self) -> None:
         async with trio.open_nursery() as outer:
             async with trio.open_nursery() as connections:
                 self._connections = connections
@@ -317,6 +338,7 @@ class Worker:
                         log.info("worker_ready", listeners=list(self.listeners))
                         outer.start_soon(self.serve_heartbeats)
                         outer.start_soon(self.access_log.serve_flush)
+                        outer.start_soon(self._serve_sigterm)
                         outer.start_soon(self._serve_error_log_flush)
                         outer.start_soon(self._serve_commands, outer)
                         await trio.sleep_forever()

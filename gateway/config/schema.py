@@ -60,6 +60,7 @@ class ObservabilityConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     metrics_bind: str | None = None
     log_format: LogFormat = "auto"
     access_log: bool = True
+    access_log_flush_ms: int = 250  # longest an access line waits in a worker's buffer
     max_series_per_family: int = 10_000
 
 

@@ -179,6 +179,7 @@ def _runtime(config: Config, online_cpus: Sequence[int], c: Collector) -> None:
 def _observability(config: Config, c: Collector) -> None:
     obs, admin = config.observability, config.admin
     c.in_range("observability.max_series_per_family", obs.max_series_per_family, 100, 1_000_000)
+    c.in_range("observability.access_log_flush_ms", obs.access_log_flush_ms, 1, 60_000)
     if admin.api_token_hash is not None and not _HEX64.match(admin.api_token_hash):
         c.add(
             "admin.api_token_hash",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tools.bench import grpc_unary, h2, http1, tcp
+from tools.bench import grpc_unary, h2, http1, memory, reload, tcp
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     grpc_unary.add_arguments(
         sub.add_parser("grpc", help="unary gRPC calls/s and CPU per call, gateway vs direct")
     )
+    reload.add_arguments(
+        sub.add_parser("reload", help="HTTP/1.1 requests/s during config reloads vs steady")
+    )
+    memory.add_arguments(
+        sub.add_parser("memory", help="worker RSS per idle keep-alive HTTP/1.1 connection")
+    )
     args = parser.parse_args(argv)
     if args.benchmark == "tcp":
         return tcp.main(args)
@@ -33,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         return h2.main(args)
     if args.benchmark == "grpc":
         return grpc_unary.main(args)
+    if args.benchmark == "reload":
+        return reload.main(args)
+    if args.benchmark == "memory":
+        return memory.main(args)
     parser.error(f"unknown benchmark {args.benchmark}")
     return 2
 

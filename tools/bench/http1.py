@@ -18,12 +18,18 @@ finally).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import httptools
+import trio
 
 from tools.bench.proxies import (
     Proxy,
@@ -40,8 +46,21 @@ DIRECT = "direct (no proxy)"
 # Idle keep-alive connections each proxy may keep to the backend (nginx `keepalive`, our
 # `pool_max_idle_per_backend`); above --connections, so no proxy reconnects in steady state.
 UPSTREAM_IDLE_KEEPALIVE = 64
-PROXY_NAMES = ("expressgateway", "nginx", "haproxy", "expressgateway-general")
+DEFAULTS = "expressgateway-defaults"
+TRIO_FLOOR = "trio-floor"
+PROXY_NAMES = (
+    "expressgateway",
+    "nginx",
+    "haproxy",
+    "expressgateway-general",
+    DEFAULTS,
+    TRIO_FLOOR,
+)
 BASELINE = "expressgateway@baseline"
+# The access log is flushed once a second (workers/access_log.py): wait that long (and a
+# margin) after a round before counting the defaults row's access lines.
+ACCESS_LOG_SETTLE_S = 1.5
+WRK_TIMEOUT_S = 10.0
 
 
 class WrkError(RuntimeError):
@@ -53,6 +72,8 @@ class Sample:
     requests: int
     wall_s: float
     cpu_s: float  # proxy process tree; 0 for DIRECT
+    access_lines: int | None = None  # DEFAULTS only: access-log lines the round wrote
+    p99_ms: float = 0.0  # wrk's 99th percentile latency (0: not measured, e.g. h2load)
 
 
 @dataclass
@@ -64,6 +85,10 @@ class Row:
     cpu_percent: float
     rps_vs_nginx: float | None  # median of per-round ratios
     cpu_vs_nginx: float | None
+    cpu_us_range: tuple[float, float] = (0.0, 0.0)  # lowest and highest round
+    cpu_vs_nginx_range: tuple[float, float] | None = None
+    p99_ms: float = 0.0  # median of rounds
+    p99_vs_nginx: float | None = None  # median of per-round ratios
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,17 +105,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ---- the backend and the proxies --------------------------------------------------------
 
 
-def _nginx_prefix_lines(workdir: Path, name: str) -> str:
+def _nginx_prefix_lines(workdir: Path, name: str, worker_connections: int = 4096) -> str:
     temp = "\n    ".join(
         f"{kind}_temp_path {workdir / f'{name}-{kind}'};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     return f"""daemon off;
 worker_processes 1;
+worker_rlimit_nofile {2 * worker_connections + 64};
 pid {workdir / f"{name}.pid"};
 error_log {workdir / f"{name}-error.log"} warn;
 events {{
-    worker_connections 4096;
+    worker_connections {worker_connections};
 }}
 http {{
     access_log off;
@@ -99,9 +125,11 @@ http {{
 """
 
 
-def _start_nginx(workdir: Path, name: str, body: str, port: int, cpus: list[int]) -> Proxy:
+def _start_nginx(
+    workdir: Path, name: str, body: str, port: int, cpus: list[int], worker_connections: int = 4096
+) -> Proxy:
     config = workdir / f"{name}.conf"
-    config.write_text(_nginx_prefix_lines(workdir, name) + body + "}\n")
+    config.write_text(_nginx_prefix_lines(workdir, name, worker_connections) + body + "}\n")
     log_path = workdir / f"{name}.log"
     argv = [
         "nginx",
@@ -182,12 +210,27 @@ def start_expressgateway_h1(
     tree: Path | None = None,
     *,
     fast_path: bool = True,
+    defaults: bool = False,
 ) -> Proxy:
     """One worker, no access log (nginx and HAProxy log nothing either), unlimited keep-alive
     (nginx: 1000000), as many idle upstream connections as nginx keeps (``keepalive``);
     ``tree``: run that source tree instead of this one (see --baseline-tree); ``fast_path``
-    False: the general proxy core instead of the dedicated HTTP/1.1 path."""
+    False: the general proxy core instead of the dedicated HTTP/1.1 path; ``defaults``: the
+    shipped defaults instead (access log on, into the log file; keep-alive cap 100)."""
     fast = "" if fast_path else "h1_fast_path = false\n"
+    if defaults:
+        listener = f"""[[listeners]]
+name = "bench"
+address = "127.0.0.1:{port}"
+protocol = "h1"
+[listeners.http]
+pool_max_idle_per_backend = {UPSTREAM_IDLE_KEEPALIVE}
+[[listeners.backends]]
+address = "127.0.0.1:{backend_port}"
+"""
+        proxy = start_expressgateway_with(workdir, DEFAULTS, listener, cpus, port, access_log=True)
+        proxy.name = DEFAULTS
+        return proxy
     listener = f"""[[listeners]]
 name = "bench"
 address = "127.0.0.1:{port}"
@@ -219,18 +262,38 @@ def start_expressgateway_general(
     return start_expressgateway_h1(workdir, port, backend_port, cpus, fast_path=False)
 
 
+def start_expressgateway_defaults(
+    workdir: Path, port: int, backend_port: int, cpus: list[int]
+) -> Proxy:
+    """The shipped defaults: the access log on (JSON lines into the proxy's log file) and
+    the keep-alive cap of 100 requests per client connection."""
+    return start_expressgateway_h1(workdir, port, backend_port, cpus, defaults=True)
+
+
+def start_trio_floor(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:
+    """tools/bench/trio_floor.py: trio + httptools and nothing else (a reference, not a peer)."""
+    log_path = workdir / "trio-floor.log"
+    argv = [sys.executable, "-m", "tools.bench.trio_floor", str(port), str(backend_port)]
+    proc = _spawn(argv, cpus, log_path)
+    version = f"trio {trio.__version__} + httptools {httptools.__version__}"
+    return _wait_listening(Proxy(TRIO_FLOOR, version, proc, port, log_path), processes=1)
+
+
 STARTERS = {
     "expressgateway": start_expressgateway_h1,
     "nginx": start_nginx_http,
     "haproxy": start_haproxy_http,
     "expressgateway-general": start_expressgateway_general,
+    DEFAULTS: start_expressgateway_defaults,
+    TRIO_FLOOR: start_trio_floor,
 }
 
 # ---- measurement ------------------------------------------------------------------------
 
 
-def run_wrk(port: int, args: argparse.Namespace) -> tuple[int, float]:
-    """(requests, seconds) of one wrk run; raises WrkError on any error or non-2xx."""
+def run_wrk(port: int, args: argparse.Namespace) -> tuple[int, float, float]:
+    """(requests, seconds, p99 latency in ms) of one wrk run; raises WrkError on any error
+    or non-2xx."""
     argv = [
         "taskset",
         "-c",
@@ -238,6 +301,10 @@ def run_wrk(port: int, args: argparse.Namespace) -> tuple[int, float]:
         "wrk",
         "-t1",
         f"-c{args.connections}",
+        # wrk's default 2 s: a shared machine that stalls the harness for 2 s fails a round
+        # that measured fine (seen: all 32 connections of an nginx round at once).
+        f"--timeout={WRK_TIMEOUT_S:g}s",
+        "--latency",
         f"-d{args.duration_s:g}s",
         f"http://127.0.0.1:{port}/",
     ]
@@ -249,33 +316,71 @@ def run_wrk(port: int, args: argparse.Namespace) -> tuple[int, float]:
     if "Non-2xx" in text or "Socket errors" in text:
         raise WrkError(f"wrk saw failures:\n{text}")
     scale = {"ms": 0.001, "s": 1.0, "m": 60.0}[summary.group(3)]
-    return int(summary.group(1)), float(summary.group(2)) * scale
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
+    if p99 is None:
+        raise WrkError(f"wrk printed no 99th percentile:\n{text}")
+    p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    return int(summary.group(1)), float(summary.group(2)) * scale, p99_ms
 
 
 def _round(port: int, proxy: Proxy | None, args: argparse.Namespace) -> Sample:
     cpu_before = proxy.cpu_s() if proxy else 0.0
-    requests, wall_s = run_wrk(port, args)
+    requests, wall_s, p99_ms = run_wrk(port, args)
     cpu_after = proxy.cpu_s() if proxy else 0.0
-    return Sample(requests, wall_s, cpu_after - cpu_before)
+    sample = Sample(requests, wall_s, cpu_after - cpu_before, p99_ms=p99_ms)
+    if proxy is not None and proxy.name == DEFAULTS:
+        sample.access_lines = _take_access_lines(proxy)
+    return sample
+
+
+def _take_access_lines(proxy: Proxy) -> int:
+    """The access lines the round wrote (after the flush interval), then empty the log so a
+    long run does not fill the disk (the worker appends: O_APPEND writes land at the new end)."""
+    time.sleep(ACCESS_LOG_SETTLE_S)
+    with open(proxy.log_path, "rb") as log:
+        lines = sum(1 for line in log if b'"event":"access"' in line)
+    os.truncate(proxy.log_path, 0)
+    return lines
 
 
 def _row(name: str, version: str, samples: list[Sample], nginx: list[Sample] | None) -> Row:
     rps = statistics.median(s.requests / s.wall_s for s in samples)
-    cpu_us = statistics.median(1e6 * s.cpu_s / s.requests for s in samples)
+    per_round = sorted(1e6 * s.cpu_s / s.requests for s in samples)
+    cpu_us = statistics.median(per_round)
     pct = statistics.median(100 * s.cpu_s / s.wall_s for s in samples)
     # Ratios pair each round with nginx's round of the same pass (interleaved), so load that
     # other tenants put on the machine during one pass weighs on both sides of the ratio.
-    rps_ratio = cpu_ratio = None
+    rps_ratio = cpu_ratio = p99_ratio = None
+    cpu_ratio_range = None
+    p99_ms = statistics.median(s.p99_ms for s in samples)
+    if nginx and name != DIRECT and all(n.p99_ms for n in nginx):
+        p99_ratio = statistics.median(
+            s.p99_ms / n.p99_ms for s, n in zip(samples, nginx, strict=True)
+        )
     if nginx and name != DIRECT:
         rps_ratio = statistics.median(
             (s.requests / s.wall_s) / (n.requests / n.wall_s)
             for s, n in zip(samples, nginx, strict=True)
         )
-        cpu_ratio = statistics.median(
+        cpu_ratios = sorted(
             (s.cpu_s / s.requests) / (n.cpu_s / n.requests)
             for s, n in zip(samples, nginx, strict=True)
         )
-    return Row(name, version, rps, cpu_us, pct, rps_ratio, cpu_ratio)
+        cpu_ratio = statistics.median(cpu_ratios)
+        cpu_ratio_range = (cpu_ratios[0], cpu_ratios[-1])
+    return Row(
+        name,
+        version,
+        rps,
+        cpu_us,
+        pct,
+        rps_ratio,
+        cpu_ratio,
+        (per_round[0], per_round[-1]),
+        cpu_ratio_range,
+        p99_ms,
+        p99_ratio,
+    )
 
 
 def _measure_all(
@@ -296,21 +401,63 @@ def _measure_all(
                 workdir, free_port(), backend.port, cpu_list(args.proxy_cpus), args.baseline_tree
             )
         samples: dict[str, list[Sample]] = {name: [] for name in proxies}
-        for proxy in proxies.values():
-            run_wrk(proxy.port if proxy else backend.port, args)  # warm-up: pools filled
+        for name, proxy in proxies.items():
+            try:
+                run_wrk(proxy.port if proxy else backend.port, args)  # warm-up: pools filled
+            except WrkError as exc:
+                raise WrkError(f"{name} (warm-up): {exc}") from None
+            if proxy is not None and proxy.name == DEFAULTS:
+                _take_access_lines(proxy)  # the warm-up's lines are not a round's
         for r in range(args.rounds):
             print(f"… round {r + 1}/{args.rounds}", flush=True)
             for name, proxy in proxies.items():
-                samples[name].append(_round(proxy.port if proxy else backend.port, proxy, args))
+                try:
+                    sample = _round(proxy.port if proxy else backend.port, proxy, args)
+                except WrkError as exc:
+                    raise WrkError(f"{name} (round {r + 1}): {exc}") from None
+                samples[name].append(sample)
     finally:
         for proxy in proxies.values():
             if proxy is not None:
                 proxy.stop()
     nginx = samples.get("nginx")
+    _print_defaults_check(samples)
     return [
         _row(name, proxy.version if proxy else backend.version, samples[name], nginx)
         for name, proxy in proxies.items()
     ]
+
+
+def _print_defaults_check(samples: dict[str, list[Sample]]) -> None:
+    """The defaults row against the like-for-like one (median of per-round CPU/request
+    ratios), and proof that it logged: one access line per request wrk counted (a few more
+    are normal: requests in flight when wrk stopped were served and logged, not counted)."""
+    defaults, lfl = samples.get(DEFAULTS), samples.get("expressgateway")
+    baseline = samples.get(BASELINE)
+    if baseline and lfl:
+        ratios = sorted(
+            (e.cpu_s / e.requests) / (b.cpu_s / b.requests)
+            for e, b in zip(lfl, baseline, strict=True)
+        )
+        print(
+            f"expressgateway CPU/req vs {BASELINE}: median {statistics.median(ratios):.3f}x "
+            f"(rounds {ratios[0]:.3f}x..{ratios[-1]:.3f}x)"
+        )
+    if not defaults:
+        return
+    lines = sum(s.access_lines or 0 for s in defaults)
+    requests = sum(s.requests for s in defaults)
+    verdict = "ok" if lines >= requests else "MISSING LINES"
+    print(f"{DEFAULTS}: {lines} access lines for {requests} requests counted by wrk ({verdict})")
+    if lfl:
+        ratios = sorted(
+            (d.cpu_s / d.requests) / (e.cpu_s / e.requests)
+            for d, e in zip(defaults, lfl, strict=True)
+        )
+        print(
+            f"{DEFAULTS} CPU/req vs expressgateway (like-for-like): median "
+            f"{statistics.median(ratios):.2f}x (rounds {ratios[0]:.2f}x..{ratios[-1]:.2f}x)"
+        )
 
 
 def _ratio(value: float | None) -> str:
@@ -323,16 +470,22 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         f"{args.rounds} interleaved round(s) (median); proxy on CPU {args.proxy_cpus}, wrk+backend on "
         f"CPU {args.harness_cpus}; 1 worker/thread each; backend: nginx `return 200`",
         "",
-        f"{'proxy':<23} {'requests/s':>11} {'CPU-µs/req':>11} {'proxy CPU%':>10}"
-        f" {'rps vs nginx':>12} {'CPU/req vs nginx':>16}  version",
+        f"{'proxy':<23} {'requests/s':>11} {'CPU-µs/req':>11} {'(rounds)':>13} {'proxy CPU%':>10}"
+        f" {'rps vs nginx':>12} {'CPU/req vs nginx':>16} {'(rounds)':>13}"
+        f" {'p99 ms':>7} {'p99 vs nginx':>12}  version",
     ]
     for r in rows:
         direct = r.name == DIRECT
         cpu = "-" if direct else f"{r.cpu_us_per_request:.1f}"
+        spread = "-" if direct else f"{r.cpu_us_range[0]:.1f}..{r.cpu_us_range[1]:.1f}"
         pct = "-" if direct else f"{r.cpu_percent:.0f}"
+        vs = r.cpu_vs_nginx_range
+        vs_spread = f"{vs[0]:.2f}..{vs[1]:.2f}" if vs else "-"
         lines.append(
-            f"{r.name:<23} {r.requests_per_s:>11.0f} {cpu:>11} {pct:>10}"
-            f" {_ratio(r.rps_vs_nginx):>12} {_ratio(r.cpu_vs_nginx):>16}  {r.version}"
+            f"{r.name:<23} {r.requests_per_s:>11.0f} {cpu:>11} {spread:>13} {pct:>10}"
+            f" {_ratio(r.rps_vs_nginx):>12} {_ratio(r.cpu_vs_nginx):>16} {vs_spread:>13}"
+            f" {(f'{r.p99_ms:.2f}' if r.p99_ms else '-'):>7} {_ratio(r.p99_vs_nginx):>12}"
+            f"  {r.version}"
         )
     lines += [
         "",

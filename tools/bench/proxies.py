@@ -180,11 +180,15 @@ def start_expressgateway_with(
     port: int,
     extra_toml: str = "",
     tree: Path = ROOT,
+    *,
+    access_log: bool = False,
 ) -> Proxy:
     """One worker serving ``listener_toml`` (a ``[[listeners]]`` table); ready when the
     supervisor sends READY=1 (sd_notify, as under systemd). Every bench starts it this way.
     ``tree``: the source tree to run (another checkout, for an A/B in the same session); its
-    packages shadow this venv's through the working directory and PYTHONPATH."""
+    packages shadow this venv's through the working directory and PYTHONPATH. ``access_log``:
+    the shipped default (on, at LOG_LEVEL info, into the proxy's log file); off otherwise, at
+    LOG_LEVEL warning (nginx and HAProxy log nothing either)."""
     config = workdir / f"{name}.toml"
     config.write_text(
         f"""[runtime]
@@ -194,14 +198,15 @@ drain_timeout_ms = 1000
 {extra_toml}
 [observability]
 log_format = "json"
-access_log = false
+access_log = {"true" if access_log else "false"}
 
 {listener_toml}"""
     )
     notify_path = str(workdir / f"{name}-notify.sock")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(notify_path)
-    env = {**os.environ, "NOTIFY_SOCKET": notify_path, "LOG_LEVEL": "warning"}
+    level = "info" if access_log else "warning"
+    env = {**os.environ, "NOTIFY_SOCKET": notify_path, "LOG_LEVEL": level}
     if tree != ROOT:
         env["PYTHONPATH"] = str(tree)
     log_path = workdir / f"{name}.log"

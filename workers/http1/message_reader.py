@@ -21,7 +21,7 @@ import trio
 from gateway.http.errors import BadGateway, BadRequest, HeadersTooLarge, HttpError
 from gateway.http.limits import READ_MAX_BYTES, HttpLimits
 from gateway.http.model import HeaderList
-from workers.http1.socket_io import receive_some, receive_when_ready, watch
+from workers.http1.socket_io import receive_some, receive_when_ready, socket_fd, watch
 
 # Field names lowercased, by the spelling received (a few dozen in practice): a dict hit is
 # cheaper than lowering a fresh copy per field. Bounded (emptied when full, short names only).
@@ -198,6 +198,12 @@ class MessageReader:
         self.last_feed_clean_head_end = False
         # The next fill follows a request just sent: wait for readability before reading.
         self.wait_first = False
+        # The last read took less than it asked for: the socket was empty then, so until the
+        # edge-triggered readiness reports an arrival (``Readiness.flagged``) a read can only
+        # fail. The next fill then waits first instead of paying for a failing read and its
+        # exception (a keep-alive client's next request is one round trip away: most fills).
+        self.drained = False
+        self.fd = socket_fd(stream)
 
     def too_large(self, detail: str) -> HttpError:
         if self.error_type is BadRequest:
@@ -235,15 +241,19 @@ class MessageReader:
         already waiting are taken without yielding (see ``socket_io.receive_some``)."""
         if self.eof:
             raise self.error_type("read after end of stream", kind="truncated")
+        readiness = self.readiness
         try:
-            if self.wait_first:
+            if self.wait_first or (
+                self.drained and readiness is not None and not readiness.flagged(self.fd)
+            ):
                 self.wait_first = False
-                data = await receive_when_ready(self.stream, READ_MAX_BYTES, self.readiness)
+                data = await receive_when_ready(self.stream, READ_MAX_BYTES, readiness)
             else:
-                data = await receive_some(self.stream, READ_MAX_BYTES, self.readiness, checkpoint)
+                data = await receive_some(self.stream, READ_MAX_BYTES, readiness, checkpoint)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
             self.eof_error = True
+        self.drained = len(data) < READ_MAX_BYTES
         if not data:
             self.eof = True
             self.events.append((EOF_EVENT, not self.in_message))

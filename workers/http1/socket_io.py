@@ -112,6 +112,13 @@ def watch(stream: trio.abc.Stream) -> Readiness | None:
     return readiness
 
 
+def socket_fd(stream: trio.abc.Stream) -> int:
+    """The descriptor of a plain TCP stream's socket (-1 for other streams)."""
+    if type(stream) is not _SocketStream:
+        return -1
+    return int(stream.socket.fileno())
+
+
 def forget(stream: trio.abc.Stream) -> None:
     """Before closing a stream ``watch`` may have registered: wake a task waiting on it with
     ClosedResourceError (as trio does for its own waiters) and drop its ready flag."""

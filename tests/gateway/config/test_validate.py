@@ -99,6 +99,10 @@ def test_weight_zero_message_matches_the_documented_form() -> None:
             "observability.metrics_bind: expected host:port",
         ),
         (
+            "[observability]\naccess_log_flush_ms = 0\n",
+            "observability.access_log_flush_ms: must be 1..60000, got 0",
+        ),
+        (
             '[admin]\napi_token_hash = "abc"\n',
             "admin.api_token_hash: must be the SHA-256 hex digest",
         ),
