@@ -367,3 +367,90 @@ def test_drain_two_goaways_then_close_while_a_client_keeps_requesting(web: Any) 
     retried = [o for o in got if o.startswith("retry")]
     assert all("0x10b" in r or "closed 0x100" in r for r in retried), got
     print("outcomes:", " ".join(got))
+
+
+@pytest.mark.slow
+def test_a_client_requesting_every_100ms_across_five_reloads_and_a_drain_loses_nothing(
+    web: Any,
+) -> None:
+    """Issue 14's long-lived client, without BPF steering: a request every 100 ms while the
+    gateway reloads five times and drains a worker. A request refused unprocessed
+    (H3_REQUEST_REJECTED) or cut by a graceful close is retried once on a new connection, as
+    browsers do; none may fail. The first connection keeps being served by its worker after
+    the first reload (its generation keeps it until the drain budget), and the last
+    connection is served by a newer generation."""
+    gw, _, quic_port = web
+    authority = f"127.0.0.1:{quic_port}"
+    served: list[tuple[int, int, float]] = []  # (request, connection, time)
+    retried: list[str] = []
+    failed: list[str] = []
+    ops: list[tuple[str, int, float]] = []
+
+    def operate() -> None:
+        for _ in range(5):
+            ops.append(("reload", gw.ctl("reload").returncode, time.monotonic()))
+            time.sleep(0.5)
+        ops.append(("drain", gw.ctl("drain", "0", "--timeout", "3").returncode, time.monotonic()))
+
+    async def main() -> None:
+        stack = contextlib.AsyncExitStack()
+        conns: list[Client] = []
+
+        async def open_connection() -> Client:
+            c = await stack.enter_async_context(
+                connect("127.0.0.1", quic_port, configuration=_config(), create_protocol=Client)
+            )
+            assert isinstance(c, Client)
+            conns.append(c)
+            return c
+
+        async with stack:
+            current = await open_connection()
+            operator = threading.Thread(target=operate)
+            ends_at: float | None = None
+            i = 0
+            while ends_at is None or time.monotonic() < ends_at:
+                if i == 3:
+                    operator.start()
+                if ends_at is None and operator.ident is not None and not operator.is_alive():
+                    ends_at = time.monotonic() + 4.0  # past the last drain budget (3 s)
+                assert i < 600, "the reloads and the drain did not finish"
+                for attempt in (1, 2):
+                    try:
+                        status, _, _ = await current.request(authority, f"/headers?reload-{i}")
+                    except (TimeoutError, StreamWasReset, ConnectionError) as exc:
+                        if attempt == 2:
+                            failed.append(f"{i}: {exc!r}")
+                            break
+                        retried.append(f"{i}: {exc}")
+                        current = await open_connection()
+                        continue
+                    if status != 200:
+                        failed.append(f"{i}: status {status}")
+                    served.append((i, len(conns) - 1, time.monotonic()))
+                    break
+                i += 1
+                await asyncio.sleep(0.1)
+            operator.join(30)
+
+    asyncio.run(asyncio.wait_for(main(), 120))
+    assert [(op, code) for op, code, _ in ops] == [("reload", 0)] * 5 + [("drain", 0)], ops
+    assert not failed, (failed, retried)
+    assert all("0x10b" in r or "closed 0x100" in r for r in retried), retried
+    first_reload_done = ops[0][2]
+    assert any(conn == 0 and t > first_reload_done for _, conn, t in served), served
+    by_request = {int(str(e["path"]).rsplit("-", 1)[1]): e for e in _access(gw, "/headers?reload-")}
+    deadline = time.monotonic() + 10  # lines wait in the workers' buffers for a moment
+    while len(by_request) < len(served) and time.monotonic() < deadline:
+        time.sleep(0.3)
+        by_request = {
+            int(str(e["path"]).rsplit("-", 1)[1]): e for e in gw.events("access")
+            if str(e.get("path", "")).startswith("/headers?reload-")
+        }  # fmt: skip
+    assert len(by_request) == len(served), (len(by_request), len(served))
+    first = [by_request[i] for i, conn, _ in served if conn == 0]
+    last_conn = served[-1][1]
+    last = [by_request[i] for i, conn, _ in served if conn == last_conn]
+    assert len({e["pid"] for e in first}) == 1, first  # one owner for the connection's life
+    assert last_conn > 0 and last[0]["generation"] > first[0]["generation"], (first[0], last[0])
+    print(f"served {len(served)} on {last_conn + 1} connections; retried: {retried}")
