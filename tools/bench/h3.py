@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from gateway.config import features
+from tools.bench.h3_load import check
 from tools.bench.http1 import UPSTREAM_IDLE_KEEPALIVE, Sample, start_backend
 from tools.bench.proxies import (
     READY_TIMEOUT_S,
@@ -44,8 +45,8 @@ from tools.bench.proxies import (
 from tools.make_certs import make_certs
 from tools.ports import free_port
 
-GATEWAY = "expressgateway h3→h1"
-FLOOR = "floor aioquic h3"
+GATEWAY = "expressgateway-h3h1"
+FLOOR = "floor-aioquic-h3"
 TARGET_RATIO = 2.0
 
 
@@ -63,8 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _wait_h3(proxy: Proxy) -> Proxy:
     """Until one GET over HTTP/3 gets 200 "ok" (the gateway: through to the backend)."""
-    from tools.bench.h3_load import check
-
     deadline = time.monotonic() + READY_TIMEOUT_S
     last = ""
     while time.monotonic() < deadline:
