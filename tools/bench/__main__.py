@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tools.bench import grpc_unary, h2, http1, memory, reload, tcp
+from tools.bench import grpc_unary, h2, h3, http1, memory, reload, tcp
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     h2.add_arguments(
         sub.add_parser("h2", help="HTTP/2 front requests/s and CPU per request (h2load)")
+    )
+    h3.add_arguments(
+        sub.add_parser("h3", help="HTTP/3 front (H3->H1) requests/s and CPU per request vs aioquic")
     )
     grpc_unary.add_arguments(
         sub.add_parser("grpc", help="unary gRPC calls/s and CPU per call, gateway vs direct")
@@ -37,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return http1.main(args)
     if args.benchmark == "h2":
         return h2.main(args)
+    if args.benchmark == "h3":
+        return h3.main(args)
     if args.benchmark == "grpc":
         return grpc_unary.main(args)
     if args.benchmark == "reload":
