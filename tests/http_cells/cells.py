@@ -104,6 +104,12 @@ protocol = "{protocol}"
 """
 
 
+# Pooled connections are dropped before hypercorn closes them (its keep-alive timeout is
+# 5 s): a reuse racing the backend's close cannot be retried for a body already sent, and a
+# loaded run saw exactly that as a 502 (set the backend's keep-alive longer than the pool's).
+POOL_IDLE = "pool_idle_timeout_ms = 2000"
+
+
 def cells_config(
     ports: dict[str, int],
     backend_port: int,
@@ -132,6 +138,7 @@ cert_path = "{certs.cert}"
 key_path = "{certs.key}"
 [listeners.http]
 max_body_bytes = {max_body_bytes}
+{POOL_IDLE}
 {extra_http}
 {_backend(back, backend_port, h3_port, ca_path)}"""
         )
@@ -148,6 +155,7 @@ address = "127.0.0.1:{port}"
 protocol = "h1"
 [listeners.http]
 max_body_bytes = {max_body_bytes}
+{POOL_IDLE}
 h1_fast_path = {fast}
 {timeout}
 {extra_http}
