@@ -104,6 +104,7 @@ class GatewayQuicConnection(QuicConnection):
         *,
         configuration: QuicConfiguration,
         original_destination_connection_id: bytes,
+        retry_source_connection_id: bytes | None = None,
         certificates: CertificateChoice | None,
         stream_window: int,
         connection_window: int,
@@ -113,6 +114,7 @@ class GatewayQuicConnection(QuicConnection):
         super().__init__(
             configuration=configuration,
             original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,
         )
         self._cid_factory = cid_factory
         if cid_factory is not None:  # nothing was sent yet: the first ID can still change

@@ -189,6 +189,10 @@ class H3Config(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     initial_stream_window_size: int = 262_144
     initial_connection_window_size: int = 1_048_576
     idle_timeout_ms: int = 30_000
+    # Address validation (RFC 9000 §8.1): "always", "never" or "above_rate" (a Retry round
+    # trip once a worker's listener opens retry_new_connections_per_s connections a second).
+    retry: str = "above_rate"
+    retry_new_connections_per_s: int = 200
 
 
 class WebSocketConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]

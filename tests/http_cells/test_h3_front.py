@@ -178,7 +178,9 @@ def test_curl_cffi_gets_and_uploads_over_h3(cells: Cells) -> None:
         assert r.json() == {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
 
 
-def _alt_svc_config(certs: Any, h1s_port: int, quic_port: int, backend_port: int) -> str:
+def _alt_svc_config(
+    certs: Any, h1s_port: int, quic_port: int, backend_port: int, retry_port: int
+) -> str:
     return f"""
 [runtime]
 workers = 2
@@ -209,6 +211,19 @@ key_path = "{certs.key}"
 [[listeners.backends]]
 address = "127.0.0.1:{backend_port}"
 protocol = "h1"
+
+[[listeners]]
+name = "web-h3-retry"
+address = "127.0.0.1:{retry_port}"
+protocol = "quic"
+[listeners.tls]
+cert_path = "{certs.cert}"
+key_path = "{certs.key}"
+[listeners.h3]
+retry = "always"
+[[listeners.backends]]
+address = "127.0.0.1:{backend_port}"
+protocol = "h1"
 """
 
 
@@ -217,10 +232,13 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("h3web")
     certs = make_certs(tmp / "certs")
     backend_port, h1s_port, quic_port = free_port(), free_port(), free_port()
+    retry_port = free_port()
     with hypercorn_backend(backend_port):
-        gw = RunningGateway(tmp, _alt_svc_config(certs, h1s_port, quic_port, backend_port))
+        config = _alt_svc_config(certs, h1s_port, quic_port, backend_port, retry_port)
+        gw = RunningGateway(tmp, config)
         try:
             gw.start()
+            gw.retry_port = retry_port  # type: ignore[attr-defined]
             yield gw, h1s_port, quic_port
         finally:
             gw.stop()
@@ -243,6 +261,23 @@ def test_h1s_announces_the_quic_listener_in_alt_svc(web: Any) -> None:
         timeout=20,
     )
     assert r.status_code == 200 and "alt-svc" not in r.headers
+
+
+def test_retry_always_validates_the_address_first_and_the_default_does_not(web: Any) -> None:
+    """``retry = "always"``: the client's first Initial gets a Retry, its second (with the
+    token) opens the connection; the default (``above_rate``, far below its threshold here)
+    serves the first Initial. Both serve requests."""
+    gw, _, quic_port = web
+    retry_port = gw.retry_port
+
+    async def main(port: int) -> tuple[int, int]:
+        async with connect("127.0.0.1", port, configuration=_config(), create_protocol=Client) as c:
+            assert isinstance(c, Client)
+            status, _, _ = await c.request(f"127.0.0.1:{port}", "/headers")
+            return status, c._quic._retry_count
+
+    assert _run(main(retry_port)) == (200, 1)
+    assert _run(main(quic_port)) == (200, 0)
 
 
 @contextlib.contextmanager
