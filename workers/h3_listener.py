@@ -34,6 +34,7 @@ def h3_limits(config: H3Config | None) -> H3Limits:
         idle_timeout_s=h.idle_timeout_ms / 1000,
         retry=h.retry,
         retry_new_connections_per_s=h.retry_new_connections_per_s,
+        early_data=h.early_data,
     )
 
 
@@ -56,5 +57,6 @@ def make_quic_server(runtime: ListenerRuntime, worker: Worker) -> Callable[[], A
         idle_timeout_s=limits.idle_timeout_s,
         retry=cast(RetryMode, limits.retry),  # validated against RETRY_MODES
         retry_new_connections_per_s=limits.retry_new_connections_per_s,
+        early_data=limits.early_data,
     )
     return endpoint.serve

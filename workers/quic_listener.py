@@ -8,9 +8,10 @@ are followed through its events), one QuicSession per connection — the sans-IO
 GatewayQuicConnection (workers/quic_connection.py), its timer, its transmissions — and the
 worker's accounting (the per-IP and in-flight caps of the connection gate, the listener's
 connection counts, the live scopes cut at the drain deadline), address validation before
-a connection is opened (a Retry, or a token checked: workers/quic_retry.py). 0-RTT is off:
-no session ticket handler is given to aioquic, so no ticket is issued and no resumption
-(nor early data) accepted. The HTTP/3 application on
+a connection is opened (a Retry, or a token checked: workers/quic_retry.py), and the
+session tickets of 0-RTT when ``early_data`` is on (workers/quic_tickets.py; off, aioquic
+gets no ticket handler: no ticket is issued, no resumption nor early data accepted). The
+HTTP/3 application on
 each session is the front registered as ``"h3"`` in workers/http/registry.FRONTS.
 
 Every packet reaches the worker that owns its connection: the IDs this endpoint issues
@@ -72,6 +73,7 @@ from workers.quic_connection import (
 )
 from workers.quic_handoff import decode_handoff, encode_handoff, handoff_address
 from workers.quic_retry import AddressValidation, Admit, Drop
+from workers.quic_tickets import SessionTickets
 
 if TYPE_CHECKING:
     from workers.worker import ListenerRuntime, Worker
@@ -215,6 +217,7 @@ class QuicEndpoint:
         idle_timeout_s: float,
         retry: RetryMode = "above_rate",
         retry_new_connections_per_s: int = 200,
+        early_data: bool = False,
     ) -> None:
         tls = runtime.plan.tls
         if tls is None:
@@ -246,6 +249,7 @@ class QuicEndpoint:
         self.connection_window = connection_window
         self.max_streams = max_streams
         self.sessions: dict[bytes, QuicSession] = {}
+        self.tickets = SessionTickets() if early_data else None
 
     def register(self, cid: bytes, session: QuicSession) -> None:
         self.sessions[cid] = session
@@ -375,6 +379,7 @@ class QuicEndpoint:
             connection_window=self.connection_window,
             max_streams=self.max_streams,
             cid_factory=self.cid_factory,
+            tickets=self.tickets,
         )
         self.validation.opened(trio.current_time())
         session = QuicSession(self, quic, addr)

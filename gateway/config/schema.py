@@ -193,6 +193,9 @@ class H3Config(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     # trip once a worker's listener opens retry_new_connections_per_s connections a second).
     retry: str = "above_rate"
     retry_new_connections_per_s: int = 200
+    # 0-RTT: session tickets issued (single use, per worker) and early data accepted, only
+    # safe methods served from it (others get 425 Too Early).
+    early_data: bool = False
 
 
 class WebSocketConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]

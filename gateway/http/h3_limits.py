@@ -19,3 +19,4 @@ class H3Limits:
     idle_timeout_s: float = 30.0
     retry: str = "above_rate"  # gateway.quic_retry_token.RETRY_MODES
     retry_new_connections_per_s: int = 200
+    early_data: bool = False

@@ -8,7 +8,8 @@ to retry); a malformed request resets its stream with H3_MESSAGE_ERROR (RFC 9114
 where aioquic would close the whole connection; the misdirected-request check (421) on
 listeners with several certificates; and the two-step drain: a first GOAWAY that rejects
 nothing, streams served during the drain budget, a final GOAWAY naming the first stream not
-processed (later ones reset with H3_REQUEST_REJECTED), CONNECTION_CLOSE (H3_NO_ERROR) once
+processed (later ones reset with H3_REQUEST_REJECTED), 425 Too Early for a request other
+than GET/HEAD/OPTIONS whose stream came in 0-RTT (``early_data`` on), CONNECTION_CLOSE (H3_NO_ERROR) once
 idle or at the budget. A lapse or upstream failure ends one stream, never the connection.
 Must never parse HTTP/1.1, pick backends or touch the socket.
 """
@@ -32,7 +33,13 @@ from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.connection import stream_is_client_initiated, stream_is_unidirectional
 from aioquic.quic.events import QuicEvent, StopSendingReceived, StreamDataReceived, StreamReset
 
-from gateway.http.errors import BadRequest, HttpError, MisdirectedRequest, NotImplementedMethod
+from gateway.http.errors import (
+    BadRequest,
+    HttpError,
+    MisdirectedRequest,
+    NotImplementedMethod,
+    TooEarly,
+)
 from gateway.http.h3_limits import H3Limits
 from gateway.http.misdirected import is_misdirected
 from gateway.http.model import HeaderList, RequestHead, request_from_pseudo
@@ -49,6 +56,8 @@ log = structlog.get_logger("expressgateway.h3")
 # a first GOAWAY with it rejects nothing.
 _MAX_REQUEST_STREAM_ID = (1 << 62) - 4
 _GOAWAY_FLUSH_S = 0.1
+# Served from 0-RTT early data (replayable): the safe methods of RFC 9110 §9.2.1 but TRACE.
+_EARLY_DATA_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 
 
 class _H3Server(H3Connection):
@@ -202,7 +211,7 @@ class H3ServerConnection:
         record: RequestRecord | None = None
         try:
             with st.scope:
-                refusal = self._refusal(head)
+                refusal = self._refusal(sid, head)
                 if refusal is not None:
                     await st.sink.send_error(refusal)
                     record = _failed_record(self, head, started_at, refusal.status, refusal.kind)
@@ -229,9 +238,13 @@ class H3ServerConnection:
             if self._closing and not self.streams:
                 self.session.close()
 
-    def _refusal(self, head: RequestHead) -> HttpError | None:
-        """A request this front answers itself: CONNECT (not proxied) or one for a host
-        another certificate of this listener serves (421, RFC 9114 §4.1... RFC 9110 §15.5.20)."""
+    def _refusal(self, sid: int, head: RequestHead) -> HttpError | None:
+        """A request this front answers itself: CONNECT (not proxied), an unsafe one that came
+        in 0-RTT (425, RFC 8470 §5.2), or one for a host another certificate of this listener
+        serves (421, RFC 9114 §4.1... RFC 9110 §15.5.20)."""
+        if sid in self.quic.early_streams and head.method not in _EARLY_DATA_METHODS:
+            self.ctx.on_reject("quic_too_early")
+            return TooEarly("unsafe method in 0-RTT early data")
         if head.method == b"CONNECT":
             return NotImplementedMethod("CONNECT is not proxied")
         names = self.ctx.server_names

@@ -74,6 +74,7 @@ def test_quic_with_sni_certificates_and_alt_svc_is_valid_and_planned() -> None:
     ]
     assert quic.h3 == H3Config() and web.h3 is None
     assert (quic.h3.retry, quic.h3.retry_new_connections_per_s) == ("above_rate", 200)
+    assert quic.h3.early_data is False
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(plan), type=GatewayPlan) == plan
 
 
