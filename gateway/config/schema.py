@@ -196,6 +196,9 @@ class H3Config(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     # 0-RTT: session tickets issued (single use, per worker) and early data accepted, only
     # safe methods served from it (others get 425 Too Early).
     early_data: bool = False
+    # Requests served on one connection before it is recycled (GOAWAY, then closed once its
+    # streams are done); 0: no cap.
+    max_requests_per_connection: int = 10_000
 
 
 class WebSocketConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]

@@ -192,6 +192,13 @@ def h3_limits(lst: ListenerConfig, path: str, c: Collector) -> None:
         allowed = ", ".join(repr(m) for m in RETRY_MODES)
         c.add(f"{path}.retry", f"must be one of {allowed}, got {h.retry!r}")
     c.in_range(f"{path}.retry_new_connections_per_s", h.retry_new_connections_per_s, 1, 1_000_000)
+    c.in_range(
+        f"{path}.max_requests_per_connection",
+        h.max_requests_per_connection,
+        1,
+        100_000_000,
+        zero_ok=True,
+    )
 
 
 def alt_svc(listeners: list[ListenerConfig], c: Collector) -> None:

@@ -20,3 +20,4 @@ class H3Limits:
     retry: str = "above_rate"  # gateway.quic_retry_token.RETRY_MODES
     retry_new_connections_per_s: int = 200
     early_data: bool = False
+    max_requests_per_connection: int = 10_000  # 0: no cap

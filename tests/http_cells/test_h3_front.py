@@ -193,7 +193,13 @@ def test_curl_cffi_gets_and_uploads_over_h3(cells: Cells) -> None:
 
 
 def _alt_svc_config(
-    certs: Any, h1s_port: int, quic_port: int, backend_port: int, retry_port: int, early_port: int
+    certs: Any,
+    h1s_port: int,
+    quic_port: int,
+    backend_port: int,
+    retry_port: int,
+    early_port: int,
+    recycle_port: int,
 ) -> str:
     return f"""
 [runtime]
@@ -251,6 +257,19 @@ early_data = true
 [[listeners.backends]]
 address = "127.0.0.1:{backend_port}"
 protocol = "h1"
+
+[[listeners]]
+name = "web-h3-recycle"
+address = "127.0.0.1:{recycle_port}"
+protocol = "quic"
+[listeners.tls]
+cert_path = "{certs.cert}"
+key_path = "{certs.key}"
+[listeners.h3]
+max_requests_per_connection = 3
+[[listeners.backends]]
+address = "127.0.0.1:{backend_port}"
+protocol = "h1"
 """
 
 
@@ -259,14 +278,17 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("h3web")
     certs = make_certs(tmp / "certs")
     backend_port, h1s_port, quic_port = free_port(), free_port(), free_port()
-    retry_port, early_port = free_port(), free_port()
+    retry_port, early_port, recycle_port = free_port(), free_port(), free_port()
     with hypercorn_backend(backend_port):
-        config = _alt_svc_config(certs, h1s_port, quic_port, backend_port, retry_port, early_port)
+        config = _alt_svc_config(
+            certs, h1s_port, quic_port, backend_port, retry_port, early_port, recycle_port
+        )
         gw = RunningGateway(tmp, config)
         try:
             gw.start()
             gw.retry_port = retry_port  # type: ignore[attr-defined]
             gw.early_port = early_port  # type: ignore[attr-defined]
+            gw.recycle_port = recycle_port  # type: ignore[attr-defined]
             yield gw, h1s_port, quic_port
         finally:
             gw.stop()
@@ -371,6 +393,43 @@ def test_early_data_off_by_default_and_when_on_only_safe_methods_in_0rtt(web: An
         assert _run(resume(tickets[0])) == (True, 200, 425)
         # Single use: the same ticket again resumes nothing, and the POST is then served.
         assert _run(resume(tickets[0])) == (False, 200, 200)
+
+
+def test_a_connection_is_recycled_after_max_requests_per_connection(web: Any) -> None:
+    """``max_requests_per_connection = 3``: the third request is served and followed by a
+    GOAWAY naming the next stream; the connection closes (H3_NO_ERROR) once the response
+    is delivered, and a new connection serves on. A client that sends past the cap (aioquic
+    ignores GOAWAY) has the extra request refused with H3_REQUEST_REJECTED (safe to retry)."""
+    gw, _, _ = web
+    port = gw.recycle_port
+    authority = f"127.0.0.1:{port}"
+
+    async def outcome(c: Client, path: str) -> int | str:
+        try:
+            return (await c.request(authority, path))[0]
+        except StreamWasReset as exc:
+            return f"reset {exc.code:#x}"
+
+    async def main() -> tuple[list[int], list[int], int, list[int | str]]:
+        async with connect("127.0.0.1", port, configuration=_config(), create_protocol=Client) as c:
+            assert isinstance(c, Client)
+            served = [(await c.request(authority, f"/headers?r{i}"))[0] for i in range(3)]
+            for _ in range(100):
+                if c.closed is not None:
+                    break
+                await asyncio.sleep(0.02)
+            assert c.closed is not None, "not closed after the last request"
+            goaways, code = c.goaways, c.closed.error_code
+        async with connect("127.0.0.1", port, configuration=_config(), create_protocol=Client) as c:
+            assert isinstance(c, Client)
+            again = await asyncio.gather(*(outcome(c, f"/headers?b{i}") for i in range(4)))
+        return served, goaways, code, list(again)
+
+    served, goaways, code, again = _run(main())
+    assert served == [200, 200, 200]
+    assert goaways == [12]  # streams 0, 4, 8 served; 12 onwards would be refused
+    assert code == ErrorCode.H3_NO_ERROR
+    assert again == [200, 200, 200, f"reset {ErrorCode.H3_REQUEST_REJECTED:#x}"]
 
 
 def _access(gw: RunningGateway, prefix: str) -> list[dict[str, Any]]:

@@ -9,7 +9,9 @@ where aioquic would close the whole connection; the misdirected-request check (4
 listeners with several certificates; and the two-step drain: a first GOAWAY that rejects
 nothing, streams served during the drain budget, a final GOAWAY naming the first stream not
 processed (later ones reset with H3_REQUEST_REJECTED), 425 Too Early for a request other
-than GET/HEAD/OPTIONS whose stream came in 0-RTT (``early_data`` on), CONNECTION_CLOSE (H3_NO_ERROR) once
+than GET/HEAD/OPTIONS whose stream came in 0-RTT (``early_data`` on), recycling after
+``max_requests_per_connection`` (a GOAWAY naming the next stream, CONNECTION_CLOSE once
+every response is acknowledged), CONNECTION_CLOSE (H3_NO_ERROR) once
 idle or at the budget. A lapse or upstream failure ends one stream, never the connection.
 Must never parse HTTP/1.1, pick backends or touch the socket.
 """
@@ -56,6 +58,8 @@ log = structlog.get_logger("expressgateway.h3")
 # a first GOAWAY with it rejects nothing.
 _MAX_REQUEST_STREAM_ID = (1 << 62) - 4
 _GOAWAY_FLUSH_S = 0.1
+_RECYCLE_FLUSH_S = 2.0
+_RECYCLE_POLL_S = 0.05
 # Served from 0-RTT early data (replayable): the safe methods of RFC 9110 §9.2.1 but TRACE.
 _EARLY_DATA_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 
@@ -107,6 +111,8 @@ class H3ServerConnection:
         self._closing = False
         self._first_refused = _MAX_REQUEST_STREAM_ID + 4  # streams from here on are refused
         self._highest = -4  # the highest request stream id seen
+        self._requests = 0  # request streams taken (toward max_requests_per_connection)
+        self._recycling = False
         self._nursery: trio.Nursery | None = None
         names = ctx.server_names
         self.certificate = names.certificate_for_sni(session.sni) if names is not None else 0
@@ -182,6 +188,10 @@ class H3ServerConnection:
         if sid >= self._first_refused or active >= self.limits.max_concurrent_streams:
             self.refuse(sid)  # not processed: safe for the client to retry
             return
+        self._requests += 1
+        cap = self.limits.max_requests_per_connection
+        if cap and self._requests >= cap and not self._recycling:
+            self._recycle(sid)
         try:
             head = request_from_pseudo(list(event.headers), http_version=b"3")
         except BadRequest:
@@ -305,6 +315,39 @@ class H3ServerConnection:
             return
         self.session.kick()
 
+    # ---- recycling (max_requests_per_connection) ----
+
+    def _recycle(self, last_sid: int) -> None:
+        """The connection took its last request: GOAWAY naming the next stream (later ones
+        are refused with H3_REQUEST_REJECTED), close once every response is delivered."""
+        self._recycling = True
+        self._first_refused = min(self._first_refused, last_sid + 4)
+        self._goaway(self._first_refused)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._close_when_served)
+
+    async def _close_when_served(self) -> None:
+        # aioquic drops unsent stream data once closed: wait for the streams to end and their
+        # bytes (and the GOAWAY) to be acknowledged; a client that stops acknowledging gets
+        # _RECYCLE_FLUSH_S after the last stream ended.
+        flush_until: float | None = None
+        while True:
+            if self.streams:
+                flush_until = None
+            else:
+                if not self._unacked_total():
+                    break
+                now = trio.current_time()
+                if flush_until is None:
+                    flush_until = now + _RECYCLE_FLUSH_S
+                if now >= flush_until:
+                    break
+            await self.session.wait_progress(_RECYCLE_POLL_S)
+        self.session.close()
+
+    def _unacked_total(self) -> int:
+        return sum(len(s.sender._buffer) for s in self.quic._streams.values())
+
     # ---- drain ----
 
     async def _drain_watch(self) -> None:
@@ -314,7 +357,7 @@ class H3ServerConnection:
         # One round trip for requests already on their way, within the drain budget.
         grace_s = min(1.0, max(0.0, ctx.drain_deadline_at - trio.current_time()))
         await trio.sleep(grace_s)
-        self._first_refused = self._highest + 4
+        self._first_refused = min(self._first_refused, self._highest + 4)  # never raised
         self._goaway(self._first_refused)
         self._closing = True
         # aioquic sends nothing but CONNECTION_CLOSE once closed: let the final GOAWAY leave

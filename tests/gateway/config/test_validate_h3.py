@@ -74,7 +74,7 @@ def test_quic_with_sni_certificates_and_alt_svc_is_valid_and_planned() -> None:
     ]
     assert quic.h3 == H3Config() and web.h3 is None
     assert (quic.h3.retry, quic.h3.retry_new_connections_per_s) == ("above_rate", 200)
-    assert quic.h3.early_data is False
+    assert quic.h3.early_data is False and quic.h3.max_requests_per_connection == 10_000
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(plan), type=GatewayPlan) == plan
 
 
@@ -111,12 +111,15 @@ def test_quic_with_sni_certificates_and_alt_svc_is_valid_and_planned() -> None:
         ),
         (
             config(
-                quic_extra='[listeners.h3]\nretry = "sometimes"\nretry_new_connections_per_s = 0'
+                quic_extra='[listeners.h3]\nretry = "sometimes"\nretry_new_connections_per_s = 0\n'
+                "max_requests_per_connection = -1"
             ),
             [
                 "listeners[1].h3.retry: must be one of 'always', 'never', 'above_rate', "
                 "got 'sometimes'",
                 "listeners[1].h3.retry_new_connections_per_s: must be 1..1000000, got 0",
+                "listeners[1].h3.max_requests_per_connection: must be 1..100000000 "
+                "(or 0 to disable), got -1",
             ],
         ),
         (
