@@ -11,8 +11,8 @@ connection counts, the live scopes cut at the drain deadline), address validatio
 a connection is opened (a Retry, or a token checked: workers/quic_retry.py), and the
 session tickets of 0-RTT when ``early_data`` is on (workers/quic_tickets.py; off, aioquic
 gets no ticket handler: no ticket is issued, no resumption nor early data accepted). The
-HTTP/3 application on
-each session is the front registered as ``"h3"`` in workers/http/registry.FRONTS.
+HTTP/3 application on each session is the front registered as ``"h3"`` in
+workers/http/registry.FRONTS.
 
 Every packet reaches the worker that owns its connection: the IDs this endpoint issues
 name it (gateway/quic_cid.py: worker slot + pid). Without a BPF program steering by ID, the
