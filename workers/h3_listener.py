@@ -11,10 +11,11 @@ worker's boot, not a handshake. Must never read the config (only the plan).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from gateway.config.schema import H3Config
 from gateway.http.h3_limits import H3Limits
+from gateway.quic_retry_token import RetryMode
 from workers.http.registry import FRONTS
 from workers.http_listener import make_front_kit
 from workers.quic_listener import QuicEndpoint
@@ -31,6 +32,10 @@ def h3_limits(config: H3Config | None) -> H3Limits:
         initial_stream_window_size=h.initial_stream_window_size,
         initial_connection_window_size=h.initial_connection_window_size,
         idle_timeout_s=h.idle_timeout_ms / 1000,
+        retry=h.retry,
+        retry_new_connections_per_s=h.retry_new_connections_per_s,
+        early_data=h.early_data,
+        max_requests_per_connection=h.max_requests_per_connection,
     )
 
 
@@ -51,5 +56,8 @@ def make_quic_server(runtime: ListenerRuntime, worker: Worker) -> Callable[[], A
         connection_window=limits.initial_connection_window_size,
         max_streams=limits.max_concurrent_streams,
         idle_timeout_s=limits.idle_timeout_s,
+        retry=cast(RetryMode, limits.retry),  # validated against RETRY_MODES
+        retry_new_connections_per_s=limits.retry_new_connections_per_s,
+        early_data=limits.early_data,
     )
     return endpoint.serve

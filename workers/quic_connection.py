@@ -14,6 +14,9 @@ bounds in pyproject.toml):
   context's ClientHello handler is wrapped to read the server name first and switch to the
   certificate serving it (``gateway.http.server_names`` decides which), and the name is kept
   for the misdirected-request check;
+- **which streams came in 0-RTT**: aioquic delivers early data like any other; the STREAM
+  frames of 0-RTT packets are noted (``early_streams``) so the H3 front can refuse an
+  unsafe request replayed from them (425);
 - **the concurrency cap**: the initial MAX_STREAMS for bidirectional streams (aioquic's is a
   fixed 128);
 - **connection IDs that name their owner**: aioquic draws every ID it issues from
@@ -43,6 +46,7 @@ from aioquic.quic.connection import (
 from aioquic.quic.packet import QuicFrameType
 
 from gateway.http.server_names import ServerNameTable
+from workers.quic_tickets import SessionTickets
 
 # Credit is raised only once it grew by this share of the window (fewer MAX_* frames).
 _RAISE_FRACTION = 4
@@ -104,16 +108,23 @@ class GatewayQuicConnection(QuicConnection):
         *,
         configuration: QuicConfiguration,
         original_destination_connection_id: bytes,
+        retry_source_connection_id: bytes | None = None,
         certificates: CertificateChoice | None,
         stream_window: int,
         connection_window: int,
         max_streams: int,
         cid_factory: Callable[[], bytes] | None = None,
+        tickets: SessionTickets | None = None,
     ) -> None:
         super().__init__(
             configuration=configuration,
             original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,
+            session_ticket_fetcher=tickets.take if tickets is not None else None,
+            session_ticket_handler=tickets.add if tickets is not None else None,
         )
+        # client-initiated streams some of whose bytes came in 0-RTT packets (replayable)
+        self.early_streams: set[int] = set()
         self._cid_factory = cid_factory
         if cid_factory is not None:  # nothing was sent yet: the first ID can still change
             first = self._host_cids[0]
@@ -145,6 +156,15 @@ class GatewayQuicConnection(QuicConnection):
             )
             self._host_cid_seq += 1
 
+    # ---- 0-RTT ----
+
+    def _handle_stream_frame(self, context, frame_type, buf) -> None:  # type: ignore[no-untyped-def]
+        if context.epoch == tls.Epoch.ZERO_RTT:
+            start = buf.tell()
+            self.early_streams.add(buf.pull_uint_var())
+            buf.seek(start)
+        super()._handle_stream_frame(context, frame_type, buf)
+
     # ---- SNI ----
 
     def _initialize(self, peer_cid: bytes) -> None:
@@ -166,6 +186,7 @@ class GatewayQuicConnection(QuicConnection):
         self.held.setdefault(stream_id, 0)
 
     def untrack(self, stream_id: int) -> None:
+        self.early_streams.discard(stream_id)
         self.held_total -= self.held.pop(stream_id, 0)
         self.delivered.pop(stream_id, None)
 

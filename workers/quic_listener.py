@@ -7,8 +7,12 @@ with Version Negotiation), the table of connection IDs (the ones aioquic issues 
 are followed through its events), one QuicSession per connection — the sans-IO
 GatewayQuicConnection (workers/quic_connection.py), its timer, its transmissions — and the
 worker's accounting (the per-IP and in-flight caps of the connection gate, the listener's
-connection counts, the live scopes cut at the drain deadline). The HTTP/3 application on
-each session is the front registered as ``"h3"`` in workers/http/registry.FRONTS.
+connection counts, the live scopes cut at the drain deadline), address validation before
+a connection is opened (a Retry, or a token checked: workers/quic_retry.py), and the
+session tickets of 0-RTT when ``early_data`` is on (workers/quic_tickets.py; off, aioquic
+gets no ticket handler: no ticket is issued, no resumption nor early data accepted). The
+HTTP/3 application on each session is the front registered as ``"h3"`` in
+workers/http/registry.FRONTS.
 
 Every packet reaches the worker that owns its connection: the IDs this endpoint issues
 name it (gateway/quic_cid.py: worker slot + pid). Without a BPF program steering by ID, the
@@ -61,12 +65,15 @@ from aioquic.quic.packet import (
 from gateway.config.plan import ListenerTlsPlan
 from gateway.http.server_names import ServerNameTable
 from gateway.quic_cid import CidOwner, decode, mint, owner_of
+from gateway.quic_retry_token import RetryMode
 from workers.quic_connection import (
     CertificateChoice,
     GatewayQuicConnection,
     load_certificate,
 )
 from workers.quic_handoff import decode_handoff, encode_handoff, handoff_address
+from workers.quic_retry import AddressValidation, Admit, Drop
+from workers.quic_tickets import SessionTickets
 
 if TYPE_CHECKING:
     from workers.worker import ListenerRuntime, Worker
@@ -208,6 +215,9 @@ class QuicEndpoint:
         connection_window: int,
         max_streams: int,
         idle_timeout_s: float,
+        retry: RetryMode = "above_rate",
+        retry_new_connections_per_s: int = 200,
+        early_data: bool = False,
     ) -> None:
         tls = runtime.plan.tls
         if tls is None:
@@ -222,6 +232,7 @@ class QuicEndpoint:
         self.name = runtime.plan.name
         self.owner: CidOwner = owner_of(os.getpid(), worker.boot.cpu)
         self.cid_factory = functools.partial(mint, self.owner, os.urandom)
+        self.validation = AddressValidation(retry, retry_new_connections_per_s, self.cid_factory)
         self.handoff = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_DGRAM)
         self.handoff.bind(handoff_address(self.owner.owner, self.name))
         self.handoff.setblocking(False)
@@ -238,6 +249,7 @@ class QuicEndpoint:
         self.connection_window = connection_window
         self.max_streams = max_streams
         self.sessions: dict[bytes, QuicSession] = {}
+        self.tickets = SessionTickets() if early_data else None
 
     def register(self, cid: bytes, session: QuicSession) -> None:
         self.sessions[cid] = session
@@ -316,7 +328,18 @@ class QuicEndpoint:
                 if owner is not None and owner != self.owner:
                     self.runtime.stats.reject(OWNER_GONE_REASON)
                 return
-            session = self._open(dcid, addr)
+            now = trio.current_time()
+            if self.worker.draining.is_set():
+                self.runtime.stats.reject(DRAINING_REASON)  # the new generation takes them
+                return
+            verdict = self.validation.check(header, addr, now)
+            if isinstance(verdict, Drop):
+                self.runtime.stats.reject(verdict.reason)
+                return
+            if not isinstance(verdict, Admit):
+                self.send(verdict.datagram, addr)  # a Retry: no state kept
+                return
+            session = self._open(dcid, addr, verdict)
             if session is None:
                 return
         session.datagram(data, addr, trio.current_time())
@@ -340,11 +363,8 @@ class QuicEndpoint:
         except OSError:
             pass
 
-    def _open(self, odcid: bytes, addr: tuple[object, ...]) -> QuicSession | None:
+    def _open(self, dcid: bytes, addr: tuple[object, ...], admit: Admit) -> QuicSession | None:
         stats = self.runtime.stats
-        if self.worker.draining.is_set():
-            stats.reject(DRAINING_REASON)  # the new generation takes new connections
-            return None
         client_ip = str(addr[0])
         reason = self.worker.gate.admit(client_ip)
         if reason is not None:
@@ -352,15 +372,18 @@ class QuicEndpoint:
             return None
         quic = GatewayQuicConnection(
             configuration=self.configuration,
-            original_destination_connection_id=odcid,
+            original_destination_connection_id=admit.original_dcid,
+            retry_source_connection_id=admit.retry_scid,
             certificates=self.choice if len(self.choice.certificates) > 1 else None,
             stream_window=self.stream_window,
             connection_window=self.connection_window,
             max_streams=self.max_streams,
             cid_factory=self.cid_factory,
+            tickets=self.tickets,
         )
+        self.validation.opened(trio.current_time())
         session = QuicSession(self, quic, addr)
-        self.register(odcid, session)
+        self.register(dcid, session)
         self.register(quic.host_cid, session)
         # Counted now, not when its task runs: a drain starting in between must see it.
         self.worker.session_opened()

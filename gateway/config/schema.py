@@ -190,6 +190,16 @@ class H3Config(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     initial_stream_window_size: int = 262_144
     initial_connection_window_size: int = 1_048_576
     idle_timeout_ms: int = 30_000
+    # Address validation (RFC 9000 §8.1): "always", "never" or "above_rate" (a Retry round
+    # trip once a worker's listener opens retry_new_connections_per_s connections a second).
+    retry: str = "above_rate"
+    retry_new_connections_per_s: int = 200
+    # 0-RTT: session tickets issued (single use, per worker) and early data accepted, only
+    # safe methods served from it (others get 425 Too Early).
+    early_data: bool = False
+    # Requests served on one connection before it is recycled (GOAWAY, then closed once its
+    # streams are done); 0: no cap.
+    max_requests_per_connection: int = 10_000
 
 
 class WebSocketConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]

@@ -12,6 +12,7 @@ import re
 
 from gateway.config.collector import Collector
 from gateway.config.schema import DEFAULT_ALPN, ListenerConfig
+from gateway.quic_retry_token import RETRY_MODES
 
 ALPN_PROTOCOLS = ("h2", "http/1.1")
 # Listeners that choose a certificate by SNI among several.
@@ -187,6 +188,17 @@ def h3_limits(lst: ListenerConfig, path: str, c: Collector) -> None:
         1 << 30,
     )
     c.in_range(f"{path}.idle_timeout_ms", h.idle_timeout_ms, 1_000, 3_600_000)
+    if h.retry not in RETRY_MODES:
+        allowed = ", ".join(repr(m) for m in RETRY_MODES)
+        c.add(f"{path}.retry", f"must be one of {allowed}, got {h.retry!r}")
+    c.in_range(f"{path}.retry_new_connections_per_s", h.retry_new_connections_per_s, 1, 1_000_000)
+    c.in_range(
+        f"{path}.max_requests_per_connection",
+        h.max_requests_per_connection,
+        1,
+        100_000_000,
+        zero_ok=True,
+    )
 
 
 def alt_svc(listeners: list[ListenerConfig], c: Collector) -> None:

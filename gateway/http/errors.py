@@ -33,6 +33,14 @@ class RequestTimeout(HttpError):
     kind = "client_timeout"
 
 
+class TooEarly(HttpError):
+    """A request that is not safe to replay arrived in TLS early data (RFC 8470 §5.2: 425);
+    the client repeats it once the handshake completed."""
+
+    status = 425
+    kind = "too_early"
+
+
 class MisdirectedRequest(HttpError):
     """The request names a host this TLS connection's certificate does not serve (421)."""
 

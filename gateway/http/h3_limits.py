@@ -17,3 +17,7 @@ class H3Limits:
     initial_stream_window_size: int = 262_144
     initial_connection_window_size: int = 1_048_576
     idle_timeout_s: float = 30.0
+    retry: str = "above_rate"  # gateway.quic_retry_token.RETRY_MODES
+    retry_new_connections_per_s: int = 200
+    early_data: bool = False
+    max_requests_per_connection: int = 10_000  # 0: no cap

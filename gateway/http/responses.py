@@ -18,6 +18,7 @@ REASONS: dict[int, bytes] = {
     413: b"Content Too Large",
     417: b"Expectation Failed",
     421: b"Misdirected Request",
+    425: b"Too Early",
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
     501: b"Not Implemented",

@@ -21,7 +21,14 @@ from aioquic.asyncio import QuicConnectionProtocol, connect
 from aioquic.h3.connection import H3_ALPN, ErrorCode, FrameType, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived, StreamReset
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    HandshakeCompleted,
+    QuicEvent,
+    StreamDataReceived,
+    StreamReset,
+)
+from aioquic.tls import SessionTicket
 from asgi_backend import pattern_bytes
 from cells import Cells, hypercorn_backend
 from running_gateway import RunningGateway, free_port
@@ -56,6 +63,7 @@ class Client(QuicConnectionProtocol):
         self.waiters: dict[int, asyncio.Future[tuple[int, bytes, dict[bytes, bytes]]]] = {}
         self.parts: dict[int, dict[str, Any]] = {}
         self.closed: ConnectionTerminated | None = None
+        self.handshake: HandshakeCompleted | None = None
 
     @property
     def goaways(self) -> list[int]:
@@ -68,6 +76,8 @@ class Client(QuicConnectionProtocol):
             waiter = self.waiters.get(event.stream_id)
             if waiter is not None and not waiter.done():
                 waiter.set_exception(StreamWasReset(event.error_code))
+        if isinstance(event, HandshakeCompleted):
+            self.handshake = event
         if isinstance(event, ConnectionTerminated):
             self.closed = event
             for waiter in self.waiters.values():
@@ -90,11 +100,15 @@ class Client(QuicConnectionProtocol):
             waiter.set_result((part.get("status", 0), part["body"], part["trailers"]))
 
     async def request(
-        self, authority: str, path: str, headers: list[tuple[bytes, bytes]] | None = None
+        self,
+        authority: str,
+        path: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        method: bytes = b"GET",
     ) -> tuple[int, bytes, dict[bytes, bytes]]:
         sid = self._quic.get_next_available_stream_id()
         fields = [
-            (b":method", b"GET"),
+            (b":method", method),
             (b":scheme", b"https"),
             (b":authority", authority.encode()),
             (b":path", path.encode()),
@@ -178,7 +192,15 @@ def test_curl_cffi_gets_and_uploads_over_h3(cells: Cells) -> None:
         assert r.json() == {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
 
 
-def _alt_svc_config(certs: Any, h1s_port: int, quic_port: int, backend_port: int) -> str:
+def _alt_svc_config(
+    certs: Any,
+    h1s_port: int,
+    quic_port: int,
+    backend_port: int,
+    retry_port: int,
+    early_port: int,
+    recycle_port: int,
+) -> str:
     return f"""
 [runtime]
 workers = 2
@@ -209,6 +231,45 @@ key_path = "{certs.key}"
 [[listeners.backends]]
 address = "127.0.0.1:{backend_port}"
 protocol = "h1"
+
+[[listeners]]
+name = "web-h3-retry"
+address = "127.0.0.1:{retry_port}"
+protocol = "quic"
+[listeners.tls]
+cert_path = "{certs.cert}"
+key_path = "{certs.key}"
+[listeners.h3]
+retry = "always"
+[[listeners.backends]]
+address = "127.0.0.1:{backend_port}"
+protocol = "h1"
+
+[[listeners]]
+name = "web-h3-early"
+address = "127.0.0.1:{early_port}"
+protocol = "quic"
+[listeners.tls]
+cert_path = "{certs.cert}"
+key_path = "{certs.key}"
+[listeners.h3]
+early_data = true
+[[listeners.backends]]
+address = "127.0.0.1:{backend_port}"
+protocol = "h1"
+
+[[listeners]]
+name = "web-h3-recycle"
+address = "127.0.0.1:{recycle_port}"
+protocol = "quic"
+[listeners.tls]
+cert_path = "{certs.cert}"
+key_path = "{certs.key}"
+[listeners.h3]
+max_requests_per_connection = 3
+[[listeners.backends]]
+address = "127.0.0.1:{backend_port}"
+protocol = "h1"
 """
 
 
@@ -217,10 +278,17 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("h3web")
     certs = make_certs(tmp / "certs")
     backend_port, h1s_port, quic_port = free_port(), free_port(), free_port()
+    retry_port, early_port, recycle_port = free_port(), free_port(), free_port()
     with hypercorn_backend(backend_port):
-        gw = RunningGateway(tmp, _alt_svc_config(certs, h1s_port, quic_port, backend_port))
+        config = _alt_svc_config(
+            certs, h1s_port, quic_port, backend_port, retry_port, early_port, recycle_port
+        )
+        gw = RunningGateway(tmp, config)
         try:
             gw.start()
+            gw.retry_port = retry_port  # type: ignore[attr-defined]
+            gw.early_port = early_port  # type: ignore[attr-defined]
+            gw.recycle_port = recycle_port  # type: ignore[attr-defined]
             yield gw, h1s_port, quic_port
         finally:
             gw.stop()
@@ -245,6 +313,23 @@ def test_h1s_announces_the_quic_listener_in_alt_svc(web: Any) -> None:
     assert r.status_code == 200 and "alt-svc" not in r.headers
 
 
+def test_retry_always_validates_the_address_first_and_the_default_does_not(web: Any) -> None:
+    """``retry = "always"``: the client's first Initial gets a Retry, its second (with the
+    token) opens the connection; the default (``above_rate``, far below its threshold here)
+    serves the first Initial. Both serve requests."""
+    gw, _, quic_port = web
+    retry_port = gw.retry_port
+
+    async def main(port: int) -> tuple[int, int]:
+        async with connect("127.0.0.1", port, configuration=_config(), create_protocol=Client) as c:
+            assert isinstance(c, Client)
+            status, _, _ = await c.request(f"127.0.0.1:{port}", "/headers")
+            return status, c._quic._retry_count
+
+    assert _run(main(retry_port)) == (200, 1)
+    assert _run(main(quic_port)) == (200, 0)
+
+
 @contextlib.contextmanager
 def on_cpu(cpu: int) -> Any:
     """Pin this thread: on loopback a datagram is received on the CPU that sent it, and each
@@ -255,6 +340,96 @@ def on_cpu(cpu: int) -> Any:
         yield
     finally:
         os.sched_setaffinity(0, before)
+
+
+def test_early_data_off_by_default_and_when_on_only_safe_methods_in_0rtt(web: Any) -> None:
+    """Default: no session ticket, so nothing to resume with. ``early_data = true``: a
+    ticket; a resumed connection's 0-RTT GET is served, its 0-RTT POST gets 425 Too Early
+    (RFC 8470), and the ticket is single use (a second resumption gets no early data)."""
+    gw, _, quic_port = web
+    early_port = gw.early_port
+
+    async def ticket_from(port: int) -> list[SessionTicket]:
+        tickets: list[SessionTicket] = []
+        async with connect(
+            "127.0.0.1",
+            port,
+            configuration=_config(),
+            create_protocol=Client,
+            session_ticket_handler=tickets.append,
+        ) as c:
+            assert isinstance(c, Client)
+            assert (await c.request(f"127.0.0.1:{port}", "/headers"))[0] == 200
+            for _ in range(25):  # NewSessionTicket follows the handshake
+                if tickets:
+                    break
+                await asyncio.sleep(0.02)
+        return tickets
+
+    async def resume(ticket: SessionTicket) -> tuple[bool, int, int]:
+        config = _config()
+        config.session_ticket = ticket
+        authority = f"127.0.0.1:{early_port}"
+        async with connect(
+            "127.0.0.1",
+            early_port,
+            configuration=config,
+            create_protocol=Client,
+            wait_connected=False,
+        ) as c:
+            assert isinstance(c, Client)
+            # Both requests leave with the first flight, in 0-RTT packets.
+            (get, _, _), (post, _, _) = await asyncio.gather(
+                c.request(authority, "/headers"),
+                c.request(authority, "/headers", method=b"POST"),
+            )
+            assert c.handshake is not None
+            return c.handshake.early_data_accepted, get, post
+
+    with on_cpu(0):  # both connections reach one worker: tickets are per worker
+        assert _run(ticket_from(quic_port)) == []
+        tickets = _run(ticket_from(early_port))
+        assert tickets and tickets[0].max_early_data_size
+        assert _run(resume(tickets[0])) == (True, 200, 425)
+        # Single use: the same ticket again resumes nothing, and the POST is then served.
+        assert _run(resume(tickets[0])) == (False, 200, 200)
+
+
+def test_a_connection_is_recycled_after_max_requests_per_connection(web: Any) -> None:
+    """``max_requests_per_connection = 3``: the third request is served and followed by a
+    GOAWAY naming the next stream; the connection closes (H3_NO_ERROR) once the response
+    is delivered, and a new connection serves on. A client that sends past the cap (aioquic
+    ignores GOAWAY) has the extra request refused with H3_REQUEST_REJECTED (safe to retry)."""
+    gw, _, _ = web
+    port = gw.recycle_port
+    authority = f"127.0.0.1:{port}"
+
+    async def outcome(c: Client, path: str) -> int | str:
+        try:
+            return (await c.request(authority, path))[0]
+        except StreamWasReset as exc:
+            return f"reset {exc.code:#x}"
+
+    async def main() -> tuple[list[int], list[int], int, list[int | str]]:
+        async with connect("127.0.0.1", port, configuration=_config(), create_protocol=Client) as c:
+            assert isinstance(c, Client)
+            served = [(await c.request(authority, f"/headers?r{i}"))[0] for i in range(3)]
+            for _ in range(100):
+                if c.closed is not None:
+                    break
+                await asyncio.sleep(0.02)
+            assert c.closed is not None, "not closed after the last request"
+            goaways, code = c.goaways, c.closed.error_code
+        async with connect("127.0.0.1", port, configuration=_config(), create_protocol=Client) as c:
+            assert isinstance(c, Client)
+            again = await asyncio.gather(*(outcome(c, f"/headers?b{i}") for i in range(4)))
+        return served, goaways, code, list(again)
+
+    served, goaways, code, again = _run(main())
+    assert served == [200, 200, 200]
+    assert goaways == [12]  # streams 0, 4, 8 served; 12 onwards would be refused
+    assert code == ErrorCode.H3_NO_ERROR
+    assert again == [200, 200, 200, f"reset {ErrorCode.H3_REQUEST_REJECTED:#x}"]
 
 
 def _access(gw: RunningGateway, prefix: str) -> list[dict[str, Any]]:

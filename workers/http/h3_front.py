@@ -8,7 +8,10 @@ to retry); a malformed request resets its stream with H3_MESSAGE_ERROR (RFC 9114
 where aioquic would close the whole connection; the misdirected-request check (421) on
 listeners with several certificates; and the two-step drain: a first GOAWAY that rejects
 nothing, streams served during the drain budget, a final GOAWAY naming the first stream not
-processed (later ones reset with H3_REQUEST_REJECTED), CONNECTION_CLOSE (H3_NO_ERROR) once
+processed (later ones reset with H3_REQUEST_REJECTED), 425 Too Early for a request other
+than GET/HEAD/OPTIONS whose stream came in 0-RTT (``early_data`` on), recycling after
+``max_requests_per_connection`` (a GOAWAY naming the next stream, CONNECTION_CLOSE once
+every response is acknowledged), CONNECTION_CLOSE (H3_NO_ERROR) once
 idle or at the budget. A lapse or upstream failure ends one stream, never the connection.
 Must never parse HTTP/1.1, pick backends or touch the socket.
 """
@@ -32,7 +35,13 @@ from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.connection import stream_is_client_initiated, stream_is_unidirectional
 from aioquic.quic.events import QuicEvent, StopSendingReceived, StreamDataReceived, StreamReset
 
-from gateway.http.errors import BadRequest, HttpError, MisdirectedRequest, NotImplementedMethod
+from gateway.http.errors import (
+    BadRequest,
+    HttpError,
+    MisdirectedRequest,
+    NotImplementedMethod,
+    TooEarly,
+)
 from gateway.http.grpc_status import unserved_label
 from gateway.http.h3_limits import H3Limits
 from gateway.http.misdirected import is_misdirected
@@ -50,6 +59,10 @@ log = structlog.get_logger("expressgateway.h3")
 # a first GOAWAY with it rejects nothing.
 _MAX_REQUEST_STREAM_ID = (1 << 62) - 4
 _GOAWAY_FLUSH_S = 0.1
+_RECYCLE_FLUSH_S = 2.0
+_RECYCLE_POLL_S = 0.05
+# Served from 0-RTT early data (replayable): the safe methods of RFC 9110 §9.2.1 but TRACE.
+_EARLY_DATA_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 
 
 class _H3Server(H3Connection):
@@ -99,6 +112,8 @@ class H3ServerConnection:
         self._closing = False
         self._first_refused = _MAX_REQUEST_STREAM_ID + 4  # streams from here on are refused
         self._highest = -4  # the highest request stream id seen
+        self._requests = 0  # request streams taken (toward max_requests_per_connection)
+        self._recycling = False
         self._nursery: trio.Nursery | None = None
         names = ctx.server_names
         self.certificate = names.certificate_for_sni(session.sni) if names is not None else 0
@@ -174,6 +189,10 @@ class H3ServerConnection:
         if sid >= self._first_refused or active >= self.limits.max_concurrent_streams:
             self.refuse(sid)  # not processed: safe for the client to retry
             return
+        self._requests += 1
+        cap = self.limits.max_requests_per_connection
+        if cap and self._requests >= cap and not self._recycling:
+            self._recycle(sid)
         try:
             head = request_from_pseudo(list(event.headers), http_version=b"3")
         except BadRequest:
@@ -203,7 +222,7 @@ class H3ServerConnection:
         record: RequestRecord | None = None
         try:
             with st.scope:
-                refusal = self._refusal(head)
+                refusal = self._refusal(sid, head)
                 if refusal is not None:
                     await st.sink.send_error(refusal)
                     record = _failed_record(self, head, started_at, refusal.status, refusal.kind)
@@ -230,9 +249,13 @@ class H3ServerConnection:
             if self._closing and not self.streams:
                 self.session.close()
 
-    def _refusal(self, head: RequestHead) -> HttpError | None:
-        """A request this front answers itself: CONNECT (not proxied) or one for a host
-        another certificate of this listener serves (421, RFC 9114 §4.1... RFC 9110 §15.5.20)."""
+    def _refusal(self, sid: int, head: RequestHead) -> HttpError | None:
+        """A request this front answers itself: CONNECT (not proxied), an unsafe one that came
+        in 0-RTT (425, RFC 8470 §5.2), or one for a host another certificate of this listener
+        serves (421, RFC 9114 §4.1... RFC 9110 §15.5.20)."""
+        if sid in self.quic.early_streams and head.method not in _EARLY_DATA_METHODS:
+            self.ctx.on_reject("quic_too_early")
+            return TooEarly("unsafe method in 0-RTT early data")
         if head.method == b"CONNECT":
             return NotImplementedMethod("CONNECT is not proxied")
         names = self.ctx.server_names
@@ -293,6 +316,39 @@ class H3ServerConnection:
             return
         self.session.kick()
 
+    # ---- recycling (max_requests_per_connection) ----
+
+    def _recycle(self, last_sid: int) -> None:
+        """The connection took its last request: GOAWAY naming the next stream (later ones
+        are refused with H3_REQUEST_REJECTED), close once every response is delivered."""
+        self._recycling = True
+        self._first_refused = min(self._first_refused, last_sid + 4)
+        self._goaway(self._first_refused)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._close_when_served)
+
+    async def _close_when_served(self) -> None:
+        # aioquic drops unsent stream data once closed: wait for the streams to end and their
+        # bytes (and the GOAWAY) to be acknowledged; a client that stops acknowledging gets
+        # _RECYCLE_FLUSH_S after the last stream ended.
+        flush_until: float | None = None
+        while True:
+            if self.streams:
+                flush_until = None
+            else:
+                if not self._unacked_total():
+                    break
+                now = trio.current_time()
+                if flush_until is None:
+                    flush_until = now + _RECYCLE_FLUSH_S
+                if now >= flush_until:
+                    break
+            await self.session.wait_progress(_RECYCLE_POLL_S)
+        self.session.close()
+
+    def _unacked_total(self) -> int:
+        return sum(len(s.sender._buffer) for s in self.quic._streams.values())
+
     # ---- drain ----
 
     async def _drain_watch(self) -> None:
@@ -302,7 +358,7 @@ class H3ServerConnection:
         # One round trip for requests already on their way, within the drain budget.
         grace_s = min(1.0, max(0.0, ctx.drain_deadline_at - trio.current_time()))
         await trio.sleep(grace_s)
-        self._first_refused = self._highest + 4
+        self._first_refused = min(self._first_refused, self._highest + 4)  # never raised
         self._goaway(self._first_refused)
         self._closing = True
         # aioquic sends nothing but CONNECTION_CLOSE once closed: let the final GOAWAY leave

@@ -73,6 +73,8 @@ def test_quic_with_sni_certificates_and_alt_svc_is_valid_and_planned() -> None:
         "api.pem",
     ]
     assert quic.h3 == H3Config() and web.h3 is None
+    assert (quic.h3.retry, quic.h3.retry_new_connections_per_s) == ("above_rate", 200)
+    assert quic.h3.early_data is False and quic.h3.max_requests_per_connection == 10_000
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(plan), type=GatewayPlan) == plan
 
 
@@ -105,6 +107,19 @@ def test_quic_with_sni_certificates_and_alt_svc_is_valid_and_planned() -> None:
                 "listeners[1].h3.initial_connection_window_size: must be 1048576..1073741824, "
                 "got 65536",
                 "listeners[1].h3.idle_timeout_ms: must be 1000..3600000, got 10",
+            ],
+        ),
+        (
+            config(
+                quic_extra='[listeners.h3]\nretry = "sometimes"\nretry_new_connections_per_s = 0\n'
+                "max_requests_per_connection = -1"
+            ),
+            [
+                "listeners[1].h3.retry: must be one of 'always', 'never', 'above_rate', "
+                "got 'sometimes'",
+                "listeners[1].h3.retry_new_connections_per_s: must be 1..1000000, got 0",
+                "listeners[1].h3.max_requests_per_connection: must be 1..100000000 "
+                "(or 0 to disable), got -1",
             ],
         ),
         (
