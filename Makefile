@@ -54,7 +54,8 @@ lint: $(STAMPS)/venv
 	$(VENV)/bin/lint-imports
 
 test: install lint
-	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not serial" $(PYTEST_ARGS)
+	$(PY) -m pytest -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: PYTEST_ARGS selected none
 
 check: $(STAMPS)/venv
 	@$(PY) -m supervisor.cli --check $(CONFIG)

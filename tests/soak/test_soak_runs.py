@@ -22,6 +22,9 @@ from soak.gateway_process import OwnedGateway
 from soak.scenarios import all_scenarios, default_names
 from tools.ports import free_port
 
+# Judged by latency and throughput over time: run alone, after the parallel tests (Makefile).
+pytestmark = pytest.mark.serial
+
 BIN = Path(sys.executable).parent
 
 
