@@ -91,6 +91,8 @@ def make_front_kit(runtime: ListenerRuntime, worker: Worker) -> FrontKit:
     # responses (Alt-Svc) are added by the general core only.
     if set(adapters) != {"h1"} or not plan.http.h1_fast_path or plan.alt_svc is not None:
         h1.general = general_exchange(proxy)
+    else:
+        h1.grpc_general = general_exchange(proxy)
 
     def start_drain(grace_s: float) -> None:
         h1.start_drain(grace_s)

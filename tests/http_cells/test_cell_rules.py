@@ -208,3 +208,24 @@ def test_metrics_count_exchanges_by_front_and_back_protocol(cells: Cells) -> Non
             return
         time.sleep(0.3)
     raise AssertionError(f"missing {wanted} in {values}")
+
+
+@pytest.mark.parametrize("back", ["h1", "h1-general", "h2"])
+def test_grpc_over_http11_is_unimplemented_on_every_h1_path(cells: Cells, back: str) -> None:
+    """HTTP/1.1 cannot carry gRPC (its status rides in trailers): the dedicated H1→H1 path
+    hands gRPC calls to the core, which answers UNIMPLEMENTED in the headers as the general
+    path does (then closes: an answered error ends the connection)."""
+    import socket
+
+    call = (
+        b"POST /test.Echo/Unary HTTP/1.1\r\nhost: x\r\ncontent-type: application/grpc+proto\r\n"
+        b"te: trailers\r\ncontent-length: 6\r\n\r\n\x00\x00\x00\x00\x01x"
+    )
+    with socket.create_connection(("127.0.0.1", cells.ports[back]), timeout=10) as s:
+        s.sendall(call)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head = data.split(b"\r\n\r\n")[0].lower() + b"\r\n"
+    assert head.startswith(b"http/1.1 200 ") and b"\r\ngrpc-status: 12\r\n" in head, data
+    assert b"\r\ncontent-length: 0\r\n" in head, data

@@ -26,6 +26,7 @@ from gateway.http.errors import (
     RequestTimeout,
 )
 from gateway.http.framing import BodyKind, request_body_framing
+from gateway.http.grpc_status import is_grpc
 from gateway.http.h1_relay_heads import upstream_request_head
 from gateway.http.h1_wire import client_keeps_alive
 from gateway.http.lingering_close import should_linger
@@ -272,6 +273,8 @@ class ClientConnection:
             )
             self.current = (head, state)
             general = self.ctx.general
+            if general is None and is_grpc(head.headers):
+                general = self.ctx.grpc_general
             if general is not None:
                 record = await general(self.stream, self.reader, self.client, head, state)
                 self.ctx.on_request_done(record)

@@ -104,6 +104,9 @@ class H1Context:
     # Set on listeners served by the general proxy core (workers/http/h1_front): called per
     # admitted request as (client stream, reader, client ip, head, state) -> record.
     general: Callable[..., Awaitable[RequestRecord]] | None = None
+    # Set on dedicated-path listeners: the general core for the requests the dedicated path
+    # does not serve itself (gRPC calls, answered UNIMPLEMENTED as on every HTTP/1.1 front).
+    grpc_general: Callable[..., Awaitable[RequestRecord]] | None = None
     # TLS listeners with several certificates: which one serves which name (the 421 check).
     server_names: ServerNameTable | None = None
     budget: RetryBudget | None = None  # built lazily; the listener's retries in this worker
