@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import ssl
+import subprocess
 import threading
 import time
 from typing import Any
@@ -149,6 +150,24 @@ def test_h2_backend_trailers_reach_an_h3_client(cells: Cells) -> None:
     assert status == 200
     assert body == b"with trailers"
     assert trailers == {b"x-checksum": b"abc123"}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [[], ["-t", "0.1", "-r", "0.1"], ["--key-update=10ms"]],
+    ids=["clean", "10pct-loss-each-way", "key-updates"],
+)
+def test_ngtcp2_client_downloads_through_the_h3_front(
+    cells: Cells, tmp_path: Any, options: list[str]
+) -> None:
+    """An independent QUIC + HTTP/3 stack (ngtcp2/nghttp3, Debian's gtlsclient) against the
+    listener: a 300 kB body arrives whole, also with 10 % loss each way and key updates."""
+    port, n = cells.ports["h1"], 300_001
+    argv = ["gtlsclient", "-q", "--exit-on-all-streams-close", "--download", str(tmp_path)]
+    argv += [*options, "127.0.0.1", str(port), f"https://127.0.0.1:{port}/bytes/{n}"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / str(n)).read_bytes() == pattern_bytes(n)
 
 
 def test_a_malformed_request_resets_its_stream_only(cells: Cells) -> None:
