@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
-APT_PACKAGES := clang llvm libbpf-dev bpftool ethtool iproute2 curl openssl netcat-openbsd nginx libnginx-mod-stream haproxy wrk nghttp2-client systemd python3-venv python3-dev gcc ngtcp2-server ngtcp2-client
+APT_PACKAGES := clang llvm libbpf-dev bpftool ethtool iproute2 curl openssl netcat-openbsd nginx libnginx-mod-stream haproxy wrk nghttp2-client systemd python3-venv python3-dev gcc ngtcp2-server ngtcp2-client chromium chromium-driver
 CONFIG ?= conf/default.toml
 PYTEST_ARGS ?=
 # Two test files at a time (pytest-xdist): most tests wait on real peers, not on the CPU.

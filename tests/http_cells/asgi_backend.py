@@ -4,7 +4,8 @@ Owns what a cell test needs to see on the far side: ``/headers`` answers with th
 method, path, HTTP version and header list as JSON; ``/echo`` streams the request body back
 (with the request trailers, if any, as response trailers); ``/bytes/N`` streams N bytes of a
 fixed pattern; ``/sha`` answers with the SHA-256 and length of the request body;
-``/trailers`` answers with response trailers; ``/status/N`` answers with status N; ``/slow/MS`` answers after MS milliseconds. Must
+``/trailers`` answers with response trailers; ``/status/N`` answers with status N; ``/slow/MS`` answers after MS milliseconds;
+``/page`` is a small HTML page (for a browser to open before it fetches). Must
 never buffer a whole body (the 1 GiB cells run through it).
 """
 
@@ -15,6 +16,7 @@ import json
 from typing import Any
 
 PATTERN = bytes(range(256)) * 256  # 64 KiB
+PAGE = b"<!doctype html><html><head><title>cells</title></head><body>cells page</body></html>"
 
 
 def pattern_bytes(n: int) -> bytes:
@@ -114,6 +116,13 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await trio.sleep(int(path.rsplit("/", 1)[1]) / 1000)
         await _start(send, 200, [(b"content-length", b"4")])
         await send({"type": "http.response.body", "body": b"slow"})
+    elif path == "/page":
+        async for _ in _body_chunks(receive):
+            pass
+        await _start(
+            send, 200, [(b"content-type", b"text/html"), (b"content-length", b"%d" % len(PAGE))]
+        )
+        await send({"type": "http.response.body", "body": PAGE})
     elif path.startswith("/status/"):
         async for _ in _body_chunks(receive):
             pass
