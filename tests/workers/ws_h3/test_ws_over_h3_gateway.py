@@ -1,8 +1,9 @@
 """WebSocket over HTTP/3 (RFC 9220) through the real gateway (supervisor and worker
 processes, the config file): an aioquic client speaking WebSocket frames with wsproto on an
 extended CONNECT stream of a `quic` listener, the `websockets` echo backend of the HTTP/1.1
-WebSocket tests behind it, and `[listeners.h3] enable_connect_protocol = false` turning it
-off (no setting; the stream is malformed: H3_MESSAGE_ERROR, the connection serves on)."""
+WebSocket tests behind it, the tunnel's limits as over HTTP/1.1 and HTTP/2 (the idle close),
+and `[listeners.h3] enable_connect_protocol = false` turning it off (no setting; the stream
+is malformed: H3_MESSAGE_ERROR, the connection serves on)."""
 
 from __future__ import annotations
 
@@ -147,11 +148,12 @@ class H3WsClient(QuicConnectionProtocol):
                 return "".join(parts) if isinstance(event, TextMessage) else b"".join(parts)
 
 
-def _gateway_config(certs: Any, on_port: int, off_port: int, backend_port: int) -> str:
+def _gateway_config(certs: Any, ports: tuple[int, int, int], backend_port: int) -> str:
     listeners = ""
     for name, port, h3_table in (
-        ("ws-h3-on", on_port, ""),
-        ("ws-h3-off", off_port, "[listeners.h3]\nenable_connect_protocol = false\n"),
+        ("ws-h3-on", ports[0], ""),
+        ("ws-h3-off", ports[1], "[listeners.h3]\nenable_connect_protocol = false\n"),
+        ("ws-h3-idle", ports[2], "[listeners.websocket]\nidle_timeout_seconds = 1\n"),
     ):
         listeners += f"""
 [[listeners]]
@@ -179,7 +181,7 @@ access_log = false
 
 
 @pytest.fixture(scope="module")
-def quic_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
+def quic_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int, int]]:
     tmp = tmp_path_factory.mktemp("wsh3")
     certs = make_certs(tmp / "certs")
     backend_port = free_port()
@@ -188,12 +190,12 @@ def quic_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    on_port, off_port = free_port(), free_port()
-    gateway = RunningGateway(tmp, _gateway_config(certs, on_port, off_port, backend_port))
+    ports = free_port(), free_port(), free_port()
+    gateway = RunningGateway(tmp, _gateway_config(certs, ports, backend_port))
     try:
         wait_for_port(backend_port)
         gateway.start()
-        yield on_port, off_port
+        yield ports
     finally:
         gateway.stop()
         backend.kill()
@@ -219,7 +221,7 @@ def _run(port: int, scenario: Any) -> Any:
     return asyncio.run(asyncio.wait_for(main(), 30))
 
 
-def test_websocket_over_h3_through_the_gateway(quic_ports: tuple[int, int]) -> None:
+def test_websocket_over_h3_through_the_gateway(quic_ports: tuple[int, int, int]) -> None:
     big = os.urandom(1 << 20)
 
     async def scenario(client: H3WsClient) -> None:
@@ -248,7 +250,7 @@ def test_websocket_over_h3_through_the_gateway(quic_ports: tuple[int, int]) -> N
     _run(quic_ports[0], scenario)
 
 
-def test_other_extended_connect_protocols_get_501(quic_ports: tuple[int, int]) -> None:
+def test_other_extended_connect_protocols_get_501(quic_ports: tuple[int, int, int]) -> None:
     async def scenario(client: H3WsClient) -> None:
         sid = await client.connect_ws("/echo", protocol=b"connect-udp")
         st = client.streams[sid]
@@ -257,7 +259,7 @@ def test_other_extended_connect_protocols_get_501(quic_ports: tuple[int, int]) -
     _run(quic_ports[0], scenario)
 
 
-def test_enable_connect_protocol_false_in_the_config(quic_ports: tuple[int, int]) -> None:
+def test_enable_connect_protocol_false_in_the_config(quic_ports: tuple[int, int, int]) -> None:
     async def scenario(client: H3WsClient) -> None:
         assert client.server_settings is not None
         assert Setting.ENABLE_CONNECT_PROTOCOL not in client.server_settings
@@ -269,3 +271,22 @@ def test_enable_connect_protocol_false_in_the_config(quic_ports: tuple[int, int]
         assert plain.status is not None and client.closed is None
 
     _run(quic_ports[1], scenario)
+
+
+def test_an_idle_tunnel_is_closed_with_1001(quic_ports: tuple[int, int, int]) -> None:
+    """`[listeners.websocket] idle_timeout_seconds` applies to an H3 tunnel as to an H1 one:
+    a close frame 1001 to the client, then the stream's orderly end."""
+
+    async def scenario(client: H3WsClient) -> float:
+        sid = await client.connect_ws("/echo")
+        client.send(sid, TextMessage(data="once"))
+        assert await client.message(sid) == "once"
+        started = asyncio.get_running_loop().time()
+        close = await client.next_event(sid)
+        assert isinstance(close, CloseConnection) and close.code == 1001
+        st = client.streams[sid]
+        await client.until(lambda: st.ended or st.reset is not None)
+        assert st.ended and st.reset is None
+        return asyncio.get_running_loop().time() - started
+
+    assert 0.5 < _run(quic_ports[2], scenario) < 5.0
