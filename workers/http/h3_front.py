@@ -17,7 +17,8 @@ in our SETTINGS when ``enable_connect_protocol`` and WebSocket are on, and an ex
 CONNECT with ``:protocol = websocket`` handed to the tunnel bridge of WebSocket over HTTP/2
 (workers/http/ws_h2_bridge); ``:protocol`` unannounced, on another method or without
 ``:scheme``/``:path`` is malformed (H3_MESSAGE_ERROR on that stream, RFC 9220 §3 with
-RFC 8441 §4 and RFC 9114 §4.1.2), another protocol is answered 501. A lapse or upstream failure ends one stream, never the connection.
+RFC 8441 §4 and RFC 9114 §4.1.2), another protocol is answered 501. A lapse or upstream
+failure ends one stream, never the connection.
 Must never parse HTTP/1.1, pick backends or touch the socket.
 """
 
@@ -238,8 +239,7 @@ class H3ServerConnection:
         )
         if ended:
             body.end()
-        sink = H3ResponseSink(self, sid, self.stall_s)
-        st = _Stream(body, sink, trio.CancelScope(), protocol)
+        st = _Stream(body, H3ResponseSink(self, sid, self.stall_s), trio.CancelScope(), protocol)
         self.streams[sid] = st
         assert self._nursery is not None
         self._nursery.start_soon(self._run_stream, sid, st, head)
