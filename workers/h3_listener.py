@@ -36,6 +36,7 @@ def h3_limits(config: H3Config | None) -> H3Limits:
         retry_new_connections_per_s=h.retry_new_connections_per_s,
         early_data=h.early_data,
         max_requests_per_connection=h.max_requests_per_connection,
+        enable_connect_protocol=h.enable_connect_protocol,
     )
 
 

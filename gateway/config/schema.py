@@ -200,6 +200,9 @@ class H3Config(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     # Requests served on one connection before it is recycled (GOAWAY, then closed once its
     # streams are done); 0: no cap.
     max_requests_per_connection: int = 10_000
+    # WebSocket over HTTP/3 (RFC 9220): SETTINGS_ENABLE_CONNECT_PROTOCOL announced and an
+    # extended CONNECT with :protocol = websocket tunnelled (needs [listeners.websocket] on).
+    enable_connect_protocol: bool = True
 
 
 class WebSocketConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]

@@ -3,7 +3,8 @@
 Owns the values the QUIC listener and the H3 front read: the concurrency cap (the initial
 MAX_STREAMS for request streams, and the active streams past which a request is refused
 with H3_REQUEST_REJECTED), the flow-control windows extended only as the proxy core
-consumes a body, and the idle timeout aioquic enforces. Must never import an adapter.
+consumes a body, the idle timeout aioquic enforces, and whether extended CONNECT
+(WebSocket over HTTP/3, RFC 9220) is offered. Must never import an adapter.
 """
 
 from __future__ import annotations
@@ -21,3 +22,4 @@ class H3Limits:
     retry_new_connections_per_s: int = 200
     early_data: bool = False
     max_requests_per_connection: int = 10_000  # 0: no cap
+    enable_connect_protocol: bool = True  # WebSocket over HTTP/3 (RFC 9220)

@@ -12,12 +12,19 @@ processed (later ones reset with H3_REQUEST_REJECTED), 425 Too Early for a reque
 than GET/HEAD/OPTIONS whose stream came in 0-RTT (``early_data`` on), recycling after
 ``max_requests_per_connection`` (a GOAWAY naming the next stream, CONNECTION_CLOSE once
 every response is acknowledged), CONNECTION_CLOSE (H3_NO_ERROR) once
-idle or at the budget. A lapse or upstream failure ends one stream, never the connection.
+idle or at the budget. WebSocket over HTTP/3 (RFC 9220): SETTINGS_ENABLE_CONNECT_PROTOCOL
+in our SETTINGS when ``enable_connect_protocol`` and WebSocket are on, and an extended
+CONNECT with ``:protocol = websocket`` handed to the tunnel bridge of WebSocket over HTTP/2
+(workers/http/ws_h2_bridge); ``:protocol`` unannounced, on another method or without
+``:scheme``/``:path`` is malformed (H3_MESSAGE_ERROR on that stream, RFC 9220 §3 with
+RFC 8441 §4 and RFC 9114 §4.1.2), another protocol is answered 501. A lapse or upstream
+failure ends one stream, never the connection.
 Must never parse HTTP/1.1, pick backends or touch the socket.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import structlog
@@ -29,6 +36,7 @@ from aioquic.h3.connection import (
     H3Connection,
     HeadersState,
     MessageError,
+    Setting,
     encode_frame,
 )
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
@@ -46,9 +54,11 @@ from gateway.http.grpc_status import unserved_label
 from gateway.http.h3_limits import H3Limits
 from gateway.http.misdirected import is_misdirected
 from gateway.http.model import HeaderList, RequestHead, request_from_pseudo
+from gateway.http.ws_bridge import is_websocket_protocol, split_protocol
 from workers.http.context import ProxyContext
 from workers.http.core import proxy_exchange
 from workers.http.h3_stream import SEND_ERRORS, H3RequestBody, H3ResponseSink
+from workers.http.ws_h2_bridge import TUNNEL_BODY_CAP_BYTES, serve_websocket_stream
 from workers.http1.context import RequestRecord
 from workers.http1.exchange_steps import ClientGone
 from workers.quic_listener import QuicSession
@@ -68,12 +78,23 @@ _EARLY_DATA_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 class _H3Server(H3Connection):
     """aioquic's H3 connection, with a malformed request made a stream error (RFC 9114
     §4.1.2) instead of a connection error: the stream is remembered and its later frames
-    dropped; the front resets it."""
+    dropped; the front resets it. SETTINGS_ENABLE_CONNECT_PROTOCOL is ours to decide:
+    aioquic announces it always (from 1.7; earlier only with WebTransport), we only where
+    extended CONNECT is served (RFC 9220 §3)."""
 
-    def __init__(self, quic: object) -> None:
+    def __init__(self, quic: object, *, connect_protocol: bool) -> None:
+        self.connect_protocol = connect_protocol  # read by _init_connection in __init__
         super().__init__(quic)  # type: ignore[arg-type]
         self.malformed: list[int] = []
         self._dead: set[int] = set()
+
+    def _get_local_settings(self) -> dict[int, int]:
+        settings: dict[int, int] = super()._get_local_settings()
+        if self.connect_protocol:
+            settings[Setting.ENABLE_CONNECT_PROTOCOL] = 1
+        else:
+            settings.pop(Setting.ENABLE_CONNECT_PROTOCOL, None)
+        return settings
 
     def _receive_request_or_push_data(  # type: ignore[no-untyped-def]
         self, stream, data, stream_ended
@@ -98,13 +119,16 @@ class _Stream:
     body: H3RequestBody
     sink: H3ResponseSink
     scope: trio.CancelScope
+    protocol: bytes | None = None  # an extended CONNECT's :protocol (RFC 9220)
 
 
 class H3ServerConnection:
     def __init__(self, session: QuicSession, ctx: ProxyContext, limits: H3Limits) -> None:
         self.session = session
         self.quic = session.quic
-        self.h3 = _H3Server(self.quic)
+        # RFC 9220 §3: extended CONNECT, offered only where WebSocket is on at all.
+        self.connect_protocol = limits.enable_connect_protocol and ctx.limits.websocket.enabled
+        self.h3 = _H3Server(self.quic, connect_protocol=self.connect_protocol)
         self.ctx = ctx
         self.limits = limits
         self.streams: dict[int, _Stream] = {}
@@ -193,24 +217,29 @@ class H3ServerConnection:
         cap = self.limits.max_requests_per_connection
         if cap and self._requests >= cap and not self._recycling:
             self._recycle(sid)
+        protocol, fields = split_protocol(list(event.headers))
         try:
-            head = request_from_pseudo(list(event.headers), http_version=b"3")
+            head = request_from_pseudo(fields, http_version=b"3")
         except BadRequest:
+            self._malformed(sid)
+            return
+        if protocol is not None and not self._extended_connect_ok(head):
             self._malformed(sid)
             return
         head.scheme = b"https"
         # No interim 100 on H3 (the client sends its body anyway); the field is hop-by-hop.
         head.headers = [(n, v) for n, v in head.headers if n != b"expect"]
+        tunnel = protocol is not None  # its own idle timeout and per-message cap apply
         body = H3RequestBody(
             self,
             sid,
             _declared_length(head.headers, ended),
-            max_body_bytes=self.ctx.limits.max_body_bytes,
-            idle_s=self.ctx.limits.body_timeout_ms / 1000,
+            max_body_bytes=TUNNEL_BODY_CAP_BYTES if tunnel else self.ctx.limits.max_body_bytes,
+            idle_s=math.inf if tunnel else self.ctx.limits.body_timeout_ms / 1000,
         )
         if ended:
             body.end()
-        st = _Stream(body, H3ResponseSink(self, sid, self.stall_s), trio.CancelScope())
+        st = _Stream(body, H3ResponseSink(self, sid, self.stall_s), trio.CancelScope(), protocol)
         self.streams[sid] = st
         assert self._nursery is not None
         self._nursery.start_soon(self._run_stream, sid, st, head)
@@ -222,10 +251,19 @@ class H3ServerConnection:
         record: RequestRecord | None = None
         try:
             with st.scope:
-                refusal = self._refusal(sid, head)
+                refusal = self._refusal(sid, head, st.protocol)
                 if refusal is not None:
                     await st.sink.send_error(refusal)
                     record = _failed_record(self, head, started_at, refusal.status, refusal.kind)
+                elif st.protocol is not None:
+                    record = await serve_websocket_stream(
+                        self.ctx,
+                        head,
+                        st.body,
+                        st.sink,
+                        client_ip=self.session.client_ip,
+                        front="h3",
+                    )
                 else:
                     record = await proxy_exchange(
                         self.ctx,
@@ -249,14 +287,27 @@ class H3ServerConnection:
             if self._closing and not self.streams:
                 self.session.close()
 
-    def _refusal(self, sid: int, head: RequestHead) -> HttpError | None:
-        """A request this front answers itself: CONNECT (not proxied), an unsafe one that came
-        in 0-RTT (425, RFC 8470 §5.2), or one for a host another certificate of this listener
-        serves (421, RFC 9114 §4.1... RFC 9110 §15.5.20)."""
+    def _extended_connect_ok(self, head: RequestHead) -> bool:
+        """``:protocol`` is well-formed only on a CONNECT with ``:scheme`` and ``:path``, and
+        only where SETTINGS_ENABLE_CONNECT_PROTOCOL was announced (RFC 9220 §3, RFC 8441 §4)."""
+        return (
+            self.connect_protocol
+            and head.method == b"CONNECT"
+            and bool(head.scheme)
+            and bool(head.path)
+        )
+
+    def _refusal(self, sid: int, head: RequestHead, protocol: bytes | None) -> HttpError | None:
+        """A request this front answers itself: CONNECT (not proxied; of the extended
+        CONNECTs only WebSocket is), an unsafe one that came in 0-RTT (425, RFC 8470 §5.2),
+        or one for a host another certificate of this listener serves (421, RFC 9110
+        §15.5.20)."""
         if sid in self.quic.early_streams and head.method not in _EARLY_DATA_METHODS:
             self.ctx.on_reject("quic_too_early")
             return TooEarly("unsafe method in 0-RTT early data")
-        if head.method == b"CONNECT":
+        if protocol is not None and not is_websocket_protocol(protocol):
+            return NotImplementedMethod(f"extended CONNECT for {protocol!r} is not proxied")
+        if head.method == b"CONNECT" and protocol is None:
             return NotImplementedMethod("CONNECT is not proxied")
         names = self.ctx.server_names
         if names is not None and is_misdirected(names, self.certificate, head.authority):

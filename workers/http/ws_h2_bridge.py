@@ -1,5 +1,7 @@
-"""WebSocket over HTTP/2 (RFC 8441): one extended CONNECT stream of the HTTP/2 front bridged
-to a backend, then relayed as a WebSocket tunnel.
+"""WebSocket over HTTP/2 (RFC 8441) and HTTP/3 (RFC 9220, the same extended CONNECT): one
+extended CONNECT stream of the HTTP/2 or HTTP/3 front bridged to a backend, then relayed as
+a WebSocket tunnel. The front's stream comes as a BodySource and a ResponseSink, so nothing
+here depends on the front's version.
 
 Owns: the backend choice and connect retries of a tunnel (as ``workers/http1/websocket``
 does for the HTTP/1.1 Upgrade), the handshake with the backend — an HTTP/1.1 ``Upgrade:
@@ -120,6 +122,7 @@ async def serve_websocket_stream(
     sink: ResponseSink,
     *,
     client_ip: str,
+    front: str = "h2",
 ) -> RequestRecord:
     """Bridge one extended CONNECT (``:protocol = websocket``) until the tunnel ends; never
     raises for peer or backend behaviour."""
@@ -168,7 +171,7 @@ async def serve_websocket_stream(
         backend_id=chosen[-1].id if chosen else None,
         client=client_ip,
         error_kind=error_kind,
-        front="h2",
+        front=front,
         back=ctx.back_for[chosen[-1].id].protocol if chosen else "",
     )
 
