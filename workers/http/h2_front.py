@@ -37,7 +37,6 @@ from gateway.http.errors import (
     MisdirectedRequest,
     NotImplementedMethod,
 )
-from gateway.http.grpc_status import unserved_label
 from gateway.http.limits import H2Limits
 from gateway.http.misdirected import is_misdirected
 from gateway.http.model import HeaderList, RequestHead, comma_tokens, request_from_pseudo
@@ -45,7 +44,7 @@ from gateway.http.ws_bridge import is_websocket_protocol, split_protocol
 from workers.http import h2_repr_patch  # noqa: F401  (a cheaper frame repr, see there)
 from workers.http.context import ProxyContext
 from workers.http.core import proxy_exchange
-from workers.http.front import ClientConn
+from workers.http.front import ClientConn, unserved_record
 from workers.http.h2_stream import H2RequestBody, H2ResponseSink
 from workers.http.ws_h2_bridge import TUNNEL_BODY_CAP_BYTES, serve_websocket_stream
 from workers.http1.context import RequestRecord
@@ -578,20 +577,8 @@ def _trailers(headers: list[tuple[bytes, bytes]]) -> HeaderList:
 def _failed_record(
     conn: H2ServerConnection, head: RequestHead, started_at: float, status: int, kind: str
 ) -> RequestRecord:
-    return RequestRecord(
-        listener=conn.ctx.listener,
-        method=head.method.decode("latin-1"),
-        path=head.path.decode("latin-1"),
-        status=status,
-        bytes_in=0,
-        bytes_out=0,
-        duration_s=trio.current_time() - started_at,
-        backend_id=None,
-        client=conn.client.client_ip,
-        error_kind=kind,
-        front="h2",
-        back="",
-        grpc_status=unserved_label(head.headers, status),
+    return unserved_record(
+        conn.ctx.listener, conn.client.client_ip, "h2", head, started_at, status, kind
     )
 
 

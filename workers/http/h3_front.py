@@ -50,13 +50,13 @@ from gateway.http.errors import (
     NotImplementedMethod,
     TooEarly,
 )
-from gateway.http.grpc_status import unserved_label
 from gateway.http.h3_limits import H3Limits
 from gateway.http.misdirected import is_misdirected
 from gateway.http.model import HeaderList, RequestHead, request_from_pseudo
 from gateway.http.ws_bridge import is_websocket_protocol, split_protocol
 from workers.http.context import ProxyContext
 from workers.http.core import proxy_exchange
+from workers.http.front import unserved_record
 from workers.http.h3_stream import SEND_ERRORS, H3RequestBody, H3ResponseSink
 from workers.http.ws_h2_bridge import TUNNEL_BODY_CAP_BYTES, serve_websocket_stream
 from workers.http1.context import RequestRecord
@@ -440,20 +440,8 @@ def _trailers(headers: HeaderList) -> HeaderList:
 def _failed_record(
     conn: H3ServerConnection, head: RequestHead, started_at: float, status: int, kind: str
 ) -> RequestRecord:
-    return RequestRecord(
-        listener=conn.ctx.listener,
-        method=head.method.decode("latin-1"),
-        path=head.path.decode("latin-1"),
-        status=status,
-        bytes_in=0,
-        bytes_out=0,
-        duration_s=trio.current_time() - started_at,
-        backend_id=None,
-        client=conn.session.client_ip,
-        error_kind=kind,
-        front="h3",
-        back="",
-        grpc_status=unserved_label(head.headers, status),
+    return unserved_record(
+        conn.ctx.listener, conn.session.client_ip, "h3", head, started_at, status, kind
     )
 
 
