@@ -262,7 +262,9 @@ class Supervisor:
         )
 
     async def _drain_workers(self, handles: list[WorkerHandle], timeout_s: float) -> None:
-        """Drain `handles`; escalate to SIGTERM then SIGKILL past the deadline."""
+        """Drain `handles`; escalate to SIGTERM then SIGKILL past the deadline. A worker
+        already draining keeps the budget (and escalation) it was given."""
+        handles = [h for h in handles if h.state is not WorkerState.DRAINING]
         async with trio.open_nursery() as sends:  # one worker not reading delays no other
             for h in handles:
                 sends.start_soon(h.drain, timeout_s)

@@ -31,7 +31,9 @@ worker drains (its replacement, or the new generation, reads the same socket fro
 and hands the draining connections' datagrams over); the handoff socket is read until the
 last connection ended, so the connections of a draining worker keep their packets for the
 drain budget, and a draining worker takes no new connection. Sessions end with their
-connections; the worker's drain deadline cancels what is left. Must never block the read
+connections; the worker's drain deadline cancels what is left, and a connection cut that way
+(or by the worker's end) still sends its CONNECTION_CLOSE: the endpoint's copy of the socket
+is closed only after the read loops and every session have ended. Must never block the read
 loop on one connection, hand a datagram on twice, nor parse HTTP.
 """
 
@@ -249,6 +251,8 @@ class QuicEndpoint:
         self.connection_window = connection_window
         self.max_streams = max_streams
         self.sessions: dict[bytes, QuicSession] = {}
+        self._serving = True
+        self._running_sessions = 0
         self.tickets = SessionTickets() if early_data else None
 
     def register(self, cid: bytes, session: QuicSession) -> None:
@@ -269,12 +273,23 @@ class QuicEndpoint:
             certificates=len(self.choice.certificates),
             owner=self.owner.owner,
         )
-        with self.sock, self.handoff:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self.serve_handoff)
-                with trio.CancelScope() as reading:
-                    nursery.start_soon(self._stop_reading_at_drain, reading)
-                    await self.serve_reading()
+        try:
+            with self.handoff:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.serve_handoff)
+                    with trio.CancelScope() as reading:
+                        nursery.start_soon(self._stop_reading_at_drain, reading)
+                        await self.serve_reading()
+        finally:
+            self._serving = False
+            self._close_socket_when_unused()
+
+    def _close_socket_when_unused(self) -> None:
+        # Our copy of the socket outlives the read loop while sessions run: when the worker
+        # ends, the sessions' last words (CONNECTION_CLOSE) are sent from their own unwinding,
+        # which may come after this task's.
+        if not self._serving and not self._running_sessions:
+            self.sock.close()
 
     async def _stop_reading_at_drain(self, reading: trio.CancelScope) -> None:
         await self.worker.draining.wait()
@@ -393,6 +408,7 @@ class QuicEndpoint:
     async def _run_session(self, session: QuicSession) -> None:
         runtime = self.runtime
         runtime.stats.connection_opened()
+        self._running_sessions += 1
         scope = trio.CancelScope()
         runtime.live_scopes.add(scope)
         try:
@@ -420,3 +436,5 @@ class QuicEndpoint:
             self.worker.gate.release(session.client_ip)
             runtime.stats.connection_closed()
             self.worker.session_closed()
+            self._running_sessions -= 1
+            self._close_socket_when_unused()

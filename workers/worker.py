@@ -2,7 +2,8 @@
 
 Lifecycle: receive `Boot` (plan + fds) -> start accept loops -> report BecameReady
 -> heartbeat every second -> on `Drain`, stop accepting, let connections finish
-until the deadline, close the rest cleanly, report Drained, exit. On `Stop` (or
+until the deadline, close the rest cleanly, report Drained, exit (a later `Drain` changes
+nothing: the first one's budget stands). On `Stop` (or
 when the supervisor's channel closes) exit at once.
 """
 
@@ -148,6 +149,7 @@ class Worker:
         self.active_connections = 0
         self.draining = trio.Event()
         self.drain_deadline = float("inf")
+        self._drain_requested = False  # a Drain arrived (later ones are ignored)
         self._accept_scope = trio.CancelScope()
         self._connections: trio.Nursery | None = None
         self._idle = trio.Event()
@@ -354,6 +356,12 @@ class Worker:
     async def _serve_commands(self, outer: trio.Nursery) -> None:
         async for message in self.channel.receive():
             if isinstance(message, Drain):
+                if self._drain_requested:
+                    # A reload or stop while this worker drains: its budget stands. Ending
+                    # now would cut the connections it is finishing.
+                    log.info("worker_drain_repeated", timeout_s=message.timeout_s)
+                    continue
+                self._drain_requested = True
                 outer.start_soon(self._drain_then_exit, message.timeout_s, outer)
             elif isinstance(message, Stop):
                 break

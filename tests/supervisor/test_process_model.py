@@ -152,6 +152,35 @@ def test_long_lived_connection_survives_reload_until_drain_budget(
     assert echo_once(port, b"new") == b"new"
 
 
+def test_a_second_reload_keeps_the_draining_generations_budget(
+    gateway_factory, echo_backends
+) -> None:
+    """Reloads faster than the drain budget: the generation drained by the first keeps its
+    connections until its own deadline (a repeated drain used to end it at once)."""
+    port = free_port()
+    gw = gateway_factory.start(
+        tcp_config(port, echo_backends).replace(
+            "drain_timeout_ms = 3000", "drain_timeout_ms = 2500"
+        )
+    )
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn.sendall(b"before")
+    assert conn.recv(100) == b"before"
+    reloaded_at = time.monotonic()
+    assert gw.ctl("reload").returncode == 0
+    time.sleep(0.3)
+    assert gw.ctl("reload").returncode == 0
+    time.sleep(0.3)
+    conn.sendall(b"after-two-reloads")
+    assert conn.recv(100) == b"after-two-reloads"
+    conn.settimeout(10)
+    assert conn.recv(100) == b""  # the first drain's deadline, a clean FIN
+    waited = time.monotonic() - reloaded_at
+    assert 2.0 <= waited <= 7, f"closed after {waited:.2f}s; drain budget is 2.5s"
+    conn.close()
+    assert echo_once(port, b"new") == b"new"
+
+
 def test_sigkill_worker_respawns_within_a_second_others_untouched(
     gateway_factory, echo_backends
 ) -> None:
