@@ -21,6 +21,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import h11
 import structlog
@@ -140,6 +141,43 @@ async def _open_h2_probe_stream(backend: BackendPlan) -> trio.abc.Stream:
     return tls_stream
 
 
+class _H2ProbeExchange(Protocol):
+    """A sans-IO probe over one HTTP/2 connection (gateway/health)."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def start(self) -> bytes: ...
+
+    def receive(self, data: bytes) -> bytes: ...
+
+
+async def _run_over_h2(
+    backend: BackendPlan, probe: _H2ProbeExchange, timeout_s: float
+) -> str | None:
+    """Drive `probe` on a fresh HTTP/2 connection to `backend`: the transport's problem
+    (connect, TLS, I/O, timeout), or None once the probe ran to its end (its own verdict
+    then tells how the backend answered)."""
+    with trio.move_on_after(timeout_s):
+        try:
+            stream = await _open_h2_probe_stream(backend)
+        except OSError as exc:
+            return f"connect: {exc.strerror or exc}"
+        except (trio.BrokenResourceError, ssl.SSLError, ValueError) as exc:
+            return f"tls: {exc.__cause__ or exc}"
+        async with stream:
+            try:
+                await stream.send_all(probe.start())
+                while not probe.done:
+                    reply = probe.receive(bytes(await stream.receive_some(16384)))
+                    if reply:
+                        await stream.send_all(reply)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                return f"io: {exc}"
+            return None
+    return f"timeout after {timeout_s:.3f}s"
+
+
 async def probe_h2(
     backend: BackendPlan,
     path: str,
@@ -149,60 +187,30 @@ async def probe_h2(
     timeout_s: float,
 ) -> str:
     """One HTTP/2 GET on a fresh connection: '' when its status is in `ranges`."""
-    with trio.move_on_after(timeout_s):
-        try:
-            stream = await _open_h2_probe_stream(backend)
-        except OSError as exc:
-            return f"connect: {exc.strerror or exc}"
-        except (trio.BrokenResourceError, ssl.SSLError, ValueError) as exc:
-            return f"tls: {exc.__cause__ or exc}"
-        async with stream:
-            probe = H2Probe(
-                scheme=b"https" if backend.tls is not None else b"http",
-                authority=host.encode(),
-                path=path.encode(),
-            )
-            try:
-                await stream.send_all(probe.start())
-                while not probe.done:
-                    reply = probe.receive(bytes(await stream.receive_some(16384)))
-                    if reply:
-                        await stream.send_all(reply)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                return f"io: {exc}"
-            # Closed without a GOAWAY of ours: hypercorn (trio) was seen to break its
-            # connection on a GOAWAY that crossed its response (two tasks sending at once).
-            return probe.problem or status_problem(probe.status, ranges, expected)
-    return f"timeout after {timeout_s:.3f}s"
+    probe = H2Probe(
+        scheme=b"https" if backend.tls is not None else b"http",
+        authority=host.encode(),
+        path=path.encode(),
+    )
+    problem = await _run_over_h2(backend, probe, timeout_s)
+    if problem is not None:
+        return problem
+    # Closed without a GOAWAY of ours: hypercorn (trio) was seen to break its connection on
+    # a GOAWAY that crossed its response (two tasks sending at once).
+    return probe.problem or status_problem(probe.status, ranges, expected)
 
 
 async def probe_grpc(backend: BackendPlan, listener: ListenerPlan, timeout_s: float) -> str:
     """One grpc.health.v1.Health/Check call on a fresh HTTP/2 connection: '' for SERVING."""
     health = listener.health
     assert health is not None
-    with trio.move_on_after(timeout_s):
-        try:
-            stream = await _open_h2_probe_stream(backend)
-        except OSError as exc:
-            return f"connect: {exc.strerror or exc}"
-        except (trio.BrokenResourceError, ssl.SSLError, ValueError) as exc:
-            return f"tls: {exc.__cause__ or exc}"
-        async with stream:
-            probe = GrpcHealthProbe(
-                scheme=b"https" if backend.tls is not None else b"http",
-                authority=(health.host or backend.id).encode(),
-                service=health.grpc_service,
-            )
-            try:
-                await stream.send_all(probe.start())
-                while not probe.done:
-                    reply = probe.receive(bytes(await stream.receive_some(16384)))
-                    if reply:
-                        await stream.send_all(reply)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                return f"io: {exc}"
-            return probe.problem
-    return f"timeout after {timeout_s:.3f}s"
+    probe = GrpcHealthProbe(
+        scheme=b"https" if backend.tls is not None else b"http",
+        authority=(health.host or backend.id).encode(),
+        service=health.grpc_service,
+    )
+    problem = await _run_over_h2(backend, probe, timeout_s)
+    return probe.problem if problem is None else problem
 
 
 @functools.lru_cache(maxsize=64)
