@@ -68,9 +68,12 @@ log = structlog.get_logger("expressgateway.h3")
 # The largest client-initiated bidirectional stream id a GOAWAY can carry (RFC 9114 §5.2):
 # a first GOAWAY with it rejects nothing.
 _MAX_REQUEST_STREAM_ID = (1 << 62) - 4
-_GOAWAY_FLUSH_S = 0.1
-_RECYCLE_FLUSH_S = 2.0
-_RECYCLE_POLL_S = 0.05
+# A closing connection waits this long for the client to acknowledge the last bytes sent.
+_FLUSH_S = 2.0
+_POLL_S = 0.05
+# Past the drain deadline, before the worker cuts what is left (workers/worker.py
+# DRAIN_CLOSE_GRACE_S): the goodbyes sent at the deadline get out first.
+_DEADLINE_FLUSH_S = 0.25
 # Served from 0-RTT early data (replayable): the safe methods of RFC 9110 §9.2.1 but TRACE.
 _EARLY_DATA_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 
@@ -133,7 +136,6 @@ class H3ServerConnection:
         self.limits = limits
         self.streams: dict[int, _Stream] = {}
         self.stall_s = ctx.limits.body_timeout_ms / 1000
-        self._closing = False
         self._first_refused = _MAX_REQUEST_STREAM_ID + 4  # streams from here on are refused
         self._highest = -4  # the highest request stream id seen
         self._requests = 0  # request streams taken (toward max_requests_per_connection)
@@ -284,8 +286,6 @@ class H3ServerConnection:
             self.quic.untrack(sid)
             self.h3.forget(sid)
             self.session.kick()
-            if self._closing and not self.streams:
-                self.session.close()
 
     def _extended_connect_ok(self, head: RequestHead) -> bool:
         """``:protocol`` is well-formed only on a CONNECT with ``:scheme`` and ``:path``, and
@@ -379,23 +379,26 @@ class H3ServerConnection:
         self._nursery.start_soon(self._close_when_served)
 
     async def _close_when_served(self) -> None:
-        # aioquic drops unsent stream data once closed: wait for the streams to end and their
-        # bytes (and the GOAWAY) to be acknowledged; a client that stops acknowledging gets
-        # _RECYCLE_FLUSH_S after the last stream ended.
+        await self._served_and_acknowledged()
+        self.session.close()
+
+    async def _served_and_acknowledged(self) -> None:
+        """Until every stream has ended and what was sent on them (responses, GOAWAYs) is
+        acknowledged: aioquic drops unsent stream data once closed. A client that stops
+        acknowledging gets _FLUSH_S after the last stream ended."""
         flush_until: float | None = None
         while True:
             if self.streams:
                 flush_until = None
             else:
                 if not self._unacked_total():
-                    break
+                    return
                 now = trio.current_time()
                 if flush_until is None:
-                    flush_until = now + _RECYCLE_FLUSH_S
+                    flush_until = now + _FLUSH_S
                 if now >= flush_until:
-                    break
-            await self.session.wait_progress(_RECYCLE_POLL_S)
-        self.session.close()
+                    return
+            await self.session.wait_progress(_POLL_S)
 
     def _unacked_total(self) -> int:
         return sum(len(s.sender._buffer) for s in self.quic._streams.values())
@@ -411,17 +414,12 @@ class H3ServerConnection:
         await trio.sleep(grace_s)
         self._first_refused = min(self._first_refused, self._highest + 4)  # never raised
         self._goaway(self._first_refused)
-        self._closing = True
-        # aioquic sends nothing but CONNECTION_CLOSE once closed: let the final GOAWAY leave
-        # first (and, on loopback, be acknowledged) before an idle connection closes.
-        await trio.sleep(
-            min(_GOAWAY_FLUSH_S, max(0.0, ctx.drain_deadline_at - trio.current_time()))
-        )
-        if not self.streams:
-            self.session.close()
-            return
-        await trio.sleep_until(ctx.drain_deadline_at)
-        self.session.close(reason="drain deadline")
+        # Close once the streams in progress are served and their last bytes acknowledged,
+        # at the latest a moment past the deadline: tunnels say goodbye at the deadline
+        # (WebSocket 1001), and CONNECTION_CLOSE would drop what is still unsent.
+        with trio.move_on_at(ctx.drain_deadline_at + _DEADLINE_FLUSH_S):
+            await self._served_and_acknowledged()
+        self.session.close(reason="drain deadline" if self.streams else "")
 
 
 def _declared_length(headers: HeaderList, ended: bool) -> int | None:

@@ -180,8 +180,14 @@ access_log = false
 """
 
 
+@dataclass
+class Site:
+    ports: tuple[int, int, int]
+    gateway: RunningGateway
+
+
 @pytest.fixture(scope="module")
-def quic_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int, int]]:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("wsh3")
     certs = make_certs(tmp / "certs")
     backend_port = free_port()
@@ -195,7 +201,7 @@ def quic_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
     try:
         wait_for_port(backend_port)
         gateway.start()
-        yield ports
+        yield Site(ports, gateway)
     finally:
         gateway.stop()
         backend.kill()
@@ -221,7 +227,7 @@ def _run(port: int, scenario: Any) -> Any:
     return asyncio.run(asyncio.wait_for(main(), 30))
 
 
-def test_websocket_over_h3_through_the_gateway(quic_ports: tuple[int, int, int]) -> None:
+def test_websocket_over_h3_through_the_gateway(site: Site) -> None:
     big = os.urandom(1 << 20)
 
     async def scenario(client: H3WsClient) -> None:
@@ -247,19 +253,19 @@ def test_websocket_over_h3_through_the_gateway(quic_ports: tuple[int, int, int])
         assert st.ended and st.reset is None  # an orderly end (FIN), not a reset
         assert client.closed is None
 
-    _run(quic_ports[0], scenario)
+    _run(site.ports[0], scenario)
 
 
-def test_other_extended_connect_protocols_get_501(quic_ports: tuple[int, int, int]) -> None:
+def test_other_extended_connect_protocols_get_501(site: Site) -> None:
     async def scenario(client: H3WsClient) -> None:
         sid = await client.connect_ws("/echo", protocol=b"connect-udp")
         st = client.streams[sid]
         assert st.status == 501
 
-    _run(quic_ports[0], scenario)
+    _run(site.ports[0], scenario)
 
 
-def test_enable_connect_protocol_false_in_the_config(quic_ports: tuple[int, int, int]) -> None:
+def test_enable_connect_protocol_false_in_the_config(site: Site) -> None:
     async def scenario(client: H3WsClient) -> None:
         assert client.server_settings is not None
         assert Setting.ENABLE_CONNECT_PROTOCOL not in client.server_settings
@@ -270,10 +276,10 @@ def test_enable_connect_protocol_false_in_the_config(quic_ports: tuple[int, int,
         plain = await client.get("/")  # the connection serves ordinary requests on
         assert plain.status is not None and client.closed is None
 
-    _run(quic_ports[1], scenario)
+    _run(site.ports[1], scenario)
 
 
-def test_an_idle_tunnel_is_closed_with_1001(quic_ports: tuple[int, int, int]) -> None:
+def test_an_idle_tunnel_is_closed_with_1001(site: Site) -> None:
     """`[listeners.websocket] idle_timeout_seconds` applies to an H3 tunnel as to an H1 one:
     a close frame 1001 to the client, then the stream's orderly end."""
 
@@ -289,4 +295,42 @@ def test_an_idle_tunnel_is_closed_with_1001(quic_ports: tuple[int, int, int]) ->
         assert st.ended and st.reset is None
         return asyncio.get_running_loop().time() - started
 
-    assert 0.5 < _run(quic_ports[2], scenario) < 5.0
+    assert 0.5 < _run(site.ports[2], scenario) < 5.0
+
+
+def test_a_drain_closes_the_tunnel_with_1001_before_the_connection(site: Site) -> None:
+    """`gatewayctl drain`: the tunnel lives through the drain budget, gets a close frame 1001
+    at the deadline and its stream's orderly end, and only then the connection's
+    CONNECTION_CLOSE (which would drop unsent stream data). Last in the module: the drained
+    worker's replacement serves whatever comes after."""
+    gw = site.gateway
+
+    async def scenario(client: H3WsClient) -> tuple[float, int]:
+        sid = await client.connect_ws("/echo")
+        client.send(sid, TextMessage(data="before"))
+        assert await client.message(sid) == "before"
+        loop = asyncio.get_running_loop()
+        # Answered once the replacement is ready and the drain has begun.
+        drained = await loop.run_in_executor(None, lambda: gw.ctl("drain", "0", "--timeout", "1.5"))
+        started = loop.time()
+        assert drained.returncode == 0, drained.stderr
+        client.send(sid, TextMessage(data="draining"))  # still served within the budget
+        assert await client.message(sid) == "draining"
+        close = await client.next_event(sid)
+        assert isinstance(close, CloseConnection) and close.code == 1001
+        waited = loop.time() - started
+        st = client.streams[sid]
+        async with asyncio.timeout(_WAIT_S):
+            while not st.ended and st.reset is None and client.closed is None:
+                client.changed.clear()
+                await client.changed.wait()
+        assert st.ended and st.reset is None  # the FIN came before any CONNECTION_CLOSE
+        async with asyncio.timeout(_WAIT_S):
+            while client.closed is None:
+                client.changed.clear()
+                await client.changed.wait()
+        return waited, client.closed.error_code
+
+    waited, code = _run(site.ports[0], scenario)
+    assert 0.5 < waited < 3.0, f"1001 {waited:.2f}s after the drain began; budget 1.5 s"
+    assert code == ErrorCode.H3_NO_ERROR
