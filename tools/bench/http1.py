@@ -48,6 +48,7 @@ DIRECT = "direct (no proxy)"
 UPSTREAM_IDLE_KEEPALIVE = 64
 DEFAULTS = "expressgateway-defaults"
 TRIO_FLOOR = "trio-floor"
+EPOLL_FLOOR = "epoll-floor"
 PROXY_NAMES = (
     "expressgateway",
     "nginx",
@@ -55,6 +56,7 @@ PROXY_NAMES = (
     "expressgateway-general",
     DEFAULTS,
     TRIO_FLOOR,
+    EPOLL_FLOOR,
 )
 BASELINE = "expressgateway@baseline"
 # The access log is flushed once a second (workers/access_log.py): wait that long (and a
@@ -279,6 +281,15 @@ def start_trio_floor(workdir: Path, port: int, backend_port: int, cpus: list[int
     return _wait_listening(Proxy(TRIO_FLOOR, version, proc, port, log_path), processes=1)
 
 
+def start_epoll_floor(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:
+    """tools/bench/epoll_floor.py: a plain-Python epoll loop + httptools (a reference)."""
+    log_path = workdir / "epoll-floor.log"
+    argv = [sys.executable, "-m", "tools.bench.epoll_floor", str(port), str(backend_port)]
+    proc = _spawn(argv, cpus, log_path)
+    version = f"select.epoll + httptools {httptools.__version__}"
+    return _wait_listening(Proxy(EPOLL_FLOOR, version, proc, port, log_path), processes=1)
+
+
 STARTERS = {
     "expressgateway": start_expressgateway_h1,
     "nginx": start_nginx_http,
@@ -286,6 +297,7 @@ STARTERS = {
     "expressgateway-general": start_expressgateway_general,
     DEFAULTS: start_expressgateway_defaults,
     TRIO_FLOOR: start_trio_floor,
+    EPOLL_FLOOR: start_epoll_floor,
 }
 
 # ---- measurement ------------------------------------------------------------------------
