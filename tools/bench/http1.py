@@ -49,6 +49,7 @@ UPSTREAM_IDLE_KEEPALIVE = 64
 DEFAULTS = "expressgateway-defaults"
 TRIO_FLOOR = "trio-floor"
 EPOLL_FLOOR = "epoll-floor"
+HYBRID_FLOOR = "trio+epoll-floor"
 PROXY_NAMES = (
     "expressgateway",
     "nginx",
@@ -57,6 +58,7 @@ PROXY_NAMES = (
     DEFAULTS,
     TRIO_FLOOR,
     EPOLL_FLOOR,
+    HYBRID_FLOOR,
 )
 BASELINE = "expressgateway@baseline"
 # The access log is flushed once a second (workers/access_log.py): wait that long (and a
@@ -290,6 +292,16 @@ def start_epoll_floor(workdir: Path, port: int, backend_port: int, cpus: list[in
     return _wait_listening(Proxy(EPOLL_FLOOR, version, proc, port, log_path), processes=1)
 
 
+def start_hybrid_floor(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:
+    """tools/bench/hybrid_floor.py: connection coroutines resumed by an epoll dispatcher
+    inside a trio run (a reference)."""
+    log_path = workdir / "hybrid-floor.log"
+    argv = [sys.executable, "-m", "tools.bench.hybrid_floor", str(port), str(backend_port)]
+    proc = _spawn(argv, cpus, log_path)
+    version = f"trio {trio.__version__} + own epoll dispatch + httptools {httptools.__version__}"
+    return _wait_listening(Proxy(HYBRID_FLOOR, version, proc, port, log_path), processes=1)
+
+
 STARTERS = {
     "expressgateway": start_expressgateway_h1,
     "nginx": start_nginx_http,
@@ -298,6 +310,7 @@ STARTERS = {
     DEFAULTS: start_expressgateway_defaults,
     TRIO_FLOOR: start_trio_floor,
     EPOLL_FLOOR: start_epoll_floor,
+    HYBRID_FLOOR: start_hybrid_floor,
 }
 
 # ---- measurement ------------------------------------------------------------------------
