@@ -150,7 +150,7 @@ def _cpu_seconds() -> dict[int, float]:
     live descendant (gateway, backends): what a transfer costs, whatever else the machine
     runs meanwhile."""
     me = psutil.Process()
-    spent = {me.pid: sum(me.cpu_times())}
+    spent = {me.pid: sum(me.cpu_times()[:4])}  # user, system, children_user, children_system
     for proc in me.children(recursive=True):
         with contextlib.suppress(psutil.Error):
             spent[proc.pid] = sum(proc.cpu_times()[:2])
