@@ -13,6 +13,7 @@ stream carries only the instructions a test writes on it.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from typing import Any
 
@@ -211,7 +212,12 @@ log_format = "json"
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("h3qpack")
     certs = make_certs(tmp / "certs")
-    backend, small, default = free_port(), free_port(), free_port()
+    # UDP ports free now: a TCP-free port may carry another gateway's reuseport QUIC socket.
+    backend, small, default = (
+        free_port(),
+        free_port(socket.SOCK_DGRAM),
+        free_port(socket.SOCK_DGRAM),
+    )
     with hypercorn_backend(backend):
         gateway = RunningGateway(tmp, _config(certs, small, default, backend))
         try:
@@ -358,6 +364,38 @@ def test_blocked_streams_within_the_limit_are_served_once_unblocked(gw: Any) -> 
     assert resumed_too_large[0] == 431
     assert after[0] == 200
     _run(_bystander_served(port))
+
+
+def test_a_blocked_stream_gets_no_credit_for_what_it_buffers(gw: Any) -> None:
+    """A stream blocked on QPACK has its bytes buffered unparsed by the H3 layer: the
+    gateway extends no flow-control credit for them, so 4 MiB of DATA behind a blocked
+    section stop at the stream window (262144) until the entry arrives; then the request
+    is served."""
+    port = gw.small
+    authority = f"127.0.0.1:{port}"
+
+    async def main() -> tuple[int, int]:
+        async with connect(
+            "127.0.0.1", port, configuration=_client_config(), create_protocol=RawClient
+        ) as c:
+            assert isinstance(c, RawClient)
+            sid = c._quic.get_next_available_stream_id()
+            fut = c._future(sid)
+            blocked = section(authority, ric=1, max_capacity=CAPACITY, dynamic_refs=1)
+            frames = encode_frame(FrameType.HEADERS, blocked)
+            frames += encode_frame(FrameType.DATA, b"d" * (4 * MIB))
+            c._quic.send_stream_data(sid, frames, True)
+            c.transmit()
+            await asyncio.sleep(0.5)
+            credit = c._quic._streams[sid].max_stream_data_remote
+            assert not fut.done()
+            c.send_encoder(set_capacity(CAPACITY) + insert(b"x-entry", b"e"))
+            status, _ = await asyncio.wait_for(fut, 10)
+            return credit, status
+
+    credit, status = _run(main())
+    assert credit <= 262_144
+    assert status == 200
 
 
 def test_more_blocked_streams_than_announced_is_a_decompression_failure(gw: Any) -> None:

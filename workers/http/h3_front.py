@@ -238,6 +238,12 @@ class H3ServerConnection:
                 st.scope.cancel()
         for h3_event in self.h3.handle_event(event):
             self._on_h3_event(h3_event)
+        if isinstance(event, StreamDataReceived):
+            # What the H3 layer keeps unparsed (a stream blocked on QPACK buffers all it
+            # gets) is credited only once parsed: a blocked stream cannot be flooded.
+            self._park(event.stream_id)
+            for sid in list(self.quic.parked):
+                self._park(sid)
         if self.h3.malformed:
             for sid in self.h3.malformed:
                 self._malformed(sid)
@@ -350,6 +356,10 @@ class H3ServerConnection:
             self.session.kick()
             if self._closing and not self.streams:
                 self.session.close()
+
+    def _park(self, stream_id: int) -> None:
+        h3_stream = self.h3._stream.get(stream_id)
+        self.quic.park(stream_id, len(h3_stream.buffer) if h3_stream is not None else 0)
 
     def _extended_connect_ok(self, head: RequestHead) -> bool:
         """``:protocol`` is well-formed only on a CONNECT with ``:scheme`` and ``:path``, and
