@@ -19,7 +19,10 @@ from hpack.huffman_table import decode_huffman
 
 _ENTRY_OVERHEAD = 32  # RFC 9204 §3.2.1
 _STATIC_ENTRIES = 99  # RFC 9204 Appendix A
-# An encoder instruction larger than this (beyond the table capacity) cannot be valid.
+# An encoder instruction longer than this many times the table capacity (plus the slack)
+# cannot be valid: its entry must fit in the table, and Huffman coding expands a byte to at
+# most 30 bits (an encoder that uses it only when shorter never expands at all).
+_INSTRUCTION_EXPANSION = 4
 _INSTRUCTION_SLACK = 64
 
 
@@ -119,7 +122,7 @@ class FieldSectionSizer:
         except _Incomplete:
             pass
         self._pending = buf[pos:]
-        if len(self._pending) > self.max_capacity + _INSTRUCTION_SLACK:
+        if len(self._pending) > self.max_capacity * _INSTRUCTION_EXPANSION + _INSTRUCTION_SLACK:
             raise QpackSizeError("encoder instruction larger than the table")
 
     def _instruction(self, buf: bytes, pos: int) -> int:

@@ -299,6 +299,55 @@ def test_a_request_over_the_field_section_size_gets_431_and_the_connection_serve
     _run(_bystander_served(port))
 
 
+def test_a_trailer_section_over_the_limit_fails_its_request_only(gw: Any) -> None:
+    """The limit applies to a request's trailers too (RFC 9114 §4.2.2: any field section):
+    the core serving the request is told; it answers 431 when its response had not begun
+    (/sha answers after the whole body), and resets the stream (H3_INTERNAL_ERROR) when it
+    had (/echo streams the body back). The connection serves on."""
+    port = gw.small
+    authority = f"127.0.0.1:{port}"
+
+    async def upload(c: RawClient, path: bytes) -> tuple[int, bytes] | str:
+        sid = c._quic.get_next_available_stream_id()
+        fut = c._future(sid)
+        head = [
+            (b":method", b"POST"),
+            (b":scheme", b"https"),
+            (b":authority", authority.encode()),
+            (b":path", path),
+        ]
+        c.h3.send_headers(sid, head)
+        c.h3.send_data(sid, b"body", end_stream=False)
+        c.transmit()
+        if path == b"/echo":  # the trailers only once the response has begun
+            for _ in range(200):
+                if sid in c.status:
+                    break
+                await asyncio.sleep(0.02)
+        c.h3.send_headers(sid, [(b"x-trailer", b"t" * (LIMIT + 100))], end_stream=True)
+        c.transmit()
+        try:
+            return await asyncio.wait_for(fut, 10)
+        except ConnectionError as exc:
+            return str(exc)
+
+    async def main() -> tuple[Any, Any, tuple[int, bytes]]:
+        async with connect(
+            "127.0.0.1", port, configuration=_client_config(), create_protocol=RawClient
+        ) as c:
+            assert isinstance(c, RawClient)
+            before_head = await upload(c, b"/sha")
+            after_head = await upload(c, b"/echo")
+            after = await c.get(authority)
+            assert c.closed is None
+            return before_head, after_head, after
+
+    before_head, after_head, after = _run(main())
+    assert before_head[0] == 431
+    assert after_head == f"reset {ErrorCode.H3_INTERNAL_ERROR:#x}"
+    assert after[0] == 200
+
+
 def test_a_qpack_bomb_is_refused_before_it_is_decoded(gw: Any) -> None:
     """Default limits (64 KiB sections, a 4 KiB table): one 4000-byte entry referenced 60 000
     times is a 60 KB HEADERS frame that would decode to ~243 MB of header list. Five of them

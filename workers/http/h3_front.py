@@ -17,8 +17,12 @@ in our SETTINGS when ``enable_connect_protocol`` and WebSocket are on, and an ex
 CONNECT with ``:protocol = websocket`` handed to the tunnel bridge of WebSocket over HTTP/2
 (workers/http/ws_h2_bridge); ``:protocol`` unannounced, on another method or without
 ``:scheme``/``:path`` is malformed (H3_MESSAGE_ERROR on that stream, RFC 9220 §3 with
-RFC 8441 §4 and RFC 9114 §4.1.2), another protocol is answered 501. A lapse or upstream
-failure ends one stream, never the connection.
+RFC 8441 §4 and RFC 9114 §4.1.2), another protocol is answered 501. QPACK: our SETTINGS
+(table capacity, blocked streams, SETTINGS_MAX_FIELD_SECTION_SIZE) and a decoder that
+measures each field section before decoding it (workers/http/h3_qpack); a request whose
+section is over the limit gets 431 on its stream (RFC 9114 §4.2.2), a trailer section over
+it fails its request; bytes buffered by a stream blocked on QPACK get no flow-control
+credit. A lapse or upstream failure ends one stream, never the connection.
 Must never parse HTTP/1.1, pick backends or touch the socket.
 """
 
@@ -132,7 +136,9 @@ class _H3Server(H3Connection):
         sid = stream.stream_id
         if sid in self._dead:
             stream.buffer = b""
-            stream.receiving_ended = stream.receiving_ended or stream_ended  # frees it
+            if stream_ended:  # nothing more will come: aioquic may free it, we forget it
+                stream.receiving_ended = True
+                self._dead.discard(sid)
             return []
         try:
             return super()._receive_request_or_push_data(stream, data, stream_ended)
@@ -171,7 +177,12 @@ class _H3Server(H3Connection):
             self._quic.send_stream_data(self._local_decoder_stream_id, cancellation)
 
     def forget(self, stream_id: int) -> None:
-        self._dead.discard(stream_id)
+        """The front is done with ``stream_id``; a dead one keeps dropping what the client
+        still sends on it until its end (or reset): parsing resumed mid-frame would be
+        garbage."""
+        stream = self._stream.get(stream_id)
+        if stream is None or stream.receiving_ended:
+            self._dead.discard(stream_id)
 
 
 @dataclass(slots=True)
@@ -231,6 +242,8 @@ class H3ServerConnection:
                     self.quic.track(sid)  # a request not parsed yet: credit by consumption
                 self.quic.delivered_bytes(sid, len(event.data))
         elif isinstance(event, (StreamReset, StopSendingReceived)):
+            if isinstance(event, StreamReset):
+                self.h3._dead.discard(event.stream_id)  # nothing more comes on it
             st = self.streams.get(event.stream_id)
             if st is not None:
                 st.sink.finished = True
@@ -433,6 +446,11 @@ class H3ServerConnection:
         """A request whose field section is over SETTINGS_MAX_FIELD_SECTION_SIZE: 431 on its
         stream (RFC 9114 §4.2.2), the rest of the stream unread; the connection serves on."""
         self.ctx.on_reject("h3_field_section_too_large")
+        st = self.streams.get(stream_id)
+        if st is not None:  # the trailer section of a request being served: the core
+            # answers 431 if its response has not begun, else resets the stream
+            st.body.fail(HeadersTooLarge("trailer section over the limit"))
+            return
         assert self._nursery is not None
         self._nursery.start_soon(self._answer_too_large, stream_id)
 
