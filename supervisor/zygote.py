@@ -48,7 +48,7 @@ from supervisor.worker_handle import describe_exit, process_cpu_s
 
 log = structlog.get_logger("expressgateway.supervisor")
 
-REPLY_TIMEOUT_S = 5.0  # a fork or a check the zygote has not answered by then: it is wedged
+REPLY_TIMEOUT_S = 2.0  # a fork or a check the zygote has not answered by then: it is wedged
 RESTART_MIN_S = 1.0
 RESTART_MAX_S = 30.0
 STABLE_S = 60.0  # a zygote that lived this long resets the restart backoff
@@ -98,8 +98,8 @@ class Zygote:
             task_status.started()
             while True:
                 if not self.enabled:
-                    self._wanted = trio.Event()
                     await self._wanted.wait()
+                    self._wanted = trio.Event()
                     continue
                 template = await self._start()
                 self._launched.set()
@@ -123,9 +123,9 @@ class Zygote:
                         lived_s=round(lived_s, 1),
                         restart_in_s=self._restart_delay_s,
                     )
-                self._wanted = trio.Event()
                 with trio.move_on_after(self._restart_delay_s):
-                    await self._wanted.wait()
+                    await self._wanted.wait()  # a caller needing a zygote now cuts it short
+                self._wanted = trio.Event()
                 self._restart_delay_s = min(self._restart_delay_s * 2, RESTART_MAX_S)
 
     def configure(self, *, enabled: bool, log_format: str, boot_timeout_s: float) -> None:
@@ -206,6 +206,8 @@ class Zygote:
             return None
         with trio.move_on_after(wait_s):
             template = self.current
+            if template is not None and template.process.returncode is not None:
+                template = None  # dead, and the run loop has not seen it yet
             if template is None:
                 launched = self._launched
                 self._wanted.set()  # now rather than at the restart backoff's end
@@ -223,10 +225,14 @@ class Zygote:
         disk is replaced and the new one awaited; a dead one is started and awaited."""
         if not self.enabled:
             return
-        template = await self._ready_template(self.boot_timeout_s)
-        if template is None:
-            return
-        reply = await self._exchange(template, encode(CheckRequest()), [])
+        reply = None
+        for _ in range(2):  # once more if it dies under the check: start a new one
+            template = await self._ready_template(self.boot_timeout_s)
+            if template is None:
+                return
+            reply = await self._exchange(template, encode(CheckRequest()), [])
+            if reply is not None:
+                break
         if reply is None:
             return
         changed = decode_stale_reply(reply).changed

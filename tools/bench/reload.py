@@ -10,7 +10,9 @@ reload` (which returns when the new generation serves; the next reload starts on
 cadence, or at once if one overran), SIGHUP to nginx's master, SIGUSR2 to HAProxy's master.
 Prints served requests/s during the reloads as a share of steady (median of rounds), the
 requests served and the errors wrk saw (socket errors, non-2xx), and for ExpressGateway how
-long a reload took.
+long a reload took. `--baseline-tree DIR` also runs ExpressGateway from another source tree
+(e.g. a checkout of main) as `expressgateway@baseline`, right after `expressgateway` in every
+round: an A/B of a change, interleaved, in one session.
 Owns: the reload cadence and the table. Must never run under pytest, or leave a process
 running (every proxy is stopped in a finally).
 """
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tools.bench.http1 import (
+    BASELINE,
     UPSTREAM_IDLE_KEEPALIVE,
     WRK_TIMEOUT_S,
     start_backend,
@@ -72,6 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--reloads", type=int, default=10, help="reloads per window (default 10)")
     add_run_arguments(parser, PROXY_NAMES, connections=32, harness="wrk and the backend")
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="also run ExpressGateway from this source tree (e.g. a checkout of main) as "
+        f"{BASELINE!r}, right after expressgateway in every round: an A/B in one session",
+    )
 
 
 def start_haproxy_master(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:
@@ -101,10 +110,14 @@ listen bench
     return _wait_listening(proxy, processes=2)
 
 
-def _start(name: str, workdir: Path, backend_port: int, cpus: list[int]) -> Proxy:
+def _start(
+    name: str, workdir: Path, backend_port: int, cpus: list[int], baseline_tree: Path | None
+) -> Proxy:
     port = free_port()
     if name == "expressgateway":
         return start_expressgateway_h1(workdir, port, backend_port, cpus)
+    if name == BASELINE:
+        return start_expressgateway_h1(workdir, port, backend_port, cpus, baseline_tree)
     if name == "nginx":
         return start_nginx_http(workdir, port, backend_port, cpus)
     if name == "haproxy":
@@ -114,8 +127,9 @@ def _start(name: str, workdir: Path, backend_port: int, cpus: list[int]) -> Prox
 
 def _reload(proxy: Proxy, workdir: Path, harness_cpus: str) -> None:
     """gatewayctl runs beside wrk (a client, not the proxy's CPU)."""
-    if proxy.name == "expressgateway":
-        socket_path = workdir / "expressgateway-h1-control.sock"
+    if proxy.name in ("expressgateway", BASELINE):
+        name = "expressgateway-h1" if proxy.name == "expressgateway" else "baseline-h1"
+        socket_path = workdir / f"{name}-control.sock"
         out = subprocess.run(
             [
                 "taskset",
@@ -185,7 +199,8 @@ def _measure(proxy: Proxy, workdir: Path, args: argparse.Namespace) -> Round:
     load.join()
     if not result:
         raise RuntimeError("the load during the reloads failed")
-    return Round(steady, result[0], done, reload_s if proxy.name == "expressgateway" else [])
+    ours = proxy.name in ("expressgateway", BASELINE)
+    return Round(steady, result[0], done, reload_s if ours else [])
 
 
 def render(
@@ -196,7 +211,7 @@ def render(
         f"in {args.window_s:g} s vs {args.steady_s:g} s steady; {args.rounds} round(s) "
         f"(median, range); proxy on CPU {args.proxy_cpus}, wrk+backend on CPU {args.harness_cpus}",
         "",
-        f"{'proxy':<16} {'steady rps':>10} {'reload rps':>10} {'share':>6} {'(rounds)':>13}"
+        f"{'proxy':<23} {'steady rps':>10} {'reload rps':>10} {'share':>6} {'(rounds)':>13}"
         f" {'served':>8} {'errors':>7} {'reloads':>7} {'reload s':>14}  version",
     ]
     for name, rs in rounds.items():
@@ -214,7 +229,7 @@ def render(
             f"{statistics.median(took):.2f} ({took[0]:.2f}..{took[-1]:.2f})" if took else "-"
         )
         lines.append(
-            f"{name:<16} {steady:>10.0f} {during:>10.0f} {statistics.median(shares):>6.0%}"
+            f"{name:<23} {steady:>10.0f} {during:>10.0f} {statistics.median(shares):>6.0%}"
             f" {f'{shares[0]:.0%}..{shares[-1]:.0%}':>13} {served:>8} {errors:>7} {reloads:>7}"
             f" {took_text:>14}  {versions[name]}"
         )
@@ -237,6 +252,9 @@ def render(
 
 def main(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.proxies.split(",") if n.strip()]
+    if args.baseline_tree is not None:
+        at = names.index("expressgateway") + 1 if "expressgateway" in names else 0
+        names.insert(at, BASELINE)
     rounds: dict[str, list[Round]] = {name: [] for name in names}
     versions: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="eg-bench-reload-") as tmp:
@@ -248,7 +266,9 @@ def main(args: argparse.Namespace) -> int:
                     print(f"… round {r + 1}/{args.rounds}: {name}", flush=True)
                     rundir = workdir / f"{name}-{r}"  # sockets and pid files of this start
                     rundir.mkdir()
-                    proxy = _start(name, rundir, backend.port, cpu_list(args.proxy_cpus))
+                    proxy = _start(
+                        name, rundir, backend.port, cpu_list(args.proxy_cpus), args.baseline_tree
+                    )
                     try:
                         versions[name] = proxy.version
                         _wrk(proxy.port, 2.0, args)  # warm-up: pools filled
