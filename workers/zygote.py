@@ -46,7 +46,7 @@ from gateway.zygote_messages import (
     StaleReply,
     decode_request,
 )
-from workers.main import _die_with_parent
+from workers.main import die_with_parent
 from workers.proc_title import set_argv
 
 REPARENT_WAIT_S = 2.0  # the worker waits this long to become the supervisor's child
@@ -129,11 +129,10 @@ def _become_worker(request: ForkRequest, received: list[int]) -> int:
         "--log-format", request.log_format,
     ]  # fmt: skip
     set_argv(argv)
-    sys.argv = argv[2:]
-    sys.argv[0] = "workers.main"
-    from workers.main import main
+    import workers.main
 
-    return main(argv[3:])
+    sys.argv = [str(workers.main.__file__), *argv[3:]]  # what `python -m` gives
+    return workers.main.main(argv[3:])
 
 
 def _run_child(request: ForkRequest, received: list[int], pid_w: int) -> None:
@@ -228,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-format", default="auto")
     parser.add_argument("--title-room", default="", help="padding: room for a worker's argv")
     args = parser.parse_args(argv)
-    _die_with_parent(args.parent_pid)
+    die_with_parent(args.parent_pid)
     configure_logging(args.log_format, os.environ.get("LOG_LEVEL", "info"))
     request_sock = socket.socket(fileno=args.request_fd)
     modules = preload()

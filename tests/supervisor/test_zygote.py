@@ -10,6 +10,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from running_gateway import echo_once, free_port, tcp_config
 
 import workers.proc_title
@@ -128,6 +129,7 @@ def test_forked_workers_are_the_processes_an_exec_spawn_makes(
     assert shapes["true"] == shapes["false"], shapes
 
 
+@pytest.mark.slow
 def test_killed_zygote_the_next_reload_works_and_it_is_restarted(
     gateway_factory, echo_backends
 ) -> None:
