@@ -187,6 +187,7 @@ class Zygote:
         template.settled.set()
         log.info(
             "zygote_ready",
+            what="worker template: new workers are forked from it",
             pid=template.pid,
             modules=report.modules,
             import_cpu_s=report.import_cpu_s,
