@@ -107,6 +107,7 @@ class Zygote:
                 if template is not None:
                     await template.process.wait()
                     template.settled.set()
+                    template.sock.close()  # a request still waiting on it fails at once
                     if self.current is not template:
                         continue  # retired on purpose (replaced, disabled): no backoff
                     self.current = None
@@ -173,7 +174,7 @@ class Zygote:
         with trio.move_on_after(self.boot_timeout_s):
             try:
                 data = await template.sock.recv(65536)
-            except OSError:
+            except (OSError, trio.ClosedResourceError):
                 data = b""
         try:
             report = decode_ready(data) if data else None
@@ -256,8 +257,8 @@ class Zygote:
                     else:
                         await template.sock.send(payload)
                     reply = await template.sock.recv(65536)
-                except OSError as exc:
-                    self._discard(template, f"request failed: {exc}")
+                except (OSError, trio.ClosedResourceError) as exc:
+                    self._discard(template, f"request failed: {exc!r}")
                     return None
                 if not reply:
                     self._discard(template, "request socket closed")
