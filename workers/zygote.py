@@ -172,8 +172,11 @@ def fork_worker(request: ForkRequest, received: list[int]) -> ForkReply:
         os.close(pid_w)
         return ForkReply(pid=0, error=f"fork: {exc}")
     if child == 0:
-        os.close(pid_r)
-        _run_child(request, received, pid_w)  # never returns
+        try:  # never back into the zygote's loop: that would make a second zygote
+            os.close(pid_r)
+            _run_child(request, received, pid_w)
+        finally:
+            os._exit(1)
     os.close(pid_w)
     try:
         answer = os.read(pid_r, 256).decode()

@@ -107,6 +107,8 @@ def test_forked_workers_are_the_processes_an_exec_spawn_makes(
             assert z["state"] == "ready" and z["forks"] == len(workers), z
             assert z["fallbacks"] == 0, z
             zpid = z["pid"]
+            text = gw.ctl("status").stdout  # what an operator reads
+            assert f"zygote: ready pid {zpid} " in text and "worker template" in text, text
             assert _ppid(zpid) == sup
             # Not pinned to one worker's CPU: the supervisor's own set.
             assert os.sched_getaffinity(zpid) == os.sched_getaffinity(sup)
