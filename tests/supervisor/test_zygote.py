@@ -77,6 +77,7 @@ def _wait_zygote_ready(gw, timeout_s: float = 15.0) -> dict:
     return z
 
 
+@pytest.mark.slow  # two gateways, one of them exec-spawned
 def test_forked_workers_are_the_processes_an_exec_spawn_makes(
     gateway_factory, echo_backends
 ) -> None:
