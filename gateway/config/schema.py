@@ -54,6 +54,7 @@ class RuntimeConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     header_underscore_policy: UnderscorePolicy = "reject"
     worker_user: str = "nobody"  # workers switch to it when the supervisor runs as root
     worker_heartbeat_timeout_ms: int = 10_000
+    worker_zygote: bool = True  # workers are forked from a pre-imported template process
 
 
 class ObservabilityConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
