@@ -126,7 +126,9 @@ class ClientConnection:
             if head is None:
                 return
             self.served += 1
-            if not await self._handle(head, started_at):
+            keep_alive = await self._handle(head, started_at)
+            head = None  # an idle connection holds no request's head (issue 18)
+            if not keep_alive:
                 return
 
     async def _read_head(self) -> ParsedHead | None:
