@@ -86,7 +86,7 @@ def test_compiled_coroutines_never_await_while_an_exception_is_handled() -> None
 
 
 def test_the_await_check_finds_the_pattern() -> None:
-    source = "workers/http1/serve.py"  # interpreted on purpose: it opens a nursery
+    source = "workers/http1/websocket.py"  # interpreted on purpose: nurseries, awaits in finally
     assert source not in build_native.native_modules()
     found = _awaits_while_handling(source)
     assert any("async with" in place for place in found)
