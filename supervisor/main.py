@@ -498,7 +498,8 @@ class Supervisor:
         """Point the datapath at the sockets of the CPUs that have a worker."""
         if self.datapath is not None:
             cpus = [c for slot, c in enumerate(self.plan.cpus) if slot not in self.vacant_slots]
-            self.datapath.steer(self.sockets.sockets, cpus)
+            quic = {lp.socket for lp in self.plan.listeners if lp.protocol == "quic"}
+            self.datapath.steer(self.sockets.sockets, cpus, quic=quic)
 
     def _kernel_start(self) -> None:
         """Probe and open the datapath (raises DatapathUnavailable when required)."""
