@@ -299,6 +299,8 @@ class DatapathControl:
             "xdp": xdp,
             "xdp_totals": {reason: sum(v) for reason, v in xdp.items()},
             "reuseport": self.dp.reuseport_stats(),
+            "quic_ports": self.dp.quic_ports(),
+            "reuseport_groups": self.dp.reuseport_groups(),
         }
 
     async def command(self, args: list[str]) -> Response:

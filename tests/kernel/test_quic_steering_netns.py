@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 from aioquic.asyncio import connect
-from gateway_netns import NetnsGateway, predicted_cpu, start_backend
+from gateway_netns import NetnsGateway, predicted_cpu, start_backend, wait_for
 from h3_client import Client, LongLivedRun, check_long_lived, client_config, request_every_100ms
 from kernel_netns import Veth, in_netns
 
 from gateway import steering
-from gateway.quic_cid import decode
+from gateway.quic_cid import SHORT_DCID_LEN_BYTES, decode
 from kernel import bpffs
 from tools.make_certs import make_certs
 
@@ -166,6 +166,30 @@ def test_a_rebound_client_keeps_its_worker_by_connection_id(
     assert selected >= 12, selected  # at least the 6 requests after rebinding and their ACKs
     assert xdp["redirect_quic"] > 0, xdp
     print(f"rebinds {rebinds}; selected_cid +{selected}; xdp redirect_quic {xdp['redirect_quic']}")
+
+    # The maps follow the config: the listener moves to another port on reload.
+    assert stats["quic_ports"] == [QUIC_PORT], stats
+    assert quic_groups(stats) == [(QUIC_PORT, 1, SHORT_DCID_LEN_BYTES)], stats
+    moved = QUIC_PORT + 1
+    gw.write_config(gw.config_path.read_text().replace(f":{QUIC_PORT}", f":{moved}"))
+    assert gw.ctl("reload").returncode == 0
+    wait_for(
+        lambda: (
+            gw.kernel_stats()["quic_ports"] == [moved]
+            and quic_groups(gw.kernel_stats()) == [(moved, 1, SHORT_DCID_LEN_BYTES)]
+        ),
+        what="the moved listener's port and group in the maps",
+        seen=lambda: (gw.kernel_stats()["quic_ports"], gw.kernel_stats()["reuseport_groups"]),
+    )
+
+
+def quic_groups(stats: dict[str, Any]) -> list[tuple[int, int, int]]:
+    """(port, flags, short DCID length) of every UDP group in gw_rp_groups."""
+    return [
+        (g["port"], g["flags"], g["quic_short_dcid_len"])
+        for g in stats["reuseport_groups"]
+        if g["proto"] == 17
+    ]
 
 
 def connect_client(veth: Veth) -> Any:
