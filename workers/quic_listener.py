@@ -15,8 +15,8 @@ HTTP/3 application on each session is the front registered as ``"h3"`` in
 workers/http/registry.FRONTS.
 
 Every packet reaches the worker that owns its connection: the IDs this endpoint issues
-name it (gateway/quic_cid.py: marker, sk_reuseport worker key of this CPU and generation,
-pid). With the kernel datapath, the sk_reuseport program reads the key from the
+name it (gateway/quic_cid.py: marker, the sk_reuseport key of this CPU's socket as the
+Boot gives it, pid). With the kernel datapath, the sk_reuseport program reads the key from the
 destination ID and puts the datagram on this CPU's socket whatever the client's address
 (a NAT rebinding or a client moving between CPUs changes nothing). Without it, the kernel
 hands a datagram to whichever worker's socket it chose (the receiving CPU's, by
