@@ -33,9 +33,12 @@ def _role(proc: psutil.Process, supervisor_pid: int) -> str:
     if proc.pid == supervisor_pid:
         return "supervisor"
     try:
-        return "worker" if any("workers.main" in a for a in proc.cmdline()) else "other"
+        argv = proc.cmdline()
     except psutil.Error:
         return "other"
+    if any("workers.main" in a for a in argv):
+        return "worker"
+    return "zygote" if any("workers.zygote" in a for a in argv) else "other"
 
 
 def sample_processes(supervisor_pid: int) -> list[dict[str, Any]]:

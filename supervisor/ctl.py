@@ -64,9 +64,23 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _zygote_text(z: dict[str, Any]) -> str:
+    """One line: what the worker template is doing (the process next to the workers)."""
+    text = f"{z['state']}"
+    if z.get("pid"):
+        text += f" pid {z['pid']} up {z['uptime_s']}s cpu {z['cpu_s']}s"
+    text += f" (worker template: {z['forks']} forked, {z['fallbacks']} fresh-spawn fallbacks"
+    text += f", {z['restarts']} restarts)"
+    if z.get("last_problem"):
+        text += f"; last problem: {z['last_problem']}"
+    return text
+
+
 def _human(cmd: str, data: Any) -> str:
     if cmd == "status":
-        lines = [f"{k}: {v}" for k, v in data.items() if k != "last_reload"]
+        lines = [f"{k}: {v}" for k, v in data.items() if k not in ("last_reload", "zygote")]
+        if data.get("zygote"):
+            lines.append("zygote: " + _zygote_text(data["zygote"]))
         if data.get("last_reload"):
             lines.append(f"last_reload: {json.dumps(data['last_reload'])}")
         return "\n".join(lines)

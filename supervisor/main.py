@@ -43,8 +43,10 @@ from supervisor.metrics_export import build_exporter
 from supervisor.prober import Prober
 from supervisor.sdnotify import Notifier
 from supervisor.sockets import SocketTable, enable_tcp_migrate_req
+from supervisor.spawn import become_subreaper
 from supervisor.status_report import status_line
 from supervisor.worker_handle import WorkerHandle
+from supervisor.zygote import Zygote
 
 log = structlog.get_logger("expressgateway.supervisor")
 
@@ -87,6 +89,11 @@ class Supervisor:
         )
         self.datapath: DatapathControl | None = None
         self.quic_sockets: set[SocketKey] = set()  # flagged QUIC in the datapath
+        self.zygote = Zygote(
+            log_format=plan.config.observability.log_format,
+            enabled=plan.config.runtime.worker_zygote,
+            boot_timeout_s=plan.config.runtime.worker_boot_timeout_ms / 1000,
+        )
 
     # ---- workers ---------------------------------------------------------------
 
@@ -110,6 +117,7 @@ class Supervisor:
             quic_table_fds=self.cid_tables.fds(),
             log_format=plan.config.observability.log_format,
             on_heartbeat=self._on_heartbeat,
+            zygote=self.zygote,
         )
         self.workers.append(handle)
         assert self._nursery is not None
@@ -343,6 +351,9 @@ class Supervisor:
             self.last_reload = {"result": "socket_error", "errors": errors}
             return Response(ok=False, errors=errors)
         self.cid_tables.ensure(plan)
+        # Whether the zygote is used is the running config's choice until this reload
+        # succeeds; a zygote whose code changed on disk is replaced first (upgrades).
+        await self.zygote.refresh()
         old_generation, old_plan = self.generation, self.plan
         new_generation = (
             max(self.generation, max((w.generation for w in self.workers), default=0)) + 1
@@ -374,6 +385,11 @@ class Supervisor:
                 log.error("reload_datapath_failed", generation=new_generation, error=str(exc))
                 return Response(ok=False, errors=errors)
         self.generation, self.plan = new_generation, plan
+        self.zygote.configure(
+            enabled=plan.config.runtime.worker_zygote,
+            log_format=plan.config.observability.log_format,
+            boot_timeout_s=plan.config.runtime.worker_boot_timeout_ms / 1000,
+        )
         self.cid_tables.release_unused(plan)
         self.vacant_slots.clear()
         self._kernel_steer()
@@ -578,6 +594,8 @@ class Supervisor:
         from supervisor.control_server import serve_control
 
         enable_tcp_migrate_req()
+        if not become_subreaper():
+            self.zygote.disable("prctl(PR_SET_CHILD_SUBREAPER) failed")
         try:
             self._kernel_start()
             self.sockets.ensure(self.plan.sockets(), self.plan.cpus)
@@ -609,6 +627,8 @@ class Supervisor:
                 self.generation = 1
                 self.state = "starting"
                 await nursery.start(self.prober.serve, self.plan)
+                await nursery.start(self.zygote.run)
+                await self.zygote.wait_ready()  # generation 1 forks from it
                 _, failures = await self._start_generation(self.plan, 1)
                 if failures:
                     for f in failures:
@@ -637,6 +657,7 @@ class Supervisor:
                 for w in list(self.workers):
                     w.respawn = False
                     w.kill()
+                self.zygote.close()
             self.sockets.close_all()
             self.cid_tables.close_all()
             self._kernel_close()

@@ -40,6 +40,7 @@ def status(sup: Supervisor) -> dict[str, Any]:
         "vacant_slots": sorted(sup.vacant_slots),
         "crash_loop_slots": sorted(s for s, b in sup.backoff.items() if b.in_crash_loop(now)),
         "worker_restarts": sup.worker_restarts,
+        "zygote": sup.zygote.status(),
         **merged_totals(sup),
         "reloads": dict(sup.reloads),
         "last_reload": sup.last_reload,

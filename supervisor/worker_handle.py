@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 import trio
@@ -39,7 +40,10 @@ from gateway.ipc import (
 )
 from gateway.lifecycle import WorkerInput, WorkerState, next_state
 from gateway.steering import MAX_CPUS, shared_socket_key
-from supervisor.spawn import ChildProcess, spawn
+from supervisor.spawn import AdoptedChild, ChildProcess, spawn
+
+if TYPE_CHECKING:
+    from supervisor.zygote import Zygote
 
 log = structlog.get_logger("expressgateway.supervisor")
 
@@ -62,6 +66,15 @@ def describe_exit(returncode: int | None) -> str:
     return f"exit code {returncode}"
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """CPU time the process has run so far, in seconds (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as fh:  # ns on CPU, by the scheduler
+            return round(int(fh.read().split()[0]) / 1e9, 4)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 @dataclass(eq=False)
 class WorkerHandle:
     slot: int
@@ -80,10 +93,12 @@ class WorkerHandle:
     fault: str = ""  # why the supervisor ended this worker (protocol, unresponsive, send)
     respawn: bool = True  # respawn on an unexpected exit (false once drained or stopping)
     on_heartbeat: Callable[[WorkerHandle, Heartbeat], None] | None = None
+    zygote: Zygote | None = None  # fork from it when it can; else a fresh interpreter
+    started_by: str = ""  # "zygote" or "exec"
     ready: trio.Event = field(default_factory=trio.Event)
     exited: trio.Event = field(default_factory=trio.Event)
     _stream: trio.SocketStream | None = None
-    _process: ChildProcess | None = None
+    _process: ChildProcess | AdoptedChild | None = None
     _nursery: trio.Nursery | None = None
     _last_seen_at: float = 0.0  # trio clock: the last complete frame from the worker
     # Senders (boot, health broadcasts, drain) take turns: concurrent send_all raises
@@ -170,25 +185,35 @@ class WorkerHandle:
             except ProcessLookupError:
                 pass
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        child_end.set_inheritable(True)
+    async def _start_process(self, child_end: socket.socket) -> ChildProcess | AdoptedChild:
+        """Fork the worker from the zygote, or (when it cannot) spawn a fresh interpreter;
+        either way the same process: same fds at the same numbers, same argv, own session."""
+        fds = [
+            child_end.fileno(),
+            *self.listener_fds.values(),
+            *(fd for fds in self.quic_table_fds.values() for fd in fds),
+        ]
+        if self.zygote is not None:
+            forked = await self.zygote.fork_worker(child_end.fileno(), fds, self.log_format)
+            if forked is not None:
+                self.started_by = "zygote"
+                return forked
         argv = [
             sys.executable, "-m", "workers.main",
             "--control-fd", str(child_end.fileno()),
             "--parent-pid", str(os.getpid()),
             "--log-format", self.log_format,
         ]  # fmt: skip
+        self.started_by = "exec"
+        # not trio's open_process: see supervisor/spawn.py
+        return await spawn(argv, pass_fds=fds, start_new_session=True)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        child_end.set_inheritable(True)
+        self.started_at = time.monotonic()
         try:
-            process = await spawn(  # not trio's open_process: see supervisor/spawn.py
-                argv,
-                pass_fds=[
-                    child_end.fileno(),
-                    *self.listener_fds.values(),
-                    *(fd for fds in self.quic_table_fds.values() for fd in fds),
-                ],
-                start_new_session=True,
-            )
+            process = await self._start_process(child_end)
         except OSError as exc:
             child_end.close()
             parent_end.close()
@@ -201,7 +226,6 @@ class WorkerHandle:
         child_end.close()
         self._process = process
         self.pid = process.pid
-        self.started_at = time.monotonic()
         try:
             os.sched_setaffinity(process.pid, {self.cpu})
         except OSError:
@@ -280,6 +304,16 @@ class WorkerHandle:
                 if isinstance(message, BecameReady):
                     self.transition(WorkerInput.BECAME_READY)
                     self.ready.set()
+                    log.info(
+                        "worker_ready",
+                        slot=self.slot,
+                        pid=self.pid,
+                        cpu=self.cpu,
+                        generation=self.generation,
+                        started_by=self.started_by,
+                        ready_after_s=round(time.monotonic() - self.started_at, 3),
+                        cpu_s=process_cpu_s(self.pid),
+                    )
                 elif isinstance(message, Heartbeat):
                     self.last_heartbeat = message
                     if self.on_heartbeat is not None:

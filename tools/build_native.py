@@ -58,6 +58,7 @@ _SINGLE = (
     "workers/http1/message_reader.py",
     "workers/http1/exchange.py",
     "workers/http1/exchange_steps.py",
+    "workers/http1/deadline_watch.py",
     "workers/http1/buffered_request.py",
     "workers/http1/socket_io.py",
     "workers/http1/pool.py",

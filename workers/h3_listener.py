@@ -37,6 +37,9 @@ def h3_limits(config: H3Config | None) -> H3Limits:
         early_data=h.early_data,
         max_requests_per_connection=h.max_requests_per_connection,
         enable_connect_protocol=h.enable_connect_protocol,
+        max_field_section_size=h.max_field_section_size,
+        qpack_max_table_capacity=h.qpack_max_table_capacity,
+        qpack_blocked_streams=h.qpack_blocked_streams,
     )
 
 

@@ -1,8 +1,9 @@
 """Worker process entry point: `python -m workers.main --control-fd N`.
 
-Started only by the supervisor. Dies with it (PR_SET_PDEATHSIG), pins itself to
-its CPU, reads `Boot` from the control channel, builds its `Worker` (which reads every
-file it needs), gives up every privilege (workers/privileges.py), then runs. Exit codes:
+Started only by the supervisor, as a fresh interpreter or forked from the worker template
+(workers/zygote.py, which then calls `main` itself). Dies with it (PR_SET_PDEATHSIG), pins
+itself to its CPU, reads `Boot` from the control channel, builds its `Worker` (which reads
+every file it needs), gives up every privilege (workers/privileges.py), then runs. Exit codes:
 0 after a drain or stop, 3 when booting failed. SIGABRT (what the supervisor sends a
 worker that stopped answering) prints every thread's stack to stderr, then aborts.
 """
@@ -35,7 +36,7 @@ _PR_SET_PDEATHSIG = 1
 _PRELOADED = (encodings.idna,)
 
 
-def _die_with_parent(expected_parent: int) -> None:
+def die_with_parent(expected_parent: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != expected_parent:  # the supervisor died before prctl took effect
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--log-format", default="auto")
     args = parser.parse_args(argv)
-    _die_with_parent(args.parent_pid)
+    die_with_parent(args.parent_pid)
     configure_logging(args.log_format, os.environ.get("LOG_LEVEL", "info"))
     faulthandler.enable()
     return trio.run(_main, args.control_fd, args.parent_pid)

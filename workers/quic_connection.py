@@ -8,8 +8,9 @@ bounds in pyproject.toml):
   ``delivered - held + stream_window`` and the connection's ``used - held_total +
   connection_window``, where ``held`` is what a front delivered to a body buffer and the
   core has not taken yet (``hold`` / ``release``): a slow upstream stops the client within
-  one window per stream and one per connection. Unidirectional streams (control, QPACK)
-  keep aioquic's own rule;
+  one window per stream and one per connection. Bytes the H3 layer buffers unparsed
+  (``park``: a request stream blocked on QPACK, a HEADERS frame still arriving) get no
+  credit either. Unidirectional streams (control, QPACK) keep aioquic's own rule;
 - **SNI**: aioquic serves one certificate and has no server-name callback; the TLS
   context's ClientHello handler is wrapped to read the server name first and switch to the
   certificate serving it (``gateway.http.server_names`` decides which), and the name is kept
@@ -140,6 +141,9 @@ class GatewayQuicConnection(QuicConnection):
         self.delivered: dict[int, int] = {}
         self.held: dict[int, int] = {}
         self.held_total = 0
+        # request stream id -> bytes the H3 layer buffered and has not parsed (a stream
+        # blocked on QPACK, a HEADERS frame still arriving): no credit for them either
+        self.parked: dict[int, int] = {}
 
     def _replenish_connection_ids(self) -> None:
         factory = self._cid_factory
@@ -187,6 +191,7 @@ class GatewayQuicConnection(QuicConnection):
 
     def untrack(self, stream_id: int) -> None:
         self.early_streams.discard(stream_id)
+        self.parked.pop(stream_id, None)
         self.held_total -= self.held.pop(stream_id, 0)
         self.delivered.pop(stream_id, None)
 
@@ -194,6 +199,13 @@ class GatewayQuicConnection(QuicConnection):
         """``n`` stream bytes of ``stream_id`` reached the application layer (H3 framing)."""
         if stream_id in self.delivered:
             self.delivered[stream_id] += n
+
+    def park(self, stream_id: int, n: int) -> None:
+        """``n`` bytes of ``stream_id`` wait in the H3 layer's buffer (replaces the last)."""
+        if n and stream_id in self.delivered:
+            self.parked[stream_id] = n
+        else:
+            self.parked.pop(stream_id, None)
 
     def hold(self, stream_id: int, n: int) -> None:
         if stream_id in self.held:
@@ -214,7 +226,7 @@ class GatewayQuicConnection(QuicConnection):
         held = self.held.get(sid)
         if held is None:
             return  # not a stream we read (refused, reset, finished): no more credit
-        target = self.delivered[sid] - held + self.stream_window
+        target = self.delivered[sid] - held - self.parked.get(sid, 0) + self.stream_window
         if target - stream.max_stream_data_local >= self.stream_window // _RAISE_FRACTION:
             stream.max_stream_data_local = target
         if stream.max_stream_data_local_sent != stream.max_stream_data_local:

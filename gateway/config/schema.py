@@ -54,6 +54,7 @@ class RuntimeConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     header_underscore_policy: UnderscorePolicy = "reject"
     worker_user: str = "nobody"  # workers switch to it when the supervisor runs as root
     worker_heartbeat_timeout_ms: int = 10_000
+    worker_zygote: bool = True  # workers are forked from a pre-imported template process
 
 
 class ObservabilityConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
@@ -203,6 +204,11 @@ class H3Config(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     # WebSocket over HTTP/3 (RFC 9220): SETTINGS_ENABLE_CONNECT_PROTOCOL announced and an
     # extended CONNECT with :protocol = websocket tunnelled (needs [listeners.websocket] on).
     enable_connect_protocol: bool = True
+    # QPACK (RFC 9204) and the request field section cap (RFC 9114 §4.2.2), announced in
+    # SETTINGS and enforced before a section is decoded (a larger request gets 431).
+    max_field_section_size: int = 65_536
+    qpack_max_table_capacity: int = 4_096
+    qpack_blocked_streams: int = 16
 
 
 class WebSocketConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]

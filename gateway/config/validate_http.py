@@ -199,6 +199,9 @@ def h3_limits(lst: ListenerConfig, path: str, c: Collector) -> None:
         100_000_000,
         zero_ok=True,
     )
+    c.in_range(f"{path}.max_field_section_size", h.max_field_section_size, 1_024, 1 << 24)
+    c.in_range(f"{path}.qpack_max_table_capacity", h.qpack_max_table_capacity, 0, 65_536)
+    c.in_range(f"{path}.qpack_blocked_streams", h.qpack_blocked_streams, 0, 1_000)
 
 
 def alt_svc(listeners: list[ListenerConfig], c: Collector) -> None:

@@ -1,9 +1,10 @@
 """Real gRPC peers for the gateway's gRPC tests: a grpcio server with generic (bytes in,
 bytes out) handlers and the standard health servicer, and a grpcio client channel.
 
-Owns the ``test.Echo`` service (unary echo with trailing metadata and chosen errors, a server
-stream, a client stream, a bidi echo, a call that waits to be cancelled and records how it
-ended and what deadline it was given) and the channel options for 4 MiB+ messages. No
+Owns the ``test.Echo`` service (unary echo with trailing metadata and chosen errors, the
+request metadata echoed, a server stream, a client stream, a bidi echo, a call that waits
+to be cancelled and records how it ended and what deadline it was given) and the channel
+options for 4 MiB+ messages. No
 generated code: methods are called by path with identity serializers. Must never listen
 anywhere but 127.0.0.1.
 """
@@ -55,6 +56,11 @@ def _unary(request: bytes, context: grpc.ServicerContext) -> bytes:
     return request
 
 
+def _meta(request: bytes, context: grpc.ServicerContext) -> bytes:
+    """The call's request metadata as ``key=value`` lines (binary values as their repr)."""
+    return "\n".join(f"{k}={v}" for k, v in context.invocation_metadata()).encode()
+
+
 def _server_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
     count, _, size = request.partition(b":")
     payload = b"x" * int(size or b"16")
@@ -95,6 +101,7 @@ class EchoBackend:
         )
         handlers = {
             "Unary": grpc.unary_unary_rpc_method_handler(_unary),
+            "Meta": grpc.unary_unary_rpc_method_handler(_meta),
             "ServerStream": grpc.unary_stream_rpc_method_handler(_server_stream),
             "SlowStream": grpc.unary_stream_rpc_method_handler(_slow_stream),
             "ClientStream": grpc.stream_unary_rpc_method_handler(_client_stream),

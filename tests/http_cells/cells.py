@@ -139,6 +139,7 @@ key_path = "{certs.key}"
 [listeners.http]
 max_body_bytes = {max_body_bytes}
 {POOL_IDLE}
+{f"total_timeout_ms = {total_timeout_ms}" if total_timeout_ms is not None else ""}
 {extra_http}
 {_backend(back, backend_port, h3_port, ca_path)}"""
         )

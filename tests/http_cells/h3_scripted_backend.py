@@ -10,7 +10,8 @@ no trailers, takes no request trailers, and moves a few MB/s at best) or cannot 
 Paths: ``/sha`` answers the SHA-256 and length of the request body (hashed as it arrives);
 ``/echo`` answers once the request ended, with its body and, as response trailers,
 the request's trailers plus ``x-echo-trailer: done``; ``/slow/MS`` answers after MS
-milliseconds; ``/bytes/N`` answers N zero bytes (after the tag, N of them); ``/goaway/NAME`` makes the first such request to the server called NAME send an H3 GOAWAY
+milliseconds; ``/bytes/N`` answers N zero bytes, streamed (at most ``PUMP_UNACKED_BYTES``
+unacknowledged at a time, refilled as ACKs arrive: never the whole body in memory); ``/goaway/NAME`` makes the first such request to the server called NAME send an H3 GOAWAY
 naming its own stream (so it was not processed, RFC 9114 §5.2) and never answer it; later
 ones, and other servers, answer;
 ``/reject`` resets the stream with H3_REQUEST_REJECTED; ``/healthz`` answers 200, or 503
@@ -42,6 +43,8 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ProtocolNegotiated, QuicEvent
 
 H3_REQUEST_REJECTED = 0x10B
+PUMP_UNACKED_BYTES = 1 << 20
+PUMP_CHUNK = bytes(64 * 1024)
 STATE = {"goaway_sent": False}
 
 
@@ -58,6 +61,29 @@ class Server(QuicConnectionProtocol):
         self._h3: H3Connection | None = None
         self._conn = self._quic._original_destination_connection_id.hex()
         self._requests: dict[int, dict[str, object]] = {}
+        self._pumping: dict[int, int] = {}  # /bytes/N stream id -> bytes still to queue
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        super().datagram_received(data, addr)
+        if self._pumping:  # ACKs may have emptied a send buffer
+            self._pump()
+
+    def _pump(self) -> None:
+        assert self._h3 is not None
+        for stream_id, left in list(self._pumping.items()):
+            stream = self._quic._streams.get(stream_id)
+            try:
+                while left and len(stream.sender._buffer) < PUMP_UNACKED_BYTES:  # type: ignore[union-attr]
+                    n = min(left, len(PUMP_CHUNK))
+                    left -= n
+                    self._h3.send_data(stream_id, PUMP_CHUNK[:n], end_stream=not left)
+            except Exception:  # the stream is gone, reset or stopped: nothing more to send
+                left = 0
+            if left:
+                self._pumping[stream_id] = left
+            else:
+                del self._pumping[stream_id]
+        self.transmit()
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
@@ -127,7 +153,16 @@ class Server(QuicConnectionProtocol):
                 control, encode_frame(FrameType.GOAWAY, encode_uint_var(stream_id))
             )
         elif path.startswith("/bytes/"):
-            self._send(stream_id, 200, bytes(int(path.rsplit("/", 1)[1])))
+            size = int(path.rsplit("/", 1)[1])
+            self._h3.send_headers(
+                stream_id, [(b":status", b"200"), (b"content-length", str(size).encode())]
+            )
+            if size:
+                self._pumping[stream_id] = size
+                self._pump()
+            else:
+                self._h3.send_data(stream_id, b"", end_stream=True)
+                self.transmit()
         elif path == "/reject":
             self._quic.reset_stream(stream_id, H3_REQUEST_REJECTED)
         elif path == "/healthz":

@@ -160,7 +160,7 @@ def test_a_second_reload_keeps_the_draining_generations_budget(
     port = free_port()
     gw = gateway_factory.start(
         tcp_config(port, echo_backends).replace(
-            "drain_timeout_ms = 3000", "drain_timeout_ms = 2500"
+            "drain_timeout_ms = 3000", "drain_timeout_ms = 6000"
         )
     )
     conn = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -170,13 +170,14 @@ def test_a_second_reload_keeps_the_draining_generations_budget(
     assert gw.ctl("reload").returncode == 0
     time.sleep(0.3)
     assert gw.ctl("reload").returncode == 0
-    time.sleep(0.3)
+    second_done = time.monotonic() - reloaded_at
+    assert second_done < 5, f"the second reload took until {second_done:.2f}s: inconclusive"
     conn.sendall(b"after-two-reloads")
     assert conn.recv(100) == b"after-two-reloads"
-    conn.settimeout(10)
+    conn.settimeout(15)
     assert conn.recv(100) == b""  # the first drain's deadline, a clean FIN
     waited = time.monotonic() - reloaded_at
-    assert 2.0 <= waited <= 7, f"closed after {waited:.2f}s; drain budget is 2.5s"
+    assert 5.5 <= waited <= 12, f"closed after {waited:.2f}s; drain budget is 6s"
     conn.close()
     assert echo_once(port, b"new") == b"new"
 

@@ -10,7 +10,12 @@ reload` (which returns when the new generation serves; the next reload starts on
 cadence, or at once if one overran), SIGHUP to nginx's master, SIGUSR2 to HAProxy's master.
 Prints served requests/s during the reloads as a share of steady (median of rounds), the
 requests served and the errors wrk saw (socket errors, non-2xx), and for ExpressGateway how
-long a reload took.
+long a reload took. Before the load, each round also measures the CPU one reload costs the
+proxy's processes when idle (3 reloads; user+system time of the process tree, exited children
+included through their parent's accounting): the cost a reload puts on the serving CPU,
+without the noise of a shared machine's throughput. `--baseline-tree DIR` also runs ExpressGateway from another source tree
+(e.g. a checkout of main) as `expressgateway@baseline`, right after `expressgateway` in every
+round: an A/B of a change, interleaved, in one session.
 Owns: the reload cadence and the table. Must never run under pytest, or leave a process
 running (every proxy is stopped in a finally).
 """
@@ -28,7 +33,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from tools.bench.http1 import (
+    BASELINE,
     UPSTREAM_IDLE_KEEPALIVE,
     WRK_TIMEOUT_S,
     start_backend,
@@ -63,6 +71,7 @@ class Round:
     reloading: Run
     reloads: int
     reload_s: list[float] = field(default_factory=list)  # ExpressGateway: each reload's time
+    idle_reload_cpu_s: float = 0.0  # CPU of the proxy's process tree per reload, no load
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--reloads", type=int, default=10, help="reloads per window (default 10)")
     add_run_arguments(parser, PROXY_NAMES, connections=32, harness="wrk and the backend")
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="also run ExpressGateway from this source tree (e.g. a checkout of main) as "
+        f"{BASELINE!r}, right after expressgateway in every round: an A/B in one session",
+    )
 
 
 def start_haproxy_master(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:
@@ -101,10 +116,14 @@ listen bench
     return _wait_listening(proxy, processes=2)
 
 
-def _start(name: str, workdir: Path, backend_port: int, cpus: list[int]) -> Proxy:
+def _start(
+    name: str, workdir: Path, backend_port: int, cpus: list[int], baseline_tree: Path | None
+) -> Proxy:
     port = free_port()
     if name == "expressgateway":
         return start_expressgateway_h1(workdir, port, backend_port, cpus)
+    if name == BASELINE:
+        return start_expressgateway_h1(workdir, port, backend_port, cpus, baseline_tree)
     if name == "nginx":
         return start_nginx_http(workdir, port, backend_port, cpus)
     if name == "haproxy":
@@ -114,8 +133,9 @@ def _start(name: str, workdir: Path, backend_port: int, cpus: list[int]) -> Prox
 
 def _reload(proxy: Proxy, workdir: Path, harness_cpus: str) -> None:
     """gatewayctl runs beside wrk (a client, not the proxy's CPU)."""
-    if proxy.name == "expressgateway":
-        socket_path = workdir / "expressgateway-h1-control.sock"
+    if proxy.name in ("expressgateway", BASELINE):
+        name = "expressgateway-h1" if proxy.name == "expressgateway" else "baseline-h1"
+        socket_path = workdir / f"{name}-control.sock"
         out = subprocess.run(
             [
                 "taskset",
@@ -163,7 +183,34 @@ def _wrk(port: int, seconds: float, args: argparse.Namespace) -> Run:
     return Run(int(summary.group(1)), float(summary.group(2)) * scale, errors, error_text.strip())
 
 
+IDLE_RELOADS = 3
+IDLE_SETTLE_S = 1.5  # after a reload: the old workers drain (drain_timeout_ms = 1000) and exit
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """User + system CPU of `pid` and its live descendants, with their reaped children's."""
+    total = 0.0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def _idle_reload_cpu_s(proxy: Proxy, workdir: Path, args: argparse.Namespace) -> float:
+    time.sleep(IDLE_SETTLE_S)
+    before = _tree_cpu_s(proxy.proc.pid)
+    for _ in range(IDLE_RELOADS):
+        _reload(proxy, workdir, args.harness_cpus)
+        time.sleep(IDLE_SETTLE_S)
+    return (_tree_cpu_s(proxy.proc.pid) - before) / IDLE_RELOADS
+
+
 def _measure(proxy: Proxy, workdir: Path, args: argparse.Namespace) -> Round:
+    idle_cpu_s = _idle_reload_cpu_s(proxy, workdir, args)
     steady = _wrk(proxy.port, args.steady_s, args)
     cadence_s = args.window_s / args.reloads
     reload_s: list[float] = []
@@ -185,7 +232,8 @@ def _measure(proxy: Proxy, workdir: Path, args: argparse.Namespace) -> Round:
     load.join()
     if not result:
         raise RuntimeError("the load during the reloads failed")
-    return Round(steady, result[0], done, reload_s if proxy.name == "expressgateway" else [])
+    ours = proxy.name in ("expressgateway", BASELINE)
+    return Round(steady, result[0], done, reload_s if ours else [], idle_cpu_s)
 
 
 def render(
@@ -196,8 +244,8 @@ def render(
         f"in {args.window_s:g} s vs {args.steady_s:g} s steady; {args.rounds} round(s) "
         f"(median, range); proxy on CPU {args.proxy_cpus}, wrk+backend on CPU {args.harness_cpus}",
         "",
-        f"{'proxy':<16} {'steady rps':>10} {'reload rps':>10} {'share':>6} {'(rounds)':>13}"
-        f" {'served':>8} {'errors':>7} {'reloads':>7} {'reload s':>14}  version",
+        f"{'proxy':<23} {'steady rps':>10} {'reload rps':>10} {'share':>6} {'(rounds)':>13}"
+        f" {'served':>8} {'errors':>7} {'reloads':>7} {'reload s':>14} {'CPU ms':>6}  version",
     ]
     for name, rs in rounds.items():
         shares = sorted(
@@ -209,14 +257,15 @@ def render(
         served = sum(r.reloading.requests for r in rs)
         errors = sum(r.reloading.errors + r.steady.errors for r in rs)
         reloads = sum(r.reloads for r in rs)
+        cpu_ms = statistics.median(r.idle_reload_cpu_s for r in rs) * 1000
         took = sorted(t for r in rs for t in r.reload_s)
         took_text = (
             f"{statistics.median(took):.2f} ({took[0]:.2f}..{took[-1]:.2f})" if took else "-"
         )
         lines.append(
-            f"{name:<16} {steady:>10.0f} {during:>10.0f} {statistics.median(shares):>6.0%}"
+            f"{name:<23} {steady:>10.0f} {during:>10.0f} {statistics.median(shares):>6.0%}"
             f" {f'{shares[0]:.0%}..{shares[-1]:.0%}':>13} {served:>8} {errors:>7} {reloads:>7}"
-            f" {took_text:>14}  {versions[name]}"
+            f" {took_text:>14} {cpu_ms:>6.0f}  {versions[name]}"
         )
     details = [
         f"  {name} round {i + 1}: {r.reloading.error_text or r.steady.error_text}"
@@ -229,7 +278,10 @@ def render(
         "share: requests/s during the reloads over steady requests/s (same round); served: the",
         "requests completed during the reload windows; errors: wrk's socket errors and non-2xx",
         "answers over all windows; reload s: how long `gatewayctl reload` took (it returns when",
-        "the new generation is ready), ExpressGateway only (nginx and HAProxy reload by signal).",
+        "the new generation is ready), ExpressGateway only (nginx and HAProxy reload by signal);",
+        f"CPU ms: CPU of the proxy's processes per reload without load ({IDLE_RELOADS} reloads "
+        f"{IDLE_SETTLE_S:g} s apart, their idle CPU",
+        "included; the kernel counts in 10 ms ticks), median of rounds.",
         *(["errors seen:", *details] if details else []),
     ]
     return "\n".join(lines)
@@ -237,6 +289,9 @@ def render(
 
 def main(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.proxies.split(",") if n.strip()]
+    if args.baseline_tree is not None:
+        at = names.index("expressgateway") + 1 if "expressgateway" in names else 0
+        names.insert(at, BASELINE)
     rounds: dict[str, list[Round]] = {name: [] for name in names}
     versions: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="eg-bench-reload-") as tmp:
@@ -248,7 +303,9 @@ def main(args: argparse.Namespace) -> int:
                     print(f"… round {r + 1}/{args.rounds}: {name}", flush=True)
                     rundir = workdir / f"{name}-{r}"  # sockets and pid files of this start
                     rundir.mkdir()
-                    proxy = _start(name, rundir, backend.port, cpu_list(args.proxy_cpus))
+                    proxy = _start(
+                        name, rundir, backend.port, cpu_list(args.proxy_cpus), args.baseline_tree
+                    )
                     try:
                         versions[name] = proxy.version
                         _wrk(proxy.port, 2.0, args)  # warm-up: pools filled

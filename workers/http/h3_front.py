@@ -17,8 +17,12 @@ in our SETTINGS when ``enable_connect_protocol`` and WebSocket are on, and an ex
 CONNECT with ``:protocol = websocket`` handed to the tunnel bridge of WebSocket over HTTP/2
 (workers/http/ws_h2_bridge); ``:protocol`` unannounced, on another method or without
 ``:scheme``/``:path`` is malformed (H3_MESSAGE_ERROR on that stream, RFC 9220 §3 with
-RFC 8441 §4 and RFC 9114 §4.1.2), another protocol is answered 501. A lapse or upstream
-failure ends one stream, never the connection.
+RFC 8441 §4 and RFC 9114 §4.1.2), another protocol is answered 501. QPACK: our SETTINGS
+(table capacity, blocked streams, SETTINGS_MAX_FIELD_SECTION_SIZE) and a decoder that
+measures each field section before decoding it (workers/http/h3_qpack); a request whose
+section is over the limit gets 431 on its stream (RFC 9114 §4.2.2), a trailer section over
+it fails its request; bytes buffered by a stream blocked on QPACK get no flow-control
+credit. A lapse or upstream failure ends one stream, never the connection.
 Must never parse HTTP/1.1, pick backends or touch the socket.
 """
 
@@ -34,6 +38,7 @@ from aioquic.h3.connection import (
     ErrorCode,
     FrameType,
     H3Connection,
+    H3Stream,
     HeadersState,
     MessageError,
     Setting,
@@ -45,6 +50,7 @@ from aioquic.quic.events import QuicEvent, StopSendingReceived, StreamDataReceiv
 
 from gateway.http.errors import (
     BadRequest,
+    HeadersTooLarge,
     HttpError,
     MisdirectedRequest,
     NotImplementedMethod,
@@ -57,6 +63,7 @@ from gateway.http.ws_bridge import is_websocket_protocol, split_protocol
 from workers.http.context import ProxyContext
 from workers.http.core import proxy_exchange
 from workers.http.front import unserved_record
+from workers.http.h3_qpack import BoundedDecoder, FieldSectionTooLarge
 from workers.http.h3_stream import SEND_ERRORS, H3RequestBody, H3ResponseSink
 from workers.http.ws_h2_bridge import TUNNEL_BODY_CAP_BYTES, serve_websocket_stream
 from workers.http1.context import RequestRecord
@@ -83,12 +90,26 @@ class _H3Server(H3Connection):
     §4.1.2) instead of a connection error: the stream is remembered and its later frames
     dropped; the front resets it. SETTINGS_ENABLE_CONNECT_PROTOCOL is ours to decide:
     aioquic announces it always (from 1.7; earlier only with WebTransport), we only where
-    extended CONNECT is served (RFC 9220 §3)."""
+    extended CONNECT is served (RFC 9220 §3). The QPACK settings are ours too (aioquic
+    fixes a 4096-byte table and 16 blocked streams and announces no field section limit):
+    SETTINGS_MAX_FIELD_SECTION_SIZE is announced and enforced before decoding (a HEADERS
+    frame longer than it, or a section that would decode larger, is refused on its stream:
+    ``too_large``, answered 431 by the front, RFC 9114 §4.2.2)."""
 
-    def __init__(self, quic: object, *, connect_protocol: bool) -> None:
+    def __init__(self, quic: object, *, connect_protocol: bool, limits: H3Limits) -> None:
         self.connect_protocol = connect_protocol  # read by _init_connection in __init__
+        self.qpack_limits = limits
         super().__init__(quic)  # type: ignore[arg-type]
+        self._max_table_capacity = limits.qpack_max_table_capacity
+        self._blocked_streams = limits.qpack_blocked_streams
+        # Before any peer byte: aioquic built its decoder with its own fixed values.
+        self._decoder = BoundedDecoder(  # type: ignore[assignment]
+            limits.qpack_max_table_capacity,
+            limits.qpack_blocked_streams,
+            limits.max_field_section_size,
+        )
         self.malformed: list[int] = []
+        self.too_large: list[int] = []
         self._dead: set[int] = set()
 
     def _get_local_settings(self) -> dict[int, int]:
@@ -97,13 +118,30 @@ class _H3Server(H3Connection):
             settings[Setting.ENABLE_CONNECT_PROTOCOL] = 1
         else:
             settings.pop(Setting.ENABLE_CONNECT_PROTOCOL, None)
+        limits = self.qpack_limits
+        settings[Setting.QPACK_MAX_TABLE_CAPACITY] = limits.qpack_max_table_capacity
+        settings[Setting.QPACK_BLOCKED_STREAMS] = limits.qpack_blocked_streams
+        settings[Setting.MAX_FIELD_SECTION_SIZE] = limits.max_field_section_size
         return settings
+
+    def _check_request_or_push_frame_type(self, frame_type: int, stream: H3Stream) -> None:
+        super()._check_request_or_push_frame_type(frame_type, stream)
+        # A field line encodes in fewer bytes than the 32 its size adds (RFC 9204 §4.5,
+        # RFC 9114 §4.2.2), so a frame this long decodes over the limit: refused before
+        # aioquic buffers it whole.
+        size = stream.frame_size or 0
+        if frame_type == FrameType.HEADERS and size > self.qpack_limits.max_field_section_size + 32:
+            raise FieldSectionTooLarge(stream.stream_id, size)
 
     def _receive_request_or_push_data(  # type: ignore[no-untyped-def]
         self, stream, data, stream_ended
     ):
         sid = stream.stream_id
         if sid in self._dead:
+            stream.buffer = b""
+            if stream_ended:  # nothing more will come: aioquic may free it, we forget it
+                stream.receiving_ended = True
+                self._dead.discard(sid)
             return []
         try:
             return super()._receive_request_or_push_data(stream, data, stream_ended)
@@ -112,9 +150,42 @@ class _H3Server(H3Connection):
             self.malformed.append(sid)
             stream.buffer = b""
             return []
+        except FieldSectionTooLarge:  # a HEADERS frame longer than the limit
+            self._refuse_section(stream)
+            return []
+
+    def _handle_request_or_push_frame(  # type: ignore[no-untyped-def]
+        self, frame_type, frame_data, stream, stream_ended
+    ):
+        # Also reached from the encoder stream when a blocked section is resumed.
+        if stream.stream_id in self._dead:
+            return []
+        try:
+            return super()._handle_request_or_push_frame(
+                frame_type, frame_data, stream, stream_ended
+            )
+        except FieldSectionTooLarge:  # a section that would decode over the limit
+            self._refuse_section(stream)
+            return []
+
+    def _refuse_section(self, stream: H3Stream) -> None:
+        sid = stream.stream_id
+        self._dead.add(sid)
+        self.too_large.append(sid)
+        stream.buffer = b""
+        stream.frame_size = stream.frame_type = None
+        # Stream Cancellation (RFC 9204 §4.4.2): the section will never be decoded.
+        cancellation = self._decoder.cancel_stream(sid)
+        if self._local_decoder_stream_id is not None and cancellation:
+            self._quic.send_stream_data(self._local_decoder_stream_id, cancellation)
 
     def forget(self, stream_id: int) -> None:
-        self._dead.discard(stream_id)
+        """The front is done with ``stream_id``; a dead one keeps dropping what the client
+        still sends on it until its end (or reset): parsing resumed mid-frame would be
+        garbage."""
+        stream = self._stream.get(stream_id)
+        if stream is None or stream.receiving_ended:
+            self._dead.discard(stream_id)
 
 
 @dataclass(slots=True)
@@ -131,7 +202,7 @@ class H3ServerConnection:
         self.quic = session.quic
         # RFC 9220 §3: extended CONNECT, offered only where WebSocket is on at all.
         self.connect_protocol = limits.enable_connect_protocol and ctx.limits.websocket.enabled
-        self.h3 = _H3Server(self.quic, connect_protocol=self.connect_protocol)
+        self.h3 = _H3Server(self.quic, connect_protocol=self.connect_protocol, limits=limits)
         self.ctx = ctx
         self.limits = limits
         self.streams: dict[int, _Stream] = {}
@@ -173,6 +244,8 @@ class H3ServerConnection:
                     self.quic.track(sid)  # a request not parsed yet: credit by consumption
                 self.quic.delivered_bytes(sid, len(event.data))
         elif isinstance(event, (StreamReset, StopSendingReceived)):
+            if isinstance(event, StreamReset):
+                self.h3._dead.discard(event.stream_id)  # nothing more comes on it
             st = self.streams.get(event.stream_id)
             if st is not None:
                 st.sink.finished = True
@@ -180,10 +253,20 @@ class H3ServerConnection:
                 st.scope.cancel()
         for h3_event in self.h3.handle_event(event):
             self._on_h3_event(h3_event)
+        if isinstance(event, StreamDataReceived):
+            # What the H3 layer keeps unparsed (a stream blocked on QPACK buffers all it
+            # gets) is credited only once parsed: a blocked stream cannot be flooded.
+            self._park(event.stream_id)
+            for sid in list(self.quic.parked):
+                self._park(sid)
         if self.h3.malformed:
             for sid in self.h3.malformed:
                 self._malformed(sid)
             self.h3.malformed.clear()
+        if self.h3.too_large:
+            for sid in self.h3.too_large:
+                self._section_too_large(sid)
+            self.h3.too_large.clear()
 
     def _on_h3_event(self, event: H3Event) -> None:
         if isinstance(event, HeadersReceived):
@@ -287,6 +370,10 @@ class H3ServerConnection:
             self.h3.forget(sid)
             self.session.kick()
 
+    def _park(self, stream_id: int) -> None:
+        h3_stream = self.h3._stream.get(stream_id)
+        self.quic.park(stream_id, len(h3_stream.buffer) if h3_stream is not None else 0)
+
     def _extended_connect_ok(self, head: RequestHead) -> bool:
         """``:protocol`` is well-formed only on a CONNECT with ``:scheme`` and ``:path``, and
         only where SETTINGS_ENABLE_CONNECT_PROTOCOL was announced (RFC 9220 §3, RFC 8441 §4)."""
@@ -354,6 +441,30 @@ class H3ServerConnection:
             st.body.fail(BadRequest("malformed request stream", kind="h3_message_error"))
             st.scope.cancel()
         self.reset(stream_id, ErrorCode.H3_MESSAGE_ERROR)
+
+    def _section_too_large(self, stream_id: int) -> None:
+        """A request whose field section is over SETTINGS_MAX_FIELD_SECTION_SIZE: 431 on its
+        stream (RFC 9114 §4.2.2), the rest of the stream unread; the connection serves on."""
+        self.ctx.on_reject("h3_field_section_too_large")
+        st = self.streams.get(stream_id)
+        if st is not None:  # the trailer section of a request being served: the core
+            # answers 431 if its response has not begun, else resets the stream
+            st.body.fail(HeadersTooLarge("trailer section over the limit"))
+            return
+        assert self._nursery is not None
+        self._nursery.start_soon(self._answer_too_large, stream_id)
+
+    async def _answer_too_large(self, stream_id: int) -> None:
+        started_at = trio.current_time()
+        sink = H3ResponseSink(self, stream_id, self.stall_s)
+        with trio.move_on_after(self.stall_s):
+            await sink.send_error(HeadersTooLarge("field section over the limit"))
+        self.stop_reading(stream_id, ErrorCode.H3_NO_ERROR)
+        self.quic.untrack(stream_id)
+        self.session.kick()
+        head = RequestHead(b"", b"https", b"", b"", http_version=b"3")
+        record = _failed_record(self, head, started_at, 431, HeadersTooLarge.kind)
+        self.ctx.on_request_done(record)
 
     def _goaway(self, stream_id: int) -> None:
         control = self.h3._local_control_stream_id

@@ -35,23 +35,18 @@ from gateway.http.model import RequestHead, comma_tokens
 from gateway.http.responses import error_response_h1
 from workers.http1.backend import Backend
 from workers.http1.context import H1Context, RequestRecord
+from workers.http1.deadline_watch import LazyDeadline
 from workers.http1.exchange import ClientGone, Exchange, ExchangeState
 from workers.http1.exchange_steps import (
     KEEPALIVE_IDLE,
     REQUEST_HEAD,
     UNWATCHED,
-    LazyDeadline,
     clock_now,
     lapse_error,
 )
 from workers.http1.message_reader import END, EOF_EVENT, HEAD, UPGRADE, MessageReader, ParsedHead
 from workers.http1.upstream import forward
 from workers.http1.websocket import is_websocket_request, proxy_websocket
-
-# On drain, a keep-alive connection idle between requests stays open this long (bounded by
-# the drain deadline): a request already on its way from the client is then served with
-# "Connection: close" instead of being met by a close it cannot tell from a failure.
-DRAIN_IDLE_GRACE_S = 1.0
 
 
 def peer_of(stream: trio.abc.Stream) -> str:
@@ -78,18 +73,17 @@ class ClientConnection:
         # peer is fixed, so the policy is asked once per connection, never per request.
         self.keep_inbound = ctx.limits.forwarding.keeps_inbound(client)
         self.reader = MessageReader(stream, ctx.limits, is_request=True)
-        self.exchange = Exchange(None, stream, self.reader, ctx.limits, ctx.draining)
         self.header_timeout_s = ctx.limits.header_timeout_ms / 1000
         self.total_timeout_s = ctx.limits.total_timeout_ms / 1000
-        self.idle_close_at = math.inf  # set when drain begins
         self.served = 0
         self.now = clock_now()
         # Every deadline of the connection (keep-alive idle, request head, the buffered
-        # exchange's steps) is one LazyDeadline watched by one task (watch_deadlines), which
-        # cancels ``life`` on a lapse: a request costs no cancel scope or heap push.
+        # exchange's steps) is one LazyDeadline, enforced by the listener's DeadlineWatch
+        # (one task for all connections), which cancels ``life`` on a lapse: a request costs
+        # no cancel scope, and rarely a heap push.
         self.life = trio.CancelScope()
-        self.deadline = LazyDeadline(self.now)
-        self.exchange.deadline = self.deadline
+        self.deadline = LazyDeadline(self.now, ctx.deadline_watch(), self.life)
+        self.exchange = Exchange(None, stream, self.reader, ctx.limits, self.deadline, ctx.draining)
         # The request in progress, for the answer to a lapse (answer_lapse).
         self.head_started_at = 0.0
         self.current: tuple[RequestHead, ExchangeState | None] | None = None
@@ -104,41 +98,6 @@ class ClientConnection:
         return should_linger(
             unread_input=r.in_message or bool(r.events), peer_closed=r.eof, upgraded=r.upgraded
         )
-
-    def _lapse_at(self) -> float:
-        d = self.deadline
-        if d.step == KEEPALIVE_IDLE:
-            return min(d.at, self.idle_close_at)
-        return d.at
-
-    async def watch_deadlines(self) -> None:
-        """Cancel ``life`` when the deadline lapses; set the idle close when drain begins.
-
-        Sleeps until the deadline it read (the hot path pulls that wake in when it moves the
-        deadline earlier, see LazyDeadline) or until drain begins.
-        """
-        draining = self.ctx.draining
-        d = self.deadline
-        while True:
-            lapse_at = self._lapse_at()
-            if self.now() >= lapse_at:
-                d.lapsed = True
-                self.life.cancel()
-                return
-            if draining.is_set() and self.idle_close_at == math.inf:
-                now = self.now()
-                grace_at = max(now, self.ctx.drain_deadline_at)
-                self.idle_close_at = min(now + DRAIN_IDLE_GRACE_S, grace_at)
-                continue
-            with trio.CancelScope(deadline=lapse_at) as d.wake_scope:
-                d.wake_at = lapse_at
-                try:
-                    if draining.is_set():
-                        await trio.sleep_forever()
-                    await draining.wait()
-                finally:
-                    d.wake_at = -math.inf
-                    d.wake_scope = None
 
     async def answer_lapse(self) -> None:
         """The connection's deadline lapsed: 408 for a slow head, the exchange step's error
@@ -167,7 +126,9 @@ class ClientConnection:
             if head is None:
                 return
             self.served += 1
-            if not await self._handle(head, started_at):
+            keep_alive = await self._handle(head, started_at)
+            head = None  # an idle connection holds no request's head (issue 18)
+            if not keep_alive:
                 return
 
     async def _read_head(self) -> ParsedHead | None:
@@ -176,7 +137,9 @@ class ClientConnection:
         d = self.deadline
         head_at = self.head_started_at + self.header_timeout_s
         if reader.idle:
-            idle_at = min(head_at, self.idle_close_at)
+            # Once drain began, the watch also pulls in the deadline of connections already
+            # idle (DeadlineWatch.close_idle_by).
+            idle_at = min(head_at, self.ctx.idle_close_at)
             if idle_at <= self.head_started_at:
                 return None
             d.set(idle_at, KEEPALIVE_IDLE)

@@ -19,6 +19,8 @@ from gateway.http.model import RequestHead
 from gateway.http.retry_budget import RetryBudget
 from gateway.http.server_names import ServerNameTable
 from workers.http1.backend import Backend, Connect
+from workers.http1.deadline_watch import DeadlineWatch
+from workers.http1.exchange_steps import clock_now
 from workers.http1.pool import UpstreamPool
 
 
@@ -74,6 +76,12 @@ class RequestRecord:
 PickBackend = Callable[[RequestHead, str, Sequence[Backend]], Backend | None]
 
 
+# On drain, a keep-alive connection idle between requests stays open this long (bounded by
+# the drain deadline): a request already on its way from the client is then served with
+# "Connection: close" instead of being met by a close it cannot tell from a failure.
+DRAIN_IDLE_GRACE_S = 1.0
+
+
 def _ignore_record(record: RequestRecord) -> None:
     return None
 
@@ -110,12 +118,30 @@ class H1Context:
     # TLS listeners with several certificates: which one serves which name (the 421 check).
     server_names: ServerNameTable | None = None
     budget: RetryBudget | None = None  # built lazily; the listener's retries in this worker
+    # The deadlines of this listener's connections in the current run (built with the first).
+    watch: DeadlineWatch | None = None
+    # When drain began: the trio clock time by which connections idle between requests close.
+    idle_close_at: float = math.inf
 
     def start_drain(self, grace_s: float) -> None:
         """Begin draining: idle keep-alives close after a short grace (at most grace_s), tunnels
         get close frames after grace_s."""
-        self.drain_deadline_at = trio.current_time() + grace_s
+        now = trio.current_time()
+        self.drain_deadline_at = now + grace_s
+        if self.idle_close_at == math.inf:
+            self.idle_close_at = min(now + DRAIN_IDLE_GRACE_S, max(now, self.drain_deadline_at))
+            watch = self.watch
+            if watch is not None and watch.runs_here():
+                watch.close_idle_by(self.idle_close_at)
         self.draining.set()
+
+    def deadline_watch(self) -> DeadlineWatch:
+        """The watch of this listener's connection deadlines, started in the current run."""
+        watch = self.watch
+        if watch is None or not watch.runs_here():
+            watch = self.watch = DeadlineWatch(clock_now())
+            watch.start()
+        return watch
 
     def retry_budget(self) -> RetryBudget:
         if self.budget is None:

@@ -28,14 +28,13 @@ from gateway.http.limits import HttpLimits
 from gateway.http.model import HeaderList, comma_tokens, first_header
 from gateway.http.responses import reason_for
 from workers.http1.buffered_request import run_buffered
+from workers.http1.deadline_watch import LazyDeadline
 from workers.http1.exchange_steps import (
     CLIENT_WRITE,
     UP_BODY_IDLE,
     ClientGone,
-    LazyDeadline,
     StaleConnection,
     StepTimer,
-    Timer,
     lapse_error,
 )
 from workers.http1.message_reader import (
@@ -52,6 +51,9 @@ from workers.http1.socket_io import send_now, send_rest
 from workers.http1.streaming_request import run_streaming
 
 __all__ = ["ClientGone", "Exchange", "ExchangeState", "StaleConnection"]
+
+# What an exchange step arms: either form has ``arm(timeout_s, step)``.
+Timer = StepTimer | LazyDeadline
 
 
 # init=False + explicit __init__: mypyc builds it natively (a generated __init__ runs interpreted).
@@ -125,6 +127,7 @@ class Exchange:
         client: trio.abc.Stream,
         client_reader: MessageReader,
         limits: HttpLimits,
+        deadline: LazyDeadline,
         draining: trio.Event | None = None,
     ) -> None:
         self.draining = draining
@@ -146,8 +149,8 @@ class Exchange:
         self.body_timeout_s = limits.body_timeout_ms / 1000
         self.head_timeout_s = limits.head_timeout_ms / 1000
         self.relay_timer: StepTimer | None = None
-        # The connection's deadline, which the buffered shape moves (the connection sets it).
-        self.deadline = LazyDeadline(trio.current_time)
+        # The connection's deadline, which the buffered shape moves.
+        self.deadline = deadline
         self.conn_reused = False
         self.total_at = math.inf  # the current request's total deadline, set per request
 

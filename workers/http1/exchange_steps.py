@@ -1,10 +1,9 @@
 """The steps of one proxied exchange, their moving deadline, and what a lapse of each means.
 
-Owns: the step ids, the two deadline forms (StepTimer: one cancel scope per task whose
-deadline moves with each step; LazyDeadline: plain floats the connection's watcher task
-enforces), both capped by the request's total deadline, the typed error a lapsed or broken
-step stands for (``lapse_error``), and the two exchange errors the connection tells apart
-(StaleConnection, ClientGone). Must never perform I/O or decide retries (``upstream`` does).
+Owns: the step ids, StepTimer (one cancel scope per task whose deadline moves with each step,
+capped by the request's total deadline; the other form, LazyDeadline, is deadline_watch's),
+the typed error a lapsed or broken step stands for (``lapse_error``), and the two exchange
+errors the connection tells apart (StaleConnection, ClientGone). Must never perform I/O or decide retries (``upstream`` does).
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ TOTAL = 7  # the request's total_timeout_ms, which bounds every step
 # Connection states a LazyDeadline also covers (never an exchange's step).
 KEEPALIVE_IDLE = 8  # no byte of the next request yet: a lapse closes without a word
 REQUEST_HEAD = 9  # a request head is arriving: a lapse is 408
-UNWATCHED = 10  # nothing for the watcher (a shape with its own StepTimers, a tunnel)
+UNWATCHED = 10  # nothing for the deadline watch (a shape with its own StepTimers, a tunnel)
 
 
 def clock_now() -> Callable[[], float]:
@@ -79,49 +78,6 @@ class StepTimer:
             deadline, step = self.total_at, TOTAL
         self.scope.deadline = deadline
         self.step = step
-
-
-class LazyDeadline:
-    """One connection's current deadline as plain floats, enforced by its watcher task.
-
-    Moving it is two attribute writes (a StepTimer's is a heap push, and entering a cancel
-    scope per request cost more than the rest of a small proxied request). The watcher
-    sleeps until ``wake_at``; when the deadline moves later nothing else happens (the watcher
-    wakes, sees the new time and sleeps again), when it moves earlier ``wake_scope``'s
-    deadline is pulled in. On a lapse the watcher sets ``lapsed`` and cancels the whole
-    connection, which then answers with ``lapse_error(step)``: every lapse ends the
-    connection, so no per-request scope is needed to tell a lapse from other cancellation.
-    """
-
-    __slots__ = ("at", "lapsed", "now", "step", "total_at", "wake_at", "wake_scope")
-
-    def __init__(self, now: Callable[[], float]) -> None:
-        self.now = now
-        self.at = math.inf
-        self.step = UNWATCHED
-        self.total_at = math.inf
-        self.lapsed = False
-        self.wake_at = -math.inf  # the watcher is not asleep: it reads ``at`` before it sleeps
-        self.wake_scope: trio.CancelScope | None = None
-
-    def set(self, at: float, step: int) -> None:
-        self.at = at
-        self.step = step
-        if at < self.wake_at:
-            self.wake_at = at
-            assert self.wake_scope is not None
-            self.wake_scope.deadline = at
-
-    def arm(self, timeout_s: float, step: int) -> None:
-        """An exchange step's deadline, capped by the request's total."""
-        at = self.now() + timeout_s
-        if at >= self.total_at:
-            at, step = self.total_at, TOTAL
-        self.set(at, step)
-
-
-# What an exchange step arms: either form has ``arm(timeout_s, step)``.
-Timer = StepTimer | LazyDeadline
 
 
 def lapse_error(step: int, conn_reused: bool) -> HttpError:

@@ -11,7 +11,7 @@ Must never decide policy (admission, framing rules) or write to the stream.
 
 from __future__ import annotations
 
-import collections
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -70,6 +70,50 @@ UPGRADE = "upgrade"  # payload: bytes after the upgrade head
 EOF_EVENT = "eof"  # peer closed; payload: True when no message was in progress
 
 Event = tuple[str, object]
+
+
+class EventQueue:
+    """The parsed events not yet consumed, first in, first out: a list and a read index.
+
+    A deque always holds a 64-slot block (about 0.7 KiB); this holds no storage while empty
+    (it is emptied whenever the last event is taken), and every idle keep-alive connection
+    keeps its reader (issue 18). Filled only when empty, so at most one read's events."""
+
+    __slots__ = ("head", "items")
+
+    def __init__(self) -> None:
+        self.items: list[Event] = []
+        self.head = 0
+
+    def __bool__(self) -> bool:
+        return self.head < len(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items) - self.head
+
+    def __getitem__(self, index: int) -> Event:
+        if index < 0:
+            raise IndexError("EventQueue index from the end")
+        return self.items[self.head + index]
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self.items[self.head :])
+
+    def append(self, event: Event) -> None:
+        self.items.append(event)
+
+    def popleft(self) -> Event:
+        items = self.items
+        head = self.head
+        if head >= len(items):
+            raise IndexError("pop from an empty EventQueue")
+        event = items[head]
+        head += 1
+        if head == len(items):
+            items.clear()  # frees the list's storage
+            head = 0
+        self.head = head
+        return event
 
 
 class _Callbacks:
@@ -171,7 +215,7 @@ class MessageReader:
         self.max_headers = limits.max_headers
         self.max_header_bytes = limits.max_header_bytes
         self.error_type: type[HttpError] = BadRequest if is_request else BadGateway
-        self.events: collections.deque[Event] = collections.deque()
+        self.events = EventQueue()
         callbacks = _Callbacks(self)
         self.parser: httptools.HttpRequestParser | httptools.HttpResponseParser = (
             httptools.HttpRequestParser(callbacks)

@@ -1,11 +1,12 @@
-"""serve_h1_connection: run one client connection (``connection.ClientConnection``) with its
-deadline watcher, answer a lapse, linger when the client may still be sending (issue 17
-item 4) or reset when a close-delimited response was cut short (item 6), close the stream.
+"""serve_h1_connection: run one client connection (``connection.ClientConnection``) under its
+deadline (enforced by the listener's ``deadline_watch.DeadlineWatch``: no task or nursery of
+its own), answer a lapse, linger when the client may still be sending (issue 17 item 4) or
+reset when a close-delimited response was cut short (item 6), close the stream.
 
-Interpreted on purpose (tools/build_native leaves it out): it opens the connection's nursery,
-and a mypyc-compiled coroutine must never await while an exception is being handled
-(``async with`` does, on the way out): it would leave that exception in the thread's exception
-state for whichever task runs next. Must never raise for peer behaviour.
+Interpreted on purpose (tools/build_native leaves it out): it closes the stream in a
+``finally``, and a mypyc-compiled coroutine must never await while an exception is being
+handled: it would leave that exception in the thread's exception state for whichever task
+runs next. Must never raise for peer behaviour.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ async def serve_h1_connection(
     misdirected-request check compares it with each request's authority)."""
     conn = ClientConnection(stream, ctx, client_addr or peer_of(stream), certificate)
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(conn.watch_deadlines)
-            with conn.life:
+        try:
+            with conn.life:  # cancelled by the listener's DeadlineWatch on a lapse
                 await conn.serve()
-            nursery.cancel_scope.cancel()
+        finally:
+            conn.deadline.retire()
         if conn.deadline.lapsed:
             await conn.answer_lapse()
         if conn.abort:
