@@ -33,6 +33,9 @@ class Boot(msgspec.Struct, tag=True, frozen=True):
     cpu: int
     plan: GatewayPlan
     listener_fds: dict[str, int]  # listener name -> inherited fd of this CPU's socket
+    # the sockarray key of this CPU's sockets (gateway.steering.shared_socket_key): what the
+    # worker's QUIC connection IDs name, so the sk_reuseport program steers them here
+    worker_key: int = 0
     # quic_passthrough listener name -> inherited fds of its shared tables (routes, flows)
     quic_table_fds: dict[str, list[int]] = {}
 

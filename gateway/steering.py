@@ -131,6 +131,15 @@ def worker_key(cpu: int, generation: int = 0) -> int:
     return (generation % 2) * MAX_CPUS + cpu
 
 
+def shared_socket_key(cpu: int) -> int:
+    """The sockarray key of a CPU's socket when every generation on that CPU reads the same
+    socket (the supervisor's sockets, one per (listener, CPU)): the key its QUIC workers
+    write into their connection IDs. One key per CPU, not one per generation parity: a
+    REUSEPORT_SOCKARRAY holds a socket in one slot only (a second insert fails with EBUSY),
+    and a connection ID minted before a reload must keep naming its CPU."""
+    return worker_key(cpu, 0)
+
+
 def plan_cpu_slots(
     live_cpus: Iterable[int], nslots: int = MAX_SLOTS, previous: tuple[int, ...] = ()
 ) -> tuple[int, ...]:

@@ -277,6 +277,28 @@ class Datapath:
                 view.delete(key)
         self._update_config(quic_short_dcid_len=short_dcid_len)
 
+    def quic_ports(self) -> list[int]:
+        """The UDP ports in gw_quic_ports (XDP hashes their DCID)."""
+        return sorted(int(k.port) for k in self.maps["gw_quic_ports"].iter_keys())
+
+    def reuseport_groups(self) -> list[dict[str, int]]:
+        """gw_rp_groups as the reuseport program reads it: one entry per group."""
+        view = self.maps["gw_rp_groups"]
+        found = []
+        for k in view.iter_keys():
+            g = view.lookup(k)
+            if g is not None:
+                found.append(
+                    {
+                        "port": int(k.port),
+                        "proto": int(k.proto),
+                        "family": int(k.family),
+                        "flags": int(g.flags),
+                        "quic_short_dcid_len": int(g.quic_short_dcid_len),
+                    }
+                )
+        return sorted(found, key=lambda g: (g["port"], g["proto"], g["family"]))
+
     @staticmethod
     def _lpm(cidr: str) -> tuple[str, dict[str, object]]:
         net = ipaddress.ip_network(cidr, strict=False)

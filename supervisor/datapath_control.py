@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from gateway.config.schema import KernelConfig
 from gateway.control import Response
 from gateway.errors import DatapathUnavailable
 from gateway.metrics.supervisor_metrics import SupervisorMetrics
+from gateway.quic_cid import SHORT_DCID_LEN_BYTES
 from gateway.steering import ListenerKey, SteeringError
 from kernel.datapath import Datapath
 from kernel.libbpf import BpfError
@@ -139,6 +140,7 @@ class DatapathControl:
         self.features = features
         self.absent = set(absent)
         self.attached: dict[str, str] = {}  # ifname -> "native" | "generic" | "replaced"
+        self.quic_ports: set[int] | None = None  # gw_quic_ports as last written (None: not yet)
 
     # -- sockets -----------------------------------------------------------------------
 
@@ -147,17 +149,44 @@ class DatapathControl:
         self.dp.attach_reuseport(sock)
 
     def steer(
-        self, sockets: Mapping[tuple[SocketKey, int], socket.socket], cpus: Iterable[int]
+        self,
+        sockets: Mapping[tuple[SocketKey, int], socket.socket],
+        cpus: Iterable[int],
+        *,
+        quic: Collection[SocketKey] = (),
     ) -> None:
         """Sockarray and XDP CPU slots = the open sockets of `cpus` (the CPUs with a
-        worker); a CPU not listed is taken out of both. Additions precede removals."""
+        worker); a CPU not listed is taken out of both. Additions precede removals.
+
+        Every generation on a CPU reads that CPU's socket, so each socket sits at the key
+        gateway.steering.shared_socket_key(cpu) (the plan's generation 0) for good: a
+        reload moves nothing in the sockarray.
+
+        `quic`: the sockets of `protocol = "quic"` listeners. Their groups are flagged QUIC
+        with the fixed short-header DCID length of gateway/quic_cid.py, so the reuseport
+        program steers each datagram by the worker key in its destination ID (the key the
+        worker got in its Boot) to its CPU's socket; a draining worker's datagrams reach
+        that socket too, where its successor hands them over by pid
+        (workers/quic_listener.py). Their ports are the XDP program's QUIC ports: it
+        hashes the DCID instead of the 4-tuple, so a rebound client keeps its CPU."""
         live = set(cpus)
         workers: dict[int, dict[ListenerKey, int]] = {cpu: {} for cpu in sorted(live)}
-        for (_key, cpu), sock in sockets.items():
+        quic_groups: dict[ListenerKey, int] = {}
+        for (key, cpu), sock in sockets.items():
             if cpu in live and sock.fileno() >= 0:
-                workers[cpu][listener_key(sock)] = sock.fileno()
+                lk = listener_key(sock)
+                workers[cpu][lk] = sock.fileno()
+                if key in quic:
+                    quic_groups[lk] = SHORT_DCID_LEN_BYTES
+        ports = {lk.port for lk in quic_groups}
         try:
-            plan = self.dp.set_workers({c: w for c, w in workers.items() if w})
+            plan = self.dp.set_workers(
+                {c: w for c, w in workers.items() if w},
+                quic_short_dcid_len=quic_groups,
+            )
+            if ports != self.quic_ports:
+                self.dp.set_quic(ports, SHORT_DCID_LEN_BYTES)
+                self.quic_ports = ports
         except (BpfError, SteeringError) as exc:
             log.error("kernel_steer_failed", error=str(exc), cpus=sorted(live))
             return
@@ -166,6 +195,7 @@ class DatapathControl:
             cpus=sorted(plan.cpus),
             groups=len(plan.groups),
             sockets=sum(len(g.sockets) for g in plan.groups.values()),
+            quic_ports=sorted(ports),
         )
 
     # -- interfaces, deny list, rate cap ------------------------------------------------
@@ -269,6 +299,8 @@ class DatapathControl:
             "xdp": xdp,
             "xdp_totals": {reason: sum(v) for reason, v in xdp.items()},
             "reuseport": self.dp.reuseport_stats(),
+            "quic_ports": self.dp.quic_ports(),
+            "reuseport_groups": self.dp.reuseport_groups(),
         }
 
     async def command(self, args: list[str]) -> Response:

@@ -19,7 +19,7 @@ import trio
 
 from gateway.config.address import parse_host_port
 from gateway.config.diff import diff_plans
-from gateway.config.plan import GatewayPlan
+from gateway.config.plan import GatewayPlan, SocketKey
 from gateway.control import Response
 from gateway.errors import (
     EXIT_CONFIG,
@@ -88,6 +88,7 @@ class Supervisor:
             api_token_sha256=plan.config.admin.api_token_hash,
         )
         self.datapath: DatapathControl | None = None
+        self.quic_sockets: set[SocketKey] = set()  # flagged QUIC in the datapath
         self.zygote = Zygote(
             log_format=plan.config.observability.log_format,
             enabled=plan.config.runtime.worker_zygote,
@@ -514,7 +515,15 @@ class Supervisor:
         """Point the datapath at the sockets of the CPUs that have a worker."""
         if self.datapath is not None:
             cpus = [c for slot, c in enumerate(self.plan.cpus) if slot not in self.vacant_slots]
-            self.datapath.steer(self.sockets.sockets, cpus)
+            # a quic listener a reload removed keeps its flag while its sockets are open
+            # (its draining workers still serve connections on them)
+            current = {lp.socket: lp.protocol == "quic" for lp in self.plan.listeners}
+            still_open = {key for key, _cpu in self.sockets.sockets}
+            quic = {k for k, is_quic in current.items() if is_quic} | {
+                k for k in self.quic_sockets if k not in current and k in still_open
+            }
+            self.quic_sockets = quic
+            self.datapath.steer(self.sockets.sockets, cpus, quic=quic)
 
     def _kernel_start(self) -> None:
         """Probe and open the datapath (raises DatapathUnavailable when required)."""

@@ -39,6 +39,7 @@ from gateway.ipc import (
     encode,
 )
 from gateway.lifecycle import WorkerInput, WorkerState, next_state
+from gateway.steering import MAX_CPUS, shared_socket_key
 from supervisor.spawn import AdoptedChild, ChildProcess, spawn
 
 if TYPE_CHECKING:
@@ -238,6 +239,7 @@ class WorkerHandle:
                     cpu=self.cpu,
                     plan=self.plan,
                     listener_fds=self.listener_fds,
+                    worker_key=shared_socket_key(self.cpu % MAX_CPUS),
                     quic_table_fds=self.quic_table_fds,
                 ),
                 timeout_s=self.plan.config.runtime.worker_boot_timeout_ms / 1000,

@@ -15,16 +15,22 @@ HTTP/3 application on each session is the front registered as ``"h3"`` in
 workers/http/registry.FRONTS.
 
 Every packet reaches the worker that owns its connection: the IDs this endpoint issues
-name it (gateway/quic_cid.py: worker slot + pid). Without a BPF program steering by ID, the
-kernel hands a datagram to whichever worker's socket it chose (the CPU's, by
-SO_INCOMING_CPU); a datagram whose ID names another live worker is **handed off** to it
-through that worker's abstract Unix datagram socket (one per worker and listener, named by
-pid), prefixed with the client address; the owner processes it as if read from the UDP
-socket and answers from its own copy of the shared socket (same local address). A handed
-off datagram is never handed on. Initials are served where they land unless their ID names
+name it (gateway/quic_cid.py: marker, the sk_reuseport key of this CPU's socket as the
+Boot gives it, pid). With the kernel datapath, the sk_reuseport program reads the key from the
+destination ID and puts the datagram on this CPU's socket whatever the client's address
+(a NAT rebinding or a client moving between CPUs changes nothing). Without it, the kernel
+hands a datagram to whichever worker's socket it chose (the receiving CPU's, by
+SO_INCOMING_CPU). Either way, a datagram whose ID names another live worker is **handed
+off** to it through that worker's abstract Unix datagram socket (one per worker and
+listener, named by pid), prefixed with the client address; the owner processes it as if
+read from the UDP socket and answers from its own copy of the shared socket (same local
+address). With BPF that happens only between the workers of one CPU (a draining worker
+and its replacement share the CPU's socket); without BPF also between CPUs. A handed off
+datagram is never handed on. Initials are served where they land unless their ID names
 another live worker (a retransmission after that worker answered). Cost: one extra
 ``sendto``/``recvfrom`` pair and a copy per misdelivered datagram (a few microseconds);
-the reply path is unchanged.
+the reply path is unchanged. A worker logs ``quic_first_handoff`` at its first handoff
+per listener (with BPF steering and no reload, none is ever logged).
 
 Drain: the read loop of the shared socket is not part of accepting but stops when the
 worker drains (its replacement, or the new generation, reads the same socket from then on
@@ -66,7 +72,7 @@ from aioquic.quic.packet import (
 
 from gateway.config.plan import ListenerTlsPlan
 from gateway.http.server_names import ServerNameTable
-from gateway.quic_cid import CidOwner, decode, mint, owner_of
+from gateway.quic_cid import CID_LEN_BYTES, CidOwner, decode, mint, owner_of
 from gateway.quic_retry_token import RetryMode
 from workers.quic_connection import (
     CertificateChoice,
@@ -86,7 +92,6 @@ MAX_DATAGRAM_BYTES = 65_535
 # Datagrams read from the socket before the tasks they wake get to run.
 READ_BATCH = 64
 SMALLEST_INITIAL_BYTES = 1200  # RFC 9000 §14.1: a client's Initial datagram is padded to this
-CID_LEN_BYTES = 8
 DRAINING_REASON = "quic_draining"
 OWNER_GONE_REASON = "quic_owner_gone"
 
@@ -234,7 +239,7 @@ class QuicEndpoint:
         self.raw.setblocking(False)
         self.sock = trio.socket.from_stdlib_socket(self.raw)
         self.name = runtime.plan.name
-        self.owner: CidOwner = owner_of(os.getpid(), worker.boot.cpu)
+        self.owner: CidOwner = owner_of(os.getpid(), worker.boot.worker_key)
         self.cid_factory = functools.partial(mint, self.owner, os.urandom)
         self.validation = AddressValidation(retry, retry_new_connections_per_s, self.cid_factory)
         self.handoff = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_DGRAM)
@@ -274,6 +279,7 @@ class QuicEndpoint:
             listener=self.name,
             certificates=len(self.choice.certificates),
             owner=self.owner.owner,
+            worker_key=self.owner.key,
         )
         try:
             with self.handoff:

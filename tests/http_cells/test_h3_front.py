@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import ssl
 import subprocess
 import threading
 import time
@@ -17,125 +16,24 @@ from typing import Any
 
 import httpx
 import pytest
-from aioquic._buffer import Buffer, BufferReadError
-from aioquic.asyncio import QuicConnectionProtocol, connect
-from aioquic.h3.connection import H3_ALPN, ErrorCode, FrameType, H3Connection
-from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import (
-    ConnectionTerminated,
-    HandshakeCompleted,
-    QuicEvent,
-    StreamDataReceived,
-    StreamReset,
-)
+from aioquic.asyncio import connect
+from aioquic.h3.connection import ErrorCode
+from aioquic.quic.events import ConnectionTerminated
 from aioquic.tls import SessionTicket
 from asgi_backend import pattern_bytes
 from cells import Cells, hypercorn_backend
+from h3_client import (
+    GOAWAY_REJECTS_NOTHING,
+    Client,
+    LongLivedRun,
+    StreamWasReset,
+    check_long_lived,
+    client_config,
+    request_every_100ms,
+)
 from running_gateway import RunningGateway, free_port
 
 from tools.make_certs import make_certs
-
-GOAWAY_REJECTS_NOTHING = (1 << 62) - 4
-
-
-def _goaways(control: bytes) -> list[int]:
-    """The GOAWAY ids on a server's control stream (aioquic's H3 layer discards them)."""
-    buf = Buffer(data=control)
-    found: list[int] = []
-    try:
-        if buf.pull_uint_var() != 0:  # stream type 0x00: control (RFC 9114 §6.2.1)
-            return []
-        while not buf.eof():
-            frame_type = buf.pull_uint_var()
-            payload = buf.pull_bytes(buf.pull_uint_var())
-            if frame_type == FrameType.GOAWAY:
-                found.append(Buffer(data=payload).pull_uint_var())
-    except BufferReadError:
-        pass  # a frame still on its way
-    return found
-
-
-class Client(QuicConnectionProtocol):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.h3 = H3Connection(self._quic)
-        self.uni: dict[int, bytes] = {}
-        self.waiters: dict[int, asyncio.Future[tuple[int, bytes, dict[bytes, bytes]]]] = {}
-        self.parts: dict[int, dict[str, Any]] = {}
-        self.closed: ConnectionTerminated | None = None
-        self.handshake: HandshakeCompleted | None = None
-
-    @property
-    def goaways(self) -> list[int]:
-        return [g for data in self.uni.values() for g in _goaways(data)]
-
-    def quic_event_received(self, event: QuicEvent) -> None:
-        if isinstance(event, StreamDataReceived) and event.stream_id % 4 == 3:
-            self.uni[event.stream_id] = self.uni.get(event.stream_id, b"") + event.data
-        if isinstance(event, StreamReset):
-            waiter = self.waiters.get(event.stream_id)
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(StreamWasReset(event.error_code))
-        if isinstance(event, HandshakeCompleted):
-            self.handshake = event
-        if isinstance(event, ConnectionTerminated):
-            self.closed = event
-            for waiter in self.waiters.values():
-                if not waiter.done():
-                    waiter.set_exception(ConnectionError(f"closed {event.error_code:#x}"))
-        for ev in self.h3.handle_event(event):
-            self._h3(ev)
-
-    def _h3(self, ev: H3Event) -> None:
-        part = self.parts.setdefault(getattr(ev, "stream_id", -1), {"body": b"", "trailers": {}})
-        if isinstance(ev, HeadersReceived):
-            if "status" in part:
-                part["trailers"] = dict(ev.headers)
-            else:
-                part["status"] = int(dict(ev.headers)[b":status"])
-        elif isinstance(ev, DataReceived):
-            part["body"] += ev.data
-        waiter = self.waiters.get(getattr(ev, "stream_id", -1))
-        if getattr(ev, "stream_ended", False) and waiter is not None and not waiter.done():
-            waiter.set_result((part.get("status", 0), part["body"], part["trailers"]))
-
-    async def request(
-        self,
-        authority: str,
-        path: str,
-        headers: list[tuple[bytes, bytes]] | None = None,
-        method: bytes = b"GET",
-        timeout_s: float = 15.0,
-    ) -> tuple[int, bytes, dict[bytes, bytes]]:
-        if self.closed is not None:  # as a browser would: never send on a closed connection
-            raise ConnectionError(f"closed {self.closed.error_code:#x}")
-        sid = self._quic.get_next_available_stream_id()
-        fields = [
-            (b":method", method),
-            (b":scheme", b"https"),
-            (b":authority", authority.encode()),
-            (b":path", path.encode()),
-            *(headers or []),
-        ]
-        self.h3.send_headers(sid, fields, end_stream=True)
-        waiter = asyncio.get_running_loop().create_future()
-        self.waiters[sid] = waiter
-        self.transmit()
-        return await asyncio.wait_for(waiter, timeout_s)
-
-
-class StreamWasReset(Exception):
-    def __init__(self, code: int) -> None:
-        super().__init__(f"stream reset {code:#x}")
-        self.code = code
-
-
-def _config() -> QuicConfiguration:
-    config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, idle_timeout=20.0)
-    config.verify_mode = ssl.CERT_NONE
-    config.server_name = "localhost"
-    return config
 
 
 def _run(coro: Any) -> Any:
@@ -145,7 +43,9 @@ def _run(coro: Any) -> Any:
 def test_h2_backend_trailers_reach_an_h3_client(cells: Cells) -> None:
     async def main() -> tuple[int, bytes, dict[bytes, bytes]]:
         port = cells.ports["h2"]
-        async with connect("127.0.0.1", port, configuration=_config(), create_protocol=Client) as c:
+        async with connect(
+            "127.0.0.1", port, configuration=client_config(), create_protocol=Client
+        ) as c:
             assert isinstance(c, Client)
             return await c.request(f"127.0.0.1:{port}", "/trailers", [(b"te", b"trailers")])
 
@@ -179,7 +79,9 @@ def test_a_malformed_request_resets_its_stream_only(cells: Cells) -> None:
 
     async def main() -> tuple[int, tuple[int, bytes, dict[bytes, bytes]]]:
         port = cells.ports["h1"]
-        async with connect("127.0.0.1", port, configuration=_config(), create_protocol=Client) as c:
+        async with connect(
+            "127.0.0.1", port, configuration=client_config(), create_protocol=Client
+        ) as c:
             assert isinstance(c, Client)
             authority = f"127.0.0.1:{port}"
             try:
@@ -343,7 +245,9 @@ def test_retry_always_validates_the_address_first_and_the_default_does_not(web: 
     retry_port = gw.retry_port
 
     async def main(port: int) -> tuple[int, int]:
-        async with connect("127.0.0.1", port, configuration=_config(), create_protocol=Client) as c:
+        async with connect(
+            "127.0.0.1", port, configuration=client_config(), create_protocol=Client
+        ) as c:
             assert isinstance(c, Client)
             status, _, _ = await c.request(f"127.0.0.1:{port}", "/headers")
             return status, c._quic._retry_count
@@ -376,7 +280,7 @@ def test_early_data_off_by_default_and_when_on_only_safe_methods_in_0rtt(web: An
         async with connect(
             "127.0.0.1",
             port,
-            configuration=_config(),
+            configuration=client_config(),
             create_protocol=Client,
             session_ticket_handler=tickets.append,
         ) as c:
@@ -389,7 +293,7 @@ def test_early_data_off_by_default_and_when_on_only_safe_methods_in_0rtt(web: An
         return tickets
 
     async def resume(ticket: SessionTicket) -> tuple[bool, int, int]:
-        config = _config()
+        config = client_config()
         config.session_ticket = ticket
         authority = f"127.0.0.1:{early_port}"
         async with connect(
@@ -433,7 +337,9 @@ def test_a_connection_is_recycled_after_max_requests_per_connection(web: Any) ->
             return f"reset {exc.code:#x}"
 
     async def main() -> tuple[list[int], list[int], int, list[int | str]]:
-        async with connect("127.0.0.1", port, configuration=_config(), create_protocol=Client) as c:
+        async with connect(
+            "127.0.0.1", port, configuration=client_config(), create_protocol=Client
+        ) as c:
             assert isinstance(c, Client)
             served = [(await c.request(authority, f"/headers?r{i}"))[0] for i in range(3)]
             for _ in range(100):
@@ -442,7 +348,9 @@ def test_a_connection_is_recycled_after_max_requests_per_connection(web: Any) ->
                 await asyncio.sleep(0.02)
             assert c.closed is not None, "not closed after the last request"
             goaways, code = c.goaways, c.closed.error_code
-        async with connect("127.0.0.1", port, configuration=_config(), create_protocol=Client) as c:
+        async with connect(
+            "127.0.0.1", port, configuration=client_config(), create_protocol=Client
+        ) as c:
             assert isinstance(c, Client)
             again = await asyncio.gather(*(outcome(c, f"/headers?b{i}") for i in range(4)))
         return served, goaways, code, list(again)
@@ -474,7 +382,7 @@ def test_a_connection_keeps_its_worker_when_its_packets_land_on_another(web: Any
     async def main() -> list[int]:
         statuses = []
         async with connect(
-            "127.0.0.1", quic_port, configuration=_config(), create_protocol=Client
+            "127.0.0.1", quic_port, configuration=client_config(), create_protocol=Client
         ) as c:
             assert isinstance(c, Client)
             for i in range(4):
@@ -510,7 +418,7 @@ def test_drain_two_goaways_then_close_while_a_client_keeps_requesting(web: Any) 
 
     async def main() -> tuple[Client, list[str]]:
         async with connect(
-            "127.0.0.1", quic_port, configuration=_config(), create_protocol=Client
+            "127.0.0.1", quic_port, configuration=client_config(), create_protocol=Client
         ) as old:
             assert isinstance(old, Client)
             slow = asyncio.ensure_future(old.request(authority, "/slow/1500"))
@@ -540,7 +448,10 @@ def test_drain_two_goaways_then_close_while_a_client_keeps_requesting(web: Any) 
                             break
                         outcomes.append(f"retry:{exc}")
                         fresh_ctx = connect(
-                            "127.0.0.1", quic_port, configuration=_config(), create_protocol=Client
+                            "127.0.0.1",
+                            quic_port,
+                            configuration=client_config(),
+                            create_protocol=Client,
                         )
                         current = await fresh_ctx.__aenter__()
                 await asyncio.sleep(0.1)
@@ -582,85 +493,17 @@ def test_a_client_requesting_every_100ms_across_five_reloads_and_a_drain_loses_n
     the first reload (its generation keeps it until the drain budget), and the last
     connection is served by a newer generation."""
     gw, _, quic_port = web
-    authority = f"127.0.0.1:{quic_port}"
-    served: list[tuple[int, int, float]] = []  # (request, connection, time)
-    retried: list[str] = []
-    failed: list[str] = []
-    ops: list[tuple[str, int, float]] = []
 
-    def operate() -> None:
+    def operate(run: LongLivedRun) -> None:
         for _ in range(5):
-            ops.append(("reload", gw.ctl("reload").returncode, time.monotonic()))
+            run.ops.append(("reload", gw.ctl("reload").returncode, time.monotonic()))
             time.sleep(0.5)
-        ops.append(("drain", gw.ctl("drain", "0", "--timeout", "3").returncode, time.monotonic()))
+        drained = gw.ctl("drain", "0", "--timeout", "3").returncode
+        run.ops.append(("drain", drained, time.monotonic()))
 
-    async def main() -> None:
-        stack = contextlib.AsyncExitStack()
-        conns: list[Client] = []
-
-        async def open_connection() -> Client:
-            c = await stack.enter_async_context(
-                connect("127.0.0.1", quic_port, configuration=_config(), create_protocol=Client)
-            )
-            assert isinstance(c, Client)
-            conns.append(c)
-            return c
-
-        async with stack:
-            current = await open_connection()
-            operator = threading.Thread(target=operate)
-            ends_at: float | None = None
-            i = 0
-            while ends_at is None or time.monotonic() < ends_at:
-                if i == 3:
-                    operator.start()
-                if ends_at is None and operator.ident is not None and not operator.is_alive():
-                    ends_at = time.monotonic() + 4.0  # past the last drain budget (3 s)
-                assert i < 600, "the reloads and the drain did not finish"
-                for attempt in (1, 2):
-                    try:
-                        status, _, _ = await current.request(
-                            authority, f"/headers?reload-{i}", timeout_s=5.0
-                        )
-                    except (TimeoutError, StreamWasReset, ConnectionError) as exc:
-                        if attempt == 2:
-                            failed.append(f"{i}: {exc!r}")
-                            break
-                        retried.append(f"{i}: {str(exc) or 'no answer in 5 s'}")
-                        current = await open_connection()
-                        continue
-                    if status != 200:
-                        failed.append(f"{i}: status {status}")
-                    served.append((i, len(conns) - 1, time.monotonic()))
-                    break
-                i += 1
-                await asyncio.sleep(0.1)
-            operator.join(30)
-
-    asyncio.run(asyncio.wait_for(main(), 120))
-    assert [(op, code) for op, code, _ in ops] == [("reload", 0)] * 5 + [("drain", 0)], ops
-    assert not failed, (failed, retried)
-    # Refused unprocessed (H3_REQUEST_REJECTED) or cut by the graceful close, as the issue
-    # allows; never a request left without an answer (the reloads come faster than the drain
-    # budget: a draining generation keeps its budget when the next reload starts).
-    assert all("0x10b" in r or "closed 0x100" in r for r in retried), retried
-    first_reload_done = ops[0][2]
-    assert any(conn == 0 and t > first_reload_done for _, conn, t in served), served
-    by_request = {int(str(e["path"]).rsplit("-", 1)[1]): e for e in _access(gw, "/headers?reload-")}
-    deadline = time.monotonic() + 10  # lines wait in the workers' buffers for a moment
-    while len(by_request) < len(served) and time.monotonic() < deadline:
-        time.sleep(0.3)
-        by_request = {
-            int(str(e["path"]).rsplit("-", 1)[1]): e for e in gw.events("access")
-            if str(e.get("path", "")).startswith("/headers?reload-")
-        }  # fmt: skip
-    assert len(by_request) == len(served), (len(by_request), len(served))
-    first = [by_request[i] for i, conn, _ in served if conn == 0]
-    last_conn = served[-1][1]
-    last = [by_request[i] for i, conn, _ in served if conn == last_conn]
-    assert len({e["pid"] for e in first}) == 1, first  # one owner for the connection's life
-    assert last_conn > 0 and last[0]["generation"] > first[0]["generation"], (first[0], last[0])
-    print(f"served {len(served)} on {last_conn + 1} connections; retried: {retried}")
+    run = request_every_100ms("127.0.0.1", quic_port, operate)
+    assert [(op, code) for op, code, _ in run.ops] == [("reload", 0)] * 5 + [("drain", 0)], run.ops
+    check_long_lived(run, lambda: gw.events("access"))
 
 
 def test_a_stopped_worker_tells_its_quic_clients(tmp_path: Any) -> None:
@@ -693,7 +536,7 @@ protocol = "h1"
 
             async def main() -> tuple[float, ConnectionTerminated | None]:
                 async with connect(
-                    "127.0.0.1", quic_port, configuration=_config(), create_protocol=Client
+                    "127.0.0.1", quic_port, configuration=client_config(), create_protocol=Client
                 ) as c:
                     assert isinstance(c, Client)
                     status, _, _ = await c.request(f"127.0.0.1:{quic_port}", "/headers")

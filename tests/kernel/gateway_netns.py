@@ -127,7 +127,9 @@ class NetnsGateway(RunningGateway):
                 return resp.read().decode()  # type: ignore[no-any-return]
 
 
-def start_backend(veth: Veth) -> subprocess.Popen[bytes]:
+def start_backend(veth: Veth, *, http_port: int | None = None) -> subprocess.Popen[bytes]:
+    """The demo backends on the server namespace's loopback (HTTP/1.1 too with `http_port`)."""
+    http = ["--http", f"127.0.0.1:{http_port}"] if http_port is not None else []
     with in_netns(veth.srv):
         proc = subprocess.Popen(
             [
@@ -138,6 +140,7 @@ def start_backend(veth: Veth) -> subprocess.Popen[bytes]:
                 f"127.0.0.1:{BACKEND_PORT}",
                 "--udp-echo",
                 f"127.0.0.1:{UDP_BACKEND_PORT}",
+                *http,
             ],
             cwd=ROOT,
             stderr=subprocess.DEVNULL,
