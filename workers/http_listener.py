@@ -108,8 +108,35 @@ H2 = 2
 SILENT = 0  # nothing within the header timeout, or EOF: closed without a word, as H1 does
 
 
+def _peek_now(fd: int, n: int) -> bytes | None:
+    """Up to ``n`` bytes already received on ``fd``, left in place; None if none yet."""
+    peer = stdsocket.socket(fileno=fd)
+    try:
+        return peer.recv(n, stdsocket.MSG_PEEK | stdsocket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
+    finally:
+        peer.detach()  # the fd stays the connection's
+
+
+def _classify(data: bytes) -> int | None:
+    if not data:
+        return SILENT
+    if not PREFACE.startswith(data):
+        return H1
+    if len(data) == len(PREFACE):
+        return H2
+    return None  # a partial preface: wait for the rest
+
+
 async def sniff_preface(sock: trio.socket.SocketType, timeout_s: float) -> int:
     """H2 when the client opens with the HTTP/2 connection preface, H1 for anything else."""
+    try:  # the first bytes are often there already: decide without a wait or a timer
+        ready = _peek_now(sock.fileno(), len(PREFACE))
+    except OSError:
+        return SILENT
+    if ready is not None and (kind := _classify(ready)) is not None:
+        return kind
     with trio.move_on_after(timeout_s):
         while True:
             await trio.lowlevel.wait_readable(sock)
@@ -117,12 +144,8 @@ async def sniff_preface(sock: trio.socket.SocketType, timeout_s: float) -> int:
                 data = await sock.recv(len(PREFACE), stdsocket.MSG_PEEK)
             except OSError:
                 return SILENT
-            if not data:
-                return SILENT
-            if not PREFACE.startswith(data):
-                return H1
-            if len(data) == len(PREFACE):
-                return H2
+            if (kind := _classify(data)) is not None:
+                return kind
             await trio.sleep(_PREFACE_POLL_S)  # a partial preface: wait for the rest
     return SILENT
 

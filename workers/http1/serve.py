@@ -42,4 +42,10 @@ async def serve_h1_connection(
             await linger_before_close(stream, reader.readiness, ctx.limits.linger)
     finally:
         forget(stream)
-        await trio.aclose_forcefully(stream)
+        if isinstance(stream, trio.SocketStream):
+            # What SocketStream.aclose does, without its checkpoint: under
+            # aclose_forcefully's cancelled scope that checkpoint raises and catches a
+            # Cancelled on every connection's end.
+            stream.socket.close()
+        else:
+            await trio.aclose_forcefully(stream)

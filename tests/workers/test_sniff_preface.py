@@ -1,0 +1,52 @@
+"""How a cleartext h1 listener tells HTTP/2 with prior knowledge from HTTP/1.1 by the first
+bytes, peeked (workers/http_listener.sniff_preface): whether they are already there when the
+connection is accepted or arrive later, in pieces, or never."""
+
+from __future__ import annotations
+
+import trio
+
+from workers.http_listener import H1, H2, PREFACE, SILENT, sniff_preface
+
+
+async def _sniffed(
+    parts: list[bytes], *, gap_s: float = 0.0, eof: bool = False
+) -> tuple[int, bytes]:
+    a, b = trio.socket.socketpair()
+    with a, b:
+
+        async def send() -> None:
+            for i, part in enumerate(parts):
+                if i or gap_s:
+                    await trio.sleep(gap_s)
+                await b.send(part)
+            if eof:
+                b.shutdown(trio.socket.SHUT_WR)
+
+        async with trio.open_nursery() as nursery:
+            if gap_s == 0.0:
+                await send()  # everything is there before the sniff starts
+            else:
+                nursery.start_soon(send)
+            kind = await sniff_preface(a, 0.5)
+        if kind == SILENT:
+            return kind, b""
+        return kind, await a.recv(64)  # what the sniff left for the front to read
+
+
+def test_bytes_already_there_decide_at_once() -> None:
+    assert trio.run(_sniffed, [b"GET / HTTP/1.1\r\n\r\n"]) == (H1, b"GET / HTTP/1.1\r\n\r\n")
+    kind, kept = trio.run(_sniffed, [PREFACE])
+    assert kind == H2 and kept == PREFACE  # peeked: the H2 front reads them itself
+
+
+def test_bytes_arriving_later_and_in_pieces() -> None:
+    kind, kept = trio.run(lambda: _sniffed([PREFACE[:5], PREFACE[5:]], gap_s=0.05))
+    assert kind == H2 and kept == PREFACE
+    kind, _ = trio.run(lambda: _sniffed([PREFACE[:3], b"X / HTTP/1.1\r\n\r\n"], gap_s=0.05))
+    assert kind == H1
+
+
+def test_silence_and_eof_are_silent() -> None:
+    assert trio.run(lambda: _sniffed([], gap_s=0.01))[0] == SILENT  # nothing within 0.5 s
+    assert trio.run(lambda: _sniffed([], eof=True))[0] == SILENT
