@@ -200,7 +200,7 @@ def connect_client(veth: Veth) -> Any:
 def test_a_client_requesting_every_100ms_across_reloads_and_a_drain_with_the_datapath(
     quic_gateway: NetnsGateway, veth: Veth
 ) -> None:
-    """Issue 14's long-lived client with the kernel datapath: three reloads and one drain,
+    """Issue 14's long-lived client with the kernel datapath: five reloads and one drain,
     no failed request; the first connection served by its worker past the first reload
     (until its generation's drain budget), the last by a newer generation. Datagrams are
     steered by connection ID (selected_cid grows), and a handoff only ever happens between
@@ -209,7 +209,7 @@ def test_a_client_requesting_every_100ms_across_reloads_and_a_drain_with_the_dat
     cid_before = selected_cid(gw)
 
     def operate(run: LongLivedRun) -> None:
-        for _ in range(3):
+        for _ in range(5):
             run.ops.append(("reload", gw.ctl("reload").returncode, time.monotonic()))
             time.sleep(0.5)
         drained = gw.ctl("drain", "0", "--timeout", "3").returncode
@@ -217,7 +217,7 @@ def test_a_client_requesting_every_100ms_across_reloads_and_a_drain_with_the_dat
 
     with in_netns(veth.cli):
         run = request_every_100ms(veth.srv_ip, QUIC_PORT, operate)
-    assert [(op, code) for op, code, _ in run.ops] == [("reload", 0)] * 3 + [("drain", 0)], run.ops
+    assert [(op, code) for op, code, _ in run.ops] == [("reload", 0)] * 5 + [("drain", 0)], run.ops
     check_long_lived(run, lambda: gw.events("access"))
     selected = selected_cid(gw) - cid_before
     assert selected >= len(run.served), (selected, len(run.served))
