@@ -18,7 +18,7 @@ import sys
 import httptools
 
 
-class _Noop:
+class ParserNoop:
     """httptools wants a callback object; the floor only feeds it."""
 
 
@@ -59,11 +59,15 @@ def main() -> None:
                     backend = socket.create_connection(("127.0.0.1", backend_port))
                     for s in (client, backend):
                         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    pairs[client.fileno()] = (client, backend, httptools.HttpRequestParser(_Noop()))
+                    pairs[client.fileno()] = (
+                        client,
+                        backend,
+                        httptools.HttpRequestParser(ParserNoop()),
+                    )
                     pairs[backend.fileno()] = (
                         backend,
                         client,
-                        httptools.HttpResponseParser(_Noop()),
+                        httptools.HttpResponseParser(ParserNoop()),
                     )
                     ep.register(client.fileno(), select.EPOLLIN)
                     ep.register(backend.fileno(), select.EPOLLIN)

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,32 +275,38 @@ def start_expressgateway_defaults(
     return start_expressgateway_h1(workdir, port, backend_port, cpus, defaults=True)
 
 
-def start_trio_floor(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:
-    """tools/bench/trio_floor.py: trio + httptools and nothing else (a reference, not a peer)."""
-    log_path = workdir / "trio-floor.log"
-    argv = [sys.executable, "-m", "tools.bench.trio_floor", str(port), str(backend_port)]
-    proc = _spawn(argv, cpus, log_path)
-    version = f"trio {trio.__version__} + httptools {httptools.__version__}"
-    return _wait_listening(Proxy(TRIO_FLOOR, version, proc, port, log_path), processes=1)
+def _start_floor(
+    name: str, module: str, version: str
+) -> Callable[[Path, int, int, list[int]], Proxy]:
+    """A starter for one reference floor (``python -m module PORT BACKEND_PORT``, one
+    process): a reference row, not a peer."""
+
+    def start(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:
+        log_path = workdir / f"{name}.log"
+        argv = [sys.executable, "-m", module, str(port), str(backend_port)]
+        proc = _spawn(argv, cpus, log_path)
+        return _wait_listening(Proxy(name, version, proc, port, log_path), processes=1)
+
+    return start
 
 
-def start_epoll_floor(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:
-    """tools/bench/epoll_floor.py: a plain-Python epoll loop + httptools (a reference)."""
-    log_path = workdir / "epoll-floor.log"
-    argv = [sys.executable, "-m", "tools.bench.epoll_floor", str(port), str(backend_port)]
-    proc = _spawn(argv, cpus, log_path)
-    version = f"select.epoll + httptools {httptools.__version__}"
-    return _wait_listening(Proxy(EPOLL_FLOOR, version, proc, port, log_path), processes=1)
-
-
-def start_hybrid_floor(workdir: Path, port: int, backend_port: int, cpus: list[int]) -> Proxy:
-    """tools/bench/hybrid_floor.py: connection coroutines resumed by an epoll dispatcher
-    inside a trio run (a reference)."""
-    log_path = workdir / "hybrid-floor.log"
-    argv = [sys.executable, "-m", "tools.bench.hybrid_floor", str(port), str(backend_port)]
-    proc = _spawn(argv, cpus, log_path)
-    version = f"trio {trio.__version__} + own epoll dispatch + httptools {httptools.__version__}"
-    return _wait_listening(Proxy(HYBRID_FLOOR, version, proc, port, log_path), processes=1)
+# tools/bench/trio_floor.py: trio + httptools and nothing else.
+start_trio_floor = _start_floor(
+    TRIO_FLOOR,
+    "tools.bench.trio_floor",
+    f"trio {trio.__version__} + httptools {httptools.__version__}",
+)
+# tools/bench/epoll_floor.py: a plain-Python epoll loop + httptools.
+start_epoll_floor = _start_floor(
+    EPOLL_FLOOR, "tools.bench.epoll_floor", f"select.epoll + httptools {httptools.__version__}"
+)
+# tools/bench/hybrid_floor.py: connection coroutines resumed by an epoll dispatcher inside a
+# trio run.
+start_hybrid_floor = _start_floor(
+    HYBRID_FLOOR,
+    "tools.bench.hybrid_floor",
+    f"trio {trio.__version__} + own epoll dispatch + httptools {httptools.__version__}",
+)
 
 
 STARTERS = {

@@ -22,9 +22,7 @@ from typing import Any
 import httptools
 import trio
 
-
-class _Noop:
-    """httptools wants a callback object; the floor only feeds it."""
+from tools.bench.epoll_floor import ParserNoop
 
 
 class _Readable:
@@ -84,9 +82,9 @@ async def _connection(d: Dispatcher, client: socket.socket, backend_port: int) -
         s.setblocking(False)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         d.ep.register(s.fileno(), select.EPOLLIN | select.EPOLLET)
-    d.start(_pump(backend, client, httptools.HttpResponseParser(_Noop())))
+    d.start(_pump(backend, client, httptools.HttpResponseParser(ParserNoop())))
     try:
-        await _pump(client, backend, httptools.HttpRequestParser(_Noop()))
+        await _pump(client, backend, httptools.HttpRequestParser(ParserNoop()))
     finally:
         for s in (client, backend):
             d.waiting.pop(s.fileno(), None)
