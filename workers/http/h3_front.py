@@ -247,7 +247,11 @@ class H3ServerConnection:
             if isinstance(event, StreamReset):
                 self.h3._dead.discard(event.stream_id)  # nothing more comes on it
             st = self.streams.get(event.stream_id)
-            if st is not None:
+            # A reset of a request body we stopped reading (STOP_SENDING, e.g. over the
+            # cap) is the client complying, not leaving: its response still goes out
+            # (RFC 9114 §4.1: clients must not discard a complete response for it).
+            complying = isinstance(event, StreamReset) and st is not None and st.body.discarded
+            if st is not None and not complying:
                 st.sink.finished = True
                 st.body.fail(ClientGone("client reset the stream", kind="client_reset"))
                 st.scope.cancel()
