@@ -14,7 +14,9 @@ milliseconds; ``/bytes/N`` answers N zero bytes, streamed (at most ``PUMP_UNACKE
 unacknowledged at a time, refilled as ACKs arrive: never the whole body in memory); ``/goaway/NAME`` makes the first such request to the server called NAME send an H3 GOAWAY
 naming its own stream (so it was not processed, RFC 9114 §5.2) and never answer it; later
 ones, and other servers, answer;
-``/reject`` resets the stream with H3_REQUEST_REJECTED; ``/healthz`` answers 200, or 503
+``/reject`` resets the stream with H3_REQUEST_REJECTED; ``/qpack-bomb`` answers with a
+QPACK bomb (one 4000-byte dynamic-table entry referenced 60 000 times: a 60 KB HEADERS frame
+that would decode to ~240 MB; the server's own encoder never uses the dynamic table); ``/healthz`` answers 200, or 503
 while the file named by ``--health-file`` exists. Every answer's body starts with
 ``NAME CONN`` (CONN: the connection's original DCID) so a test can count connections.
 ``--max-streams`` lowers the peer's initial MAX_STREAMS (bidirectional). Prints "ready".
@@ -41,6 +43,7 @@ from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection, encode_frame
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ProtocolNegotiated, QuicEvent
+from qpack_wire import StaticOnlyEncoder, indexed_lines, insert, section_prefix, set_capacity
 
 H3_REQUEST_REJECTED = 0x10B
 PUMP_UNACKED_BYTES = 1 << 20
@@ -62,6 +65,7 @@ class Server(QuicConnectionProtocol):
         self._conn = self._quic._original_destination_connection_id.hex()
         self._requests: dict[int, dict[str, object]] = {}
         self._pumping: dict[int, int] = {}  # /bytes/N stream id -> bytes still to queue
+        self._inserts = 0  # dynamic-table entries /qpack-bomb wrote on this connection
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         super().datagram_received(data, addr)
@@ -88,6 +92,7 @@ class Server(QuicConnectionProtocol):
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
             self._h3 = H3Connection(self._quic)
+            self._h3._encoder = StaticOnlyEncoder(self._h3._encoder)  # type: ignore[assignment]
         if self._h3 is None:
             return
         for ev in self._h3.handle_event(event):
@@ -163,6 +168,18 @@ class Server(QuicConnectionProtocol):
             else:
                 self._h3.send_data(stream_id, b"", end_stream=True)
                 self.transmit()
+        elif path == "/qpack-bomb":
+            encoder = self._h3._local_encoder_stream_id
+            assert encoder is not None
+            capacity = 4096  # the gateway's SETTINGS_QPACK_MAX_TABLE_CAPACITY
+            self._quic.send_stream_data(
+                encoder, set_capacity(capacity) + insert(b"x-bomb", b"b" * 4000)
+            )
+            self._inserts += 1
+            bomb = section_prefix(self._inserts, capacity) + bytes([0xC0 | 25])  # :status 200
+            bomb += indexed_lines(60_000)
+            self._quic.send_stream_data(stream_id, encode_frame(FrameType.HEADERS, bomb), True)
+            self.transmit()
         elif path == "/reject":
             self._quic.reset_stream(stream_id, H3_REQUEST_REJECTED)
         elif path == "/healthz":

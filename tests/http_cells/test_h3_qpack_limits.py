@@ -25,6 +25,15 @@ from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
 from cells import hypercorn_backend
+from qpack_wire import (
+    StaticOnlyEncoder,
+    indexed_lines,
+    insert,
+    section_prefix,
+    set_capacity,
+    str_literal,
+    varint,
+)
 from running_gateway import RunningGateway, free_port
 
 from tools.make_certs import make_certs
@@ -35,28 +44,11 @@ CAPACITY = 2048  # its qpack_max_table_capacity
 BLOCKED = 2  # its qpack_blocked_streams
 
 
-class _StaticOnlyEncoder:
-    """pylsqpack's encoder kept off the dynamic table (the test writes that stream itself);
-    the server's acknowledgements of the test's own inserts are not its business."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def apply_settings(self, max_table_capacity: int, blocked_streams: int) -> bytes:
-        return bytes(self.inner.apply_settings(0, 0))
-
-    def encode(self, stream_id: int, headers: Any) -> Any:
-        return self.inner.encode(stream_id, headers)
-
-    def feed_decoder(self, data: bytes) -> None:
-        pass
-
-
 class RawClient(QuicConnectionProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.h3 = H3Connection(self._quic)
-        self.h3._encoder = _StaticOnlyEncoder(self.h3._encoder)  # type: ignore[assignment]
+        self.h3._encoder = StaticOnlyEncoder(self.h3._encoder)  # type: ignore[assignment]
         self.results: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self.body: dict[int, bytes] = {}
         self.status: dict[int, int] = {}
@@ -127,47 +119,14 @@ class RawClient(QuicConnectionProtocol):
         return dict(self.h3._received_settings or {})
 
 
-# ---- QPACK representations (RFC 9204 §4) ----
-
-
-def _int(value: int, prefix_bits: int, flags: int) -> bytes:
-    mask = (1 << prefix_bits) - 1
-    if value < mask:
-        return bytes([flags | value])
-    out = [flags | mask]
-    value -= mask
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _str(data: bytes, prefix_bits: int = 7, flags: int = 0) -> bytes:
-    return _int(len(data), prefix_bits, flags) + data
-
-
-def set_capacity(capacity: int) -> bytes:
-    return _int(capacity, 5, 0x20)
-
-
-def insert(name: bytes, value: bytes) -> bytes:
-    """Insert with Literal Name (no Huffman)."""
-    return _str(name, 5, 0x40) + _str(value)
-
-
 def section(authority: str, *, ric: int = 0, max_capacity: int = 0, dynamic_refs: int = 0) -> bytes:
     """A GET's field section: static pseudo-headers, a literal :authority, then
     ``dynamic_refs`` indexed field lines naming the newest dynamic entry (Base = RIC)."""
-    if ric:
-        full_range = 2 * (max_capacity // 32)
-        prefix = _int(ric % full_range + 1, 8, 0) + b"\x00"
-    else:
-        prefix = b"\x00\x00"
+    prefix = section_prefix(ric, max_capacity)
     lines = bytes([0xC0 | 17, 0xC0 | 23])  # :method GET, :scheme https (static)
-    lines += _int(0, 4, 0x50) + _str(authority.encode())  # :authority, static name 0
-    lines += _int(1, 4, 0x50) + _str(b"/headers")  # :path, static name 1
-    lines += b"\x80" * dynamic_refs  # Indexed Field Line, dynamic, relative index 0
+    lines += varint(0, 4, 0x50) + str_literal(authority.encode())  # :authority, static name 0
+    lines += varint(1, 4, 0x50) + str_literal(b"/headers")  # :path, static name 1
+    lines += indexed_lines(dynamic_refs)  # Indexed Field Line, dynamic, relative index 0
     return prefix + lines
 
 

@@ -38,7 +38,6 @@ from aioquic.h3.connection import (
     ErrorCode,
     FrameType,
     H3Connection,
-    H3Stream,
     HeadersState,
     MessageError,
     Setting,
@@ -63,7 +62,7 @@ from gateway.http.ws_bridge import is_websocket_protocol, split_protocol
 from workers.http.context import ProxyContext
 from workers.http.core import proxy_exchange
 from workers.http.front import unserved_record
-from workers.http.h3_qpack import BoundedDecoder, FieldSectionTooLarge
+from workers.http.h3_qpack import BoundedFieldSections
 from workers.http.h3_stream import SEND_ERRORS, H3RequestBody, H3ResponseSink
 from workers.http.ws_h2_bridge import TUNNEL_BODY_CAP_BYTES, serve_websocket_stream
 from workers.http1.context import RequestRecord
@@ -85,7 +84,7 @@ _DEADLINE_FLUSH_S = 0.25
 _EARLY_DATA_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 
 
-class _H3Server(H3Connection):
+class _H3Server(BoundedFieldSections, H3Connection):
     """aioquic's H3 connection, with a malformed request made a stream error (RFC 9114
     §4.1.2) instead of a connection error: the stream is remembered and its later frames
     dropped; the front resets it. SETTINGS_ENABLE_CONNECT_PROTOCOL is ours to decide:
@@ -98,19 +97,14 @@ class _H3Server(H3Connection):
 
     def __init__(self, quic: object, *, connect_protocol: bool, limits: H3Limits) -> None:
         self.connect_protocol = connect_protocol  # read by _init_connection in __init__
-        self.qpack_limits = limits
-        super().__init__(quic)  # type: ignore[arg-type]
-        self._max_table_capacity = limits.qpack_max_table_capacity
-        self._blocked_streams = limits.qpack_blocked_streams
-        # Before any peer byte: aioquic built its decoder with its own fixed values.
-        self._decoder = BoundedDecoder(  # type: ignore[assignment]
+        self.bound_sections(
+            limits.max_field_section_size,
             limits.qpack_max_table_capacity,
             limits.qpack_blocked_streams,
-            limits.max_field_section_size,
         )
+        super().__init__(quic)  # type: ignore[arg-type]
+        self.install_decoder()
         self.malformed: list[int] = []
-        self.too_large: list[int] = []
-        self._dead: set[int] = set()
 
     def _get_local_settings(self) -> dict[int, int]:
         settings: dict[int, int] = super()._get_local_settings()
@@ -118,66 +112,18 @@ class _H3Server(H3Connection):
             settings[Setting.ENABLE_CONNECT_PROTOCOL] = 1
         else:
             settings.pop(Setting.ENABLE_CONNECT_PROTOCOL, None)
-        limits = self.qpack_limits
-        settings[Setting.QPACK_MAX_TABLE_CAPACITY] = limits.qpack_max_table_capacity
-        settings[Setting.QPACK_BLOCKED_STREAMS] = limits.qpack_blocked_streams
-        settings[Setting.MAX_FIELD_SECTION_SIZE] = limits.max_field_section_size
-        return settings
-
-    def _check_request_or_push_frame_type(self, frame_type: int, stream: H3Stream) -> None:
-        super()._check_request_or_push_frame_type(frame_type, stream)
-        # A field line encodes in fewer bytes than the 32 its size adds (RFC 9204 §4.5,
-        # RFC 9114 §4.2.2), so a frame this long decodes over the limit: refused before
-        # aioquic buffers it whole.
-        size = stream.frame_size or 0
-        if frame_type == FrameType.HEADERS and size > self.qpack_limits.max_field_section_size + 32:
-            raise FieldSectionTooLarge(stream.stream_id, size)
+        return self.local_qpack_settings(settings)
 
     def _receive_request_or_push_data(  # type: ignore[no-untyped-def]
         self, stream, data, stream_ended
     ):
-        sid = stream.stream_id
-        if sid in self._dead:
-            stream.buffer = b""
-            if stream_ended:  # nothing more will come: aioquic may free it, we forget it
-                stream.receiving_ended = True
-                self._dead.discard(sid)
-            return []
         try:
             return super()._receive_request_or_push_data(stream, data, stream_ended)
         except MessageError:
-            self._dead.add(sid)
-            self.malformed.append(sid)
+            self._dead.add(stream.stream_id)
+            self.malformed.append(stream.stream_id)
             stream.buffer = b""
             return []
-        except FieldSectionTooLarge:  # a HEADERS frame longer than the limit
-            self._refuse_section(stream)
-            return []
-
-    def _handle_request_or_push_frame(  # type: ignore[no-untyped-def]
-        self, frame_type, frame_data, stream, stream_ended
-    ):
-        # Also reached from the encoder stream when a blocked section is resumed.
-        if stream.stream_id in self._dead:
-            return []
-        try:
-            return super()._handle_request_or_push_frame(
-                frame_type, frame_data, stream, stream_ended
-            )
-        except FieldSectionTooLarge:  # a section that would decode over the limit
-            self._refuse_section(stream)
-            return []
-
-    def _refuse_section(self, stream: H3Stream) -> None:
-        sid = stream.stream_id
-        self._dead.add(sid)
-        self.too_large.append(sid)
-        stream.buffer = b""
-        stream.frame_size = stream.frame_type = None
-        # Stream Cancellation (RFC 9204 §4.4.2): the section will never be decoded.
-        cancellation = self._decoder.cancel_stream(sid)
-        if self._local_decoder_stream_id is not None and cancellation:
-            self._quic.send_stream_data(self._local_decoder_stream_id, cancellation)
 
     def forget(self, stream_id: int) -> None:
         """The front is done with ``stream_id``; a dead one keeps dropping what the client

@@ -99,7 +99,7 @@ class H3UpstreamConnection:
         self._streams_allowed = 0
         self.failure_kind = "connect_failed"  # how a connection that never got ready failed
         self.quic = UpstreamQuic(configuration=config)
-        self.h3 = UpstreamH3(self.quic)
+        self.h3 = UpstreamH3(self.quic, max_field_section_size=max_header_bytes)
         # Content-Length checks (RFC 9114 §4.1.2): requests whose answer has no content, and
         # per stream the length a response declared and the DATA received so far.
         self._bodiless: set[int] = set()
@@ -302,7 +302,12 @@ class H3UpstreamConnection:
                     self._on_goaway(reader.goaway_id)
             for h3_event in self.h3.handle_event(event):
                 self._on_h3_event(h3_event)
+            if self.h3.too_large:
+                for sid in self.h3.too_large:
+                    self._section_too_large(sid)
+                self.h3.too_large.clear()
         elif isinstance(event, StreamReset):
+            self.h3._dead.discard(event.stream_id)  # nothing more comes on it
             self.h3.handle_event(event)
             self._on_reset(event.stream_id, event.error_code)
         elif isinstance(event, StopSendingReceived):
@@ -405,6 +410,13 @@ class H3UpstreamConnection:
             and head.status not in (204, 304)
         ):
             self._declared[stream.id] = declared
+
+    def _section_too_large(self, stream_id: int) -> None:
+        """A field section over our SETTINGS_MAX_FIELD_SECTION_SIZE, refused undecoded."""
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.error is None:
+            what = "response head" if stream.head is None else "trailers"
+            self._refuse_head(stream, what, by_size=True)
 
     def _refuse_head(self, stream: H2UpstreamStream, what: str, *, by_size: bool = False) -> None:
         self.reset_stream(stream, _H3_MESSAGE_ERROR)

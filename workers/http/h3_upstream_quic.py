@@ -11,7 +11,9 @@ they arrive and keep aioquic's rule. Also the send-buffer figure an upload waits
 Second, aioquic's H3 client checks a response's Content-Length against its DATA without
 knowing the request: the answer to HEAD (and a 304) states a length and carries nothing
 (RFC 9110 §8.6), and aioquic would close the whole connection over it. ``UpstreamH3`` leaves
-that check to the connection, which knows the method and the status. Must never do I/O.
+that check to the connection, which knows the method and the status; it also bounds the
+backend's field sections as the front bounds a client's (SETTINGS_MAX_FIELD_SECTION_SIZE =
+the backend limits' ``max_header_bytes``, measured before decoding). Must never do I/O.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ from gateway.http.h3_upstream import (
     STREAM_WINDOW_BYTES,
     raised_credit,
 )
+from workers.http.h3_qpack import BoundedFieldSections
+
+# Our QPACK decoder's dynamic table and blocked streams toward a backend (aioquic's values).
+QPACK_TABLE_CAPACITY = 4096
+QPACK_BLOCKED_STREAMS = 16
 
 _MAX_STREAM_DATA_FRAME_CAPACITY = 1 + 8 + 8
 _CONNECTION_LIMIT_FRAME_CAPACITY = 1 + 8
@@ -113,6 +120,18 @@ class UpstreamQuic(QuicConnection):  # type: ignore[misc]
                 limit.sent = limit.value
 
 
-class UpstreamH3(H3Connection):  # type: ignore[misc]
+class UpstreamH3(BoundedFieldSections, H3Connection):  # type: ignore[misc]
+    """aioquic's H3 client with its field sections bounded (workers/http/h3_qpack): a
+    backend's response or trailer section that would decode over ``max_field_section_size``
+    (a QPACK bomb) is refused before decoding and listed in ``too_large``."""
+
+    def __init__(self, quic: QuicConnection, *, max_field_section_size: int) -> None:
+        self.bound_sections(max_field_section_size, QPACK_TABLE_CAPACITY, QPACK_BLOCKED_STREAMS)
+        super().__init__(quic)
+        self.install_decoder()
+
+    def _get_local_settings(self) -> dict[int, int]:
+        return self.local_qpack_settings(super()._get_local_settings())
+
     def _check_content_length(self, stream: Any) -> None:
         """Checked by ``H3UpstreamConnection`` (it knows HEAD and 204/304)."""

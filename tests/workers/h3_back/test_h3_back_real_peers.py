@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
 
 import pytest
 import trio
@@ -15,6 +16,7 @@ from h2_backends import FedBody, as_backend, assert_no_stream_leak, exchange, ge
 from h3_backends import h3_plan, hypercorn_h3, running_h3_back, scripted_h3
 
 from gateway.config.schema import BackendTlsConfig
+from gateway.http.errors import BadGateway
 from gateway.http.h3_upstream import SEND_BUFFER_BYTES, STREAM_WINDOW_BYTES
 from gateway.http.limits import BODY_CHUNK_MAX_BYTES, HttpLimits, PoolLimits
 from tools.make_certs import make_certs
@@ -212,3 +214,25 @@ async def test_a_rejected_stream_is_refused_as_not_processed(certs) -> None:  # 
                 with pytest.raises(UpstreamRefused):
                     await exchange(back, as_backend(plan), get("/reject"))
             assert (await exchange(back, as_backend(plan), get("/"))).status == 200
+
+
+async def test_a_qpack_bomb_from_the_backend_is_refused_before_it_is_decoded(certs) -> None:  # type: ignore[no-untyped-def]
+    """A backend's response section of 60 000 references to one 4000-byte dynamic entry
+    (~240 MB decoded; the frame itself is under max_header_bytes): a 502-kind failure of
+    that stream without decoding it (this process's peak RSS does not rise by the decoded
+    size), and the connection serves on."""
+    with scripted_h3(certs) as port:
+        plan = h3_plan(port, trusted(certs))
+        async with running_h3_back([plan]) as back:
+            first = (await exchange(back, as_backend(plan), get("/"))).body.split()[1]
+            peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+            for _ in range(3):
+                with trio.fail_after(5):
+                    with pytest.raises(BadGateway) as caught:
+                        await exchange(back, as_backend(plan), get("/qpack-bomb"))
+                assert caught.value.kind == "upstream_headers_too_large"
+            risen = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before
+            assert risen * 1024 < 64 * MIB, f"peak RSS rose by {risen / 1024:.1f} MiB"
+            after = await exchange(back, as_backend(plan), get("/"))
+            assert after.status == 200
+            assert after.body.split()[1] == first  # the same connection
