@@ -281,6 +281,29 @@ class Supervisor:
         for h in handles:
             self._nursery.start_soon(self._escalate, h, timeout_s)
 
+    def _cap_draining(self, cap: int) -> None:
+        """More than ``cap`` generations draining (0: no cap): the oldest stop now, as at
+        the end of their budget; their escalation (SIGTERM, SIGKILL) still follows."""
+        draining = sorted({w.generation for w in self.workers if w.state is WorkerState.DRAINING})
+        if not cap or len(draining) <= cap:
+            return
+        assert self._nursery is not None
+        for generation in draining[: len(draining) - cap]:
+            cut = [
+                w
+                for w in self.workers
+                if w.generation == generation and w.state is WorkerState.DRAINING
+            ]
+            log.warning(
+                "drain_cut_short",
+                generation=generation,
+                pids=[w.pid for w in cut],
+                reason="max_draining_generations",
+                max_draining_generations=cap,
+            )
+            for w in cut:
+                self._nursery.start_soon(w.stop)
+
     async def _escalate(self, h: WorkerHandle, timeout_s: float) -> None:
         started = trio.current_time()
         try:
@@ -402,6 +425,7 @@ class Supervisor:
             if w.generation <= old_generation and w.state is not WorkerState.EXITED
         ]
         await self._drain_workers(old, self._drain_budget_s(old_plan))
+        self._cap_draining(plan.config.runtime.max_draining_generations)
         assert self._nursery is not None
         self._nursery.start_soon(self._close_unused_sockets_after, old)
         self.reloads["ok"] += 1

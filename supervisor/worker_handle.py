@@ -305,7 +305,7 @@ class WorkerHandle:
                     self.transition(WorkerInput.BECAME_READY)
                     self.ready.set()
                     log.info(
-                        "worker_ready",
+                        "worker_started",
                         slot=self.slot,
                         pid=self.pid,
                         cpu=self.cpu,

@@ -55,6 +55,7 @@ class RuntimeConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     worker_user: str = "nobody"  # workers switch to it when the supervisor runs as root
     worker_heartbeat_timeout_ms: int = 10_000
     worker_zygote: bool = True  # workers are forked from a pre-imported template process
+    max_draining_generations: int = 8  # past it the oldest draining generation stops now
 
 
 class ObservabilityConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]

@@ -143,6 +143,7 @@ def _runtime(config: Config, online_cpus: Sequence[int], c: Collector) -> None:
     c.in_range("runtime.connect_timeout_ms", rt.connect_timeout_ms, 100, 60_000)
     c.in_range("runtime.handshake_timeout_ms", rt.handshake_timeout_ms, 100, 60_000)
     c.in_range("runtime.worker_boot_timeout_ms", rt.worker_boot_timeout_ms, 1_000, 120_000)
+    c.in_range("runtime.max_draining_generations", rt.max_draining_generations, 0, 1_000)
     c.in_range("runtime.per_ip_connection_cap", rt.per_ip_connection_cap, 1, 2_000_000)
     c.in_range("runtime.per_ip_ipv6_prefix", rt.per_ip_ipv6_prefix, 32, 128)
     inflight = rt.max_inflight_connections

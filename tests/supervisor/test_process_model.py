@@ -182,6 +182,41 @@ def test_a_second_reload_keeps_the_draining_generations_budget(
     assert echo_once(port, b"new") == b"new"
 
 
+def test_past_max_draining_generations_the_oldest_stops_now(gateway_factory, echo_backends) -> None:
+    """Cap 1, a 30 s budget: a second reload while the first generation still drains a
+    connection stops that generation at once (its connection closed, `drain_cut_short`);
+    the generation drained by the second reload keeps its own connection."""
+    port = free_port()
+    config = tcp_config(port, echo_backends).replace(
+        "drain_timeout_ms = 3000", "drain_timeout_ms = 30000\nmax_draining_generations = 1"
+    )
+    gw = gateway_factory.start(config)
+    oldest = socket.create_connection(("127.0.0.1", port), timeout=10)
+    oldest.sendall(b"gen1")
+    assert oldest.recv(100) == b"gen1"
+    assert gw.ctl("reload").returncode == 0
+    younger = socket.create_connection(("127.0.0.1", port), timeout=10)
+    younger.sendall(b"gen2")
+    assert younger.recv(100) == b"gen2"
+    oldest.sendall(b"still")  # one generation draining: within the cap
+    assert oldest.recv(100) == b"still"
+    cut_at = time.monotonic()
+    assert gw.ctl("reload").returncode == 0
+    oldest.settimeout(10)
+    try:
+        assert oldest.recv(100) == b""
+    except ConnectionResetError:
+        pass  # cut while the backend side still had bytes: a reset is a close too
+    assert time.monotonic() - cut_at < 5, "the oldest generation was not stopped"
+    cuts = gw.events("drain_cut_short")
+    assert len(cuts) == 1 and cuts[0]["generation"] == 1, cuts
+    younger.sendall(b"still-here")
+    assert younger.recv(100) == b"still-here"
+    oldest.close()
+    younger.close()
+    assert echo_once(port, b"new") == b"new"
+
+
 def test_sigkill_worker_respawns_within_a_second_others_untouched(
     gateway_factory, echo_backends
 ) -> None:

@@ -58,11 +58,7 @@ def _shape(worker_pid: int, supervisor_pid: int) -> list[str]:
 
 def _started_by(gw, workers: list[dict]) -> set[str]:
     pids = {w["pid"] for w in workers}  # both gateways of a test append to one log
-    return {
-        e["started_by"]
-        for e in gw.events("worker_ready")
-        if e.get("pid") in pids and "started_by" in e
-    }
+    return {e["started_by"] for e in gw.events("worker_started") if e.get("pid") in pids}
 
 
 def _zygote(gw) -> dict:
@@ -164,8 +160,7 @@ def test_killed_zygote_the_next_reload_works_and_it_is_restarted(
             os.kill(z["pid"], signal.SIGCONT)
     fallback = gw.events("worker_spawn_fallback")
     assert fallback and "no answer" in fallback[0]["reason"], fallback
-    # The supervisor's worker_ready (the worker logs its own, without started_by).
-    readies = [e for e in gw.events("worker_ready") if "started_by" in e]
+    readies = gw.events("worker_started")
     assert readies[-1]["started_by"] == "exec"
     assert echo_once(port, b"fresh") == b"fresh"
     z = _zygote(gw)  # discarded (it is restarted after the backoff, as above)

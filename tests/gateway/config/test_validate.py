@@ -75,6 +75,10 @@ def test_weight_zero_message_matches_the_documented_form() -> None:
             "runtime.drain_timeout_ms: must be 100..300000, got 0",
         ),
         (
+            "[runtime]\nmax_draining_generations = -1\n",
+            "runtime.max_draining_generations: must be 0..1000, got -1",
+        ),
+        (
             "[runtime]\nconnect_timeout_ms = -5\n",
             "runtime.connect_timeout_ms: must be 100..60000, got -5",
         ),
