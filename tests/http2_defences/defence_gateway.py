@@ -15,8 +15,6 @@ one that keep requesting from ``main`` in a thread; ``RssWatch`` samples the wor
 from __future__ import annotations
 
 import http.client
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,8 +24,9 @@ from pathlib import Path
 
 import httpx
 import psutil
+from hypercorn_process import hypercorn_process
 from prometheus_client.parser import text_string_to_metric_families
-from running_gateway import ROOT, RunningGateway, free_port, wait_for_port
+from running_gateway import RunningGateway, free_port, wait_for_port
 
 MiB = 1024 * 1024
 STALL_BODY_TIMEOUT_MS = 1000
@@ -123,38 +122,12 @@ metrics_bind = "127.0.0.1:{metrics_port}"
 
 
 @contextmanager
-def _hypercorn(port: int, access_log: Path) -> Iterator[None]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hypercorn",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "--access-logfile",
-            str(access_log),
-            "asgi_backend:app",
-        ],
-        cwd=ROOT / "tests" / "http_cells",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port)
-        yield
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-@contextmanager
 def running_defence_gateway(tmp: Path) -> Iterator[DefenceGateway]:
     backend_port, metrics_port = free_port(), free_port()
     ports = {name: free_port() for name in ("main", "narrow", "stall")}
     backend_log = tmp / "backend-access.log"
-    with _hypercorn(backend_port, backend_log):
+    args = ["--bind", f"127.0.0.1:{backend_port}", "--access-logfile", str(backend_log)]
+    with hypercorn_process(args, backend_port, worker=("--workers", "1")):
         gateway = RunningGateway(tmp, _config(ports, backend_port, metrics_port))
         try:
             gateway.start()

@@ -12,11 +12,7 @@ cleartext listener of that back uses on TCP, so a URL names the same authority e
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +20,8 @@ from pathlib import Path
 
 import httpx
 from h3_transport import H3Transport
-from running_gateway import ROOT, RunningGateway, free_port, wait_for_port
+from hypercorn_process import hypercorn_process
+from running_gateway import RunningGateway, free_port
 
 from tools.make_certs import CertFiles, make_certs
 
@@ -46,32 +43,12 @@ CELL_IDS = [f"{f}->{b}" for f, b in CELLS]
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
-_HYPERCORN_WORKER = ("--workers", "1", "--worker-class", "trio")
-
-
-@contextmanager
-def _hypercorn(args: list[str], wait_port: int) -> Iterator[None]:
-    """hypercorn in a session of its own: its worker is a child process (multiprocessing),
-    which killing the parent alone would leave running."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hypercorn", *args, *_HYPERCORN_WORKER, "asgi_backend:app"],
-        cwd=ROOT / "tests" / "http_cells",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_for_port(wait_port)
-        yield
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 @contextmanager
 def hypercorn_backend(port: int) -> Iterator[None]:
     """tests/http/asgi_backend.py under hypercorn: HTTP/1.1 and h2c on one port."""
-    with _hypercorn(["--bind", f"127.0.0.1:{port}"], port):
+    with hypercorn_process(["--bind", f"127.0.0.1:{port}"], port):
         yield
 
 
@@ -83,7 +60,7 @@ def hypercorn_h3_backend(port: int, certs: CertFiles) -> Iterator[None]:
     tcp_port = free_port()
     args = ["--bind", f"127.0.0.1:{tcp_port}", "--quic-bind", f"127.0.0.1:{port}"]
     args += ["--certfile", str(certs.cert), "--keyfile", str(certs.key)]
-    with _hypercorn(args, tcp_port):
+    with hypercorn_process(args, tcp_port):
         yield
 
 
