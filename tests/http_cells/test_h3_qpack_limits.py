@@ -374,6 +374,40 @@ def test_blocked_streams_within_the_limit_are_served_once_unblocked(gw: Any) -> 
     _run(_bystander_served(port))
 
 
+def test_a_malformed_request_resumed_after_blocking_resets_its_stream_only(gw: Any) -> None:
+    """A section blocked on an entry that turns out to be a connection-specific field
+    (`connection: close`, malformed in HTTP/3, RFC 9114 §4.2): once the encoder stream
+    unblocks it, that stream is reset with H3_MESSAGE_ERROR and the connection serves on
+    (aioquic raises it from the encoder stream's handling, a connection error by itself)."""
+    port = gw.small
+    authority = f"127.0.0.1:{port}"
+
+    async def main() -> tuple[str, tuple[int, bytes]]:
+        async with connect(
+            "127.0.0.1", port, configuration=_client_config(), create_protocol=RawClient
+        ) as c:
+            assert isinstance(c, RawClient)
+            pending = c.send_section(
+                section(authority, ric=1, max_capacity=CAPACITY, dynamic_refs=1)
+            )
+            await asyncio.sleep(0.3)
+            assert not pending.done()  # blocked
+            c.send_encoder(set_capacity(CAPACITY) + insert(b"connection", b"close"))
+            try:
+                await asyncio.wait_for(pending, 10)
+                outcome = "answered"
+            except ConnectionError as exc:
+                outcome = str(exc)
+            after = await c.get(authority)
+            assert c.closed is None, c.closed
+            return outcome, after
+
+    outcome, after = _run(main())
+    assert outcome == f"reset {ErrorCode.H3_MESSAGE_ERROR:#x}"
+    assert after[0] == 200
+    _run(_bystander_served(port))
+
+
 def test_a_blocked_stream_gets_no_credit_for_what_it_buffers(gw: Any) -> None:
     """A stream blocked on QPACK has its bytes buffered unparsed by the H3 layer: the
     gateway extends no flow-control credit for them, so 4 MiB of DATA behind a blocked

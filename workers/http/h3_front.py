@@ -117,9 +117,28 @@ class _H3Server(BoundedFieldSections, H3Connection):
     def _receive_request_or_push_data(  # type: ignore[no-untyped-def]
         self, stream, data, stream_ended
     ):
+        # A malformed request is a stream error, here and in a section resumed after QPACK
+        # blocking (below).
         try:
             return super()._receive_request_or_push_data(stream, data, stream_ended)
         except MessageError:
+            self._dead.add(stream.stream_id)
+            self.malformed.append(stream.stream_id)
+            stream.buffer = b""
+            return []
+
+    def _handle_request_or_push_frame(  # type: ignore[no-untyped-def]
+        self, frame_type, frame_data, stream, stream_ended
+    ):
+        try:
+            return super()._handle_request_or_push_frame(
+                frame_type, frame_data, stream, stream_ended
+            )
+        except MessageError:
+            if frame_data is not None:
+                raise  # parsing a received frame: _receive_request_or_push_data handles it
+            # A section resumed once the encoder stream unblocked it (aioquic calls this
+            # from the encoder stream's handling, where an error would end the connection).
             self._dead.add(stream.stream_id)
             self.malformed.append(stream.stream_id)
             stream.buffer = b""
