@@ -108,7 +108,8 @@ enum gw_xdp_reason {
 	GW_XDP_PASS_QUIC_MALFORMED = 9,
 	GW_XDP_DROP_DENIED = 10,
 	GW_XDP_DROP_RATE = 11,
-	GW_XDP_REASONS = 12
+	GW_XDP_REDIRECT_QUIC_OWNER = 12, /* to the CPU our connection ID names */
+	GW_XDP_REASONS = 13
 };
 
 /* Per-CPU counters of reuseport_select, indexed by reason. */

@@ -179,4 +179,35 @@ static __always_inline int gw_quic_dcid_hash(struct xdp_md *ctx, __u8 *payload, 
 	return 0;
 }
 
+/* The CPU a connection ID we minted names (GW_CID_MARKER, key_hi, key_lo, ...: the key is
+ * gateway.steering.worker_key(cpu, parity) = parity * GW_MAX_CPUS + cpu), read from the
+ * DCID at `payload`. Returns 0 and sets *cpu, or -1 (no marker, too short, malformed). */
+static __always_inline int gw_quic_owner_cpu(struct xdp_md *ctx, __u8 *payload, void *data,
+					     void *data_end, __u32 short_len, __u32 *cpu)
+{
+	if ((void *)(payload + 6) > data_end)
+		return -1;
+	__u32 off;
+	__u32 len;
+	if (payload[0] & 0x80) {
+		len = payload[5];
+		off = (__u32)((void *)payload - data) + 6;
+	} else {
+		len = short_len;
+		off = (__u32)((void *)payload - data) + 1;
+	}
+	if (len < 3 || len > GW_CID_MAX_BYTES)
+		return -1;
+	__u8 head[3];
+	if (bpf_xdp_load_bytes(ctx, off, head, sizeof(head)))
+		return -1;
+	if (head[0] != GW_CID_MARKER)
+		return -1;
+	__u32 key = ((__u32)head[1] << 8) | head[2];
+	if (key >= 2 * GW_MAX_CPUS)
+		return -1;
+	*cpu = key % GW_MAX_CPUS;
+	return 0;
+}
+
 #endif

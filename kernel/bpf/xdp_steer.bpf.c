@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* xdp_steer: hash each flow (QUIC: its DCID) and redirect it through a cpumap to the CPU
- * of a live worker; drop deny-listed sources and sources over their new-flow cap.
+ * of a live worker; a QUIC packet whose DCID is one we minted goes to the CPU it names
+ * (the owner's, where its socket is read) when that CPU is live; drop deny-listed sources
+ * and sources over their new-flow cap.
  * Anything it does not understand is passed and counted by reason, never dropped. */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -100,6 +102,7 @@ int xdp_steer(struct xdp_md *ctx)
 		return gw_verdict(GW_XDP_PASS_OTHER_PROTO, XDP_PASS, 0, 0, 0);
 
 	__u32 hash = f.hash;
+	__u32 owner = GW_MAX_CPUS; /* the CPU our connection ID names; GW_MAX_CPUS: none */
 	__u32 reason = f.fragment ? GW_XDP_REDIRECT_FRAGMENT
 		       : f.proto == IPPROTO_TCP ? GW_XDP_REDIRECT_TCP : GW_XDP_REDIRECT_UDP;
 	if (f.proto == IPPROTO_UDP && !f.fragment) {
@@ -113,6 +116,9 @@ int xdp_steer(struct xdp_md *ctx)
 				return gw_verdict(GW_XDP_PASS_QUIC_MALFORMED, XDP_PASS, 0, 0, 0);
 			if (q == 0)
 				hash = cid_hash;
+			if (q == 0 && gw_quic_owner_cpu(ctx, payload, data, data_end,
+							cfg->quic_short_dcid_len, &owner) != 0)
+				owner = GW_MAX_CPUS;
 			reason = GW_XDP_REDIRECT_QUIC;
 			/* a long-header Initial (type 0) opens a new connection */
 			if ((void *)(payload + 1) <= data_end && (payload[0] & 0xb0) == 0x80)
@@ -123,6 +129,10 @@ int xdp_steer(struct xdp_md *ctx)
 	if (f.new_flow && cfg->new_flows_per_s &&
 	    gw_over_rate(&f, cfg->new_flows_per_s, cfg->new_flow_v6_prefix))
 		return gw_verdict(GW_XDP_DROP_RATE, XDP_DROP, hash, 0, 0);
+
+	if (owner < GW_MAX_CPUS &&
+	    bpf_redirect_map(&gw_cpu_map, owner, XDP_PASS) == XDP_REDIRECT)
+		return gw_verdict(GW_XDP_REDIRECT_QUIC_OWNER, XDP_REDIRECT, hash, owner, 0);
 
 	__u32 nslots = cfg->nslots;
 	if (nslots == 0 || nslots > GW_MAX_SLOTS)

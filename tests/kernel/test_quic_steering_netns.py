@@ -164,8 +164,13 @@ def test_a_rebound_client_keeps_its_worker_by_connection_id(
     selected = selected_cid(gw) - cid_before
     xdp = gw.kernel_stats()["xdp_totals"]
     assert selected >= 12, selected  # at least the 6 requests after rebinding and their ACKs
-    assert xdp["redirect_quic"] > 0, xdp
-    print(f"rebinds {rebinds}; selected_cid +{selected}; xdp redirect_quic {xdp['redirect_quic']}")
+    assert xdp["redirect_quic"] > 0, xdp  # the client's Initials: its own DCID, hashed
+    # every later datagram carries our ID: XDP sends it to the CPU the ID names
+    assert xdp["redirect_quic_owner"] >= 12, xdp
+    print(
+        f"rebinds {rebinds}; selected_cid +{selected}; xdp redirect_quic "
+        f"{xdp['redirect_quic']}, redirect_quic_owner {xdp['redirect_quic_owner']}"
+    )
 
     # The maps follow the config: the listener moves to another port on reload.
     assert stats["quic_ports"] == [QUIC_PORT], stats

@@ -12,7 +12,7 @@ import kpackets as kp
 import pytest
 
 from gateway import steering
-from kernel.datapath import Datapath
+from kernel.datapath import XDP_REASONS, Datapath
 from kernel.testrun import run_xdp
 
 pytestmark = pytest.mark.root
@@ -36,6 +36,10 @@ def dp(datapath: Datapath) -> Iterator[Datapath]:
 def run(dp: Datapath, frame: bytes) -> tuple[str, dict[str, int]]:
     verdict = run_xdp(dp.xdp_prog_fd, frame).verdict
     return verdict, dp.last_trace()[0]
+
+
+def kernel_reason(name: str) -> int:
+    return XDP_REASONS.index(name)
 
 
 def total(dp: Datapath, reason: str) -> int:
@@ -136,7 +140,7 @@ def test_fragments_hash_on_addresses(dp: Datapath) -> None:
 
 def test_quic_dcid_steering(dp: Datapath) -> None:
     dp.set_quic({4433}, short_dcid_len=8)
-    dcid = bytes.fromhex("e6000112233445566778")[:8]
+    dcid = bytes.fromhex("e5000112233445566778")[:8]  # not one of ours (marker 230)
     for payload in (kp.quic_long(dcid), kp.quic_long(dcid, first=0xE0), kp.quic_short(dcid)):
         for sport in (1000, 2000):  # the client's port may change: the DCID keeps the CPU
             verdict, trace = run(
@@ -156,6 +160,46 @@ def test_quic_dcid_steering(dp: Datapath) -> None:
     assert trace["hash"] == steering.flow_hash(
         packed("10.0.0.9"), packed(SRV4), 1000, 4434, 17, seed=SEED
     )
+
+
+def test_quic_dcid_we_minted_goes_to_the_cpu_it_names(dp: Datapath) -> None:
+    """A DCID with our marker (230) and a worker key (gateway/quic_cid.py) is redirected to
+    the key's CPU when that CPU is live, whatever its hash says; a key naming a CPU that is
+    not live, or no key at all, falls back to the DCID hash."""
+    dp.set_quic({4433}, short_dcid_len=12)
+
+    def cid(key: int) -> bytes:
+        return bytes([230, key >> 8, key & 0xFF]) + bytes.fromhex("0a0b0c0d0e0f1011a1")
+
+    for key, cpu in (
+        (0, 0),
+        (1, 1),
+        (steering.worker_key(1, 1), 1),
+        (steering.worker_key(0, 1), 0),
+    ):
+        for payload in (kp.quic_short(cid(key)), kp.quic_long(cid(key), first=0xE0)):
+            for sport in (1000, 2001, 3002):
+                verdict, trace = run(
+                    dp, kp.v4_frame("10.0.0.9", SRV4, 17, kp.udp(sport, 4433, payload))
+                )
+                assert (verdict, trace["cpu"]) == ("REDIRECT", cpu), (key, sport)
+                assert trace["reason"] == kernel_reason("redirect_quic_owner")
+    assert total(dp, "redirect_quic_owner") == 4 * 2 * 3
+    assert total(dp, "redirect_quic") == 0
+    for key in (5, 2 * steering.MAX_CPUS):  # CPU 5 is not live; a key out of range
+        verdict, trace = run(
+            dp, kp.v4_frame("10.0.0.9", SRV4, 17, kp.udp(1000, 4433, kp.quic_short(cid(key))))
+        )
+        want = steering.cid_hash(cid(key), seed=SEED)
+        assert (verdict, trace["hash"], trace["cpu"]) == (
+            "REDIRECT",
+            want,
+            dp.plan.target_cpu(want),
+        )
+    assert total(dp, "redirect_quic") == 2
+    # on a port that is not a QUIC port the same bytes are plain UDP
+    _, trace = run(dp, kp.v4_frame("10.0.0.9", SRV4, 17, kp.udp(1000, 4434, kp.quic_short(cid(1)))))
+    assert trace["reason"] == kernel_reason("redirect_udp")
 
 
 @pytest.mark.parametrize(
