@@ -43,8 +43,6 @@ CELL_IDS = [f"{f}->{b}" for f, b in CELLS]
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
-
-
 @contextmanager
 def hypercorn_backend(port: int) -> Iterator[None]:
     """tests/http/asgi_backend.py under hypercorn: HTTP/1.1 and h2c on one port."""
