@@ -10,7 +10,7 @@ first GOAWAY that rejects nothing, streams served during the drain budget, a fin
 with the last stream processed (later streams refused with REFUSED_STREAM, safe to retry),
 then the close. Each stream runs the proxy core (workers/http/core) in a task of its own, an
 extended CONNECT for WebSocket (RFC 8441, announced by SETTINGS_ENABLE_CONNECT_PROTOCOL) the
-bridge (workers/http/ws_h2_bridge); a lapse or upstream failure ends that stream only. Must
+bridge (workers/http/ws_stream_bridge); a lapse or upstream failure ends that stream only. Must
 never parse HTTP/1.1 or pick backends.
 """
 
@@ -46,7 +46,7 @@ from workers.http.context import ProxyContext
 from workers.http.core import proxy_exchange
 from workers.http.front import ClientConn, unserved_record
 from workers.http.h2_stream import H2RequestBody, H2ResponseSink
-from workers.http.ws_h2_bridge import TUNNEL_BODY_CAP_BYTES, serve_websocket_stream
+from workers.http.ws_stream_bridge import TUNNEL_BODY_CAP_BYTES, serve_websocket_stream
 from workers.http1.context import RequestRecord
 from workers.http1.exchange_steps import ClientGone
 

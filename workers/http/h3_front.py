@@ -15,7 +15,7 @@ every response is acknowledged), CONNECTION_CLOSE (H3_NO_ERROR) once
 idle or at the budget. WebSocket over HTTP/3 (RFC 9220): SETTINGS_ENABLE_CONNECT_PROTOCOL
 in our SETTINGS when ``enable_connect_protocol`` and WebSocket are on, and an extended
 CONNECT with ``:protocol = websocket`` handed to the tunnel bridge of WebSocket over HTTP/2
-(workers/http/ws_h2_bridge); ``:protocol`` unannounced, on another method or without
+(workers/http/ws_stream_bridge); ``:protocol`` unannounced, on another method or without
 ``:scheme``/``:path`` is malformed (H3_MESSAGE_ERROR on that stream, RFC 9220 §3 with
 RFC 8441 §4 and RFC 9114 §4.1.2), another protocol is answered 501. QPACK: our SETTINGS
 (table capacity, blocked streams, SETTINGS_MAX_FIELD_SECTION_SIZE) and a decoder that
@@ -64,7 +64,7 @@ from workers.http.core import proxy_exchange
 from workers.http.front import unserved_record
 from workers.http.h3_qpack import BoundedFieldSections
 from workers.http.h3_stream import SEND_ERRORS, H3RequestBody, H3ResponseSink
-from workers.http.ws_h2_bridge import TUNNEL_BODY_CAP_BYTES, serve_websocket_stream
+from workers.http.ws_stream_bridge import TUNNEL_BODY_CAP_BYTES, serve_websocket_stream
 from workers.http1.context import RequestRecord
 from workers.http1.exchange_steps import ClientGone
 from workers.quic_listener import QuicSession

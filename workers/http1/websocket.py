@@ -2,7 +2,7 @@
 opaque byte tunnel with backpressure, an idle timeout and drain close frames.
 
 Owns: the upstream handshake (101 to the client only after the backend's 101), the tunnel
-relay (``WsTunnel``, also the relay of WebSocket over HTTP/2: workers/http/ws_h2_bridge),
+relay (``WsTunnel``, also the relay of WebSocket over HTTP/2: workers/http/ws_stream_bridge),
 and when to inject close frames (idle 1001, drain 1001 at the deadline, oversize 1009, a
 client's ping flood 1008) at frame boundaries only. The tunnel's upstream connection takes its slot from the pool's
 tunnel budget (``max_tunnels_per_backend``), never an ordinary request's. Must never unmask
