@@ -1,14 +1,17 @@
 """Every balancer policy over HTTP/3 backends (issue 14: the original's single-backend
-"Mode B" becomes a normal, balanced cell). One gateway, a listener per policy, each over the
-same three scripted aioquic servers weighted 1:2:5; every answer names the server that gave
+"Mode B" becomes a normal, balanced cell). One gateway, an `h1` and a `quic` listener per
+policy, each over the same three scripted aioquic servers weighted 1:2:5; every answer names the server that gave
 it. What each policy must show from the outside: the round robins and random draws follow
 the weights (every policy honours them), the load-aware ones spread concurrent slow
 requests (the heavier backend taking more), and the hash policies keep a key on one backend
-while spreading the keys.
+while spreading the keys. Through the `quic` listener the requests share one HTTP/3
+connection (balancing is per request); session affinity by client address is spread over
+keys through the `h1` listener, whose clients can take several source addresses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -16,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
+from aioquic.asyncio import connect
+from h3_client import Client, client_config
 from h3_scripted_backend import ScriptedH3
 from running_gateway import RunningGateway, free_port
 
@@ -43,7 +48,7 @@ POLICIES = (
 @dataclass
 class Site:
     gateway: RunningGateway
-    ports: dict[str, int]
+    ports: dict[tuple[str, str], int]  # (front, policy) -> port
 
 
 @pytest.fixture(scope="module")
@@ -65,18 +70,19 @@ server_name = "localhost"
 """
             for s, w in zip(servers, WEIGHTS, strict=True)
         )
-        ports = {p: free_port() for p in POLICIES}
+        ports = {(front, p): free_port() for front in ("h1", "quic") for p in POLICIES}
+        tls = f'[listeners.tls]\ncert_path = "{certs.cert}"\nkey_path = "{certs.key}"\n'
         listeners = "".join(
             f"""
 [[listeners]]
-name = "{p}"
-address = "127.0.0.1:{ports[p]}"
-protocol = "h1"
-[listeners.balancer]
+name = "{front}-{p}"
+address = "127.0.0.1:{ports[front, p]}"
+protocol = "{front}"
+{tls if front == "quic" else ""}[listeners.balancer]
 policy = "{p}"
 {HASH_KEYS.get(p, "")}
 {backends}"""
-            for p in POLICIES
+            for front, p in ports
         )
         gateway = RunningGateway(tmp, f"[runtime]\nworkers = 1\n{listeners}")
         try:
@@ -120,24 +126,57 @@ def weighted_shares(got: dict[str, float], tolerance: float) -> None:
         assert abs(got[name] - want) <= tolerance, (name, got)
 
 
+def h3_gets(port: int, requests: list[tuple[str, dict[str, str]]], concurrency: int) -> list[str]:
+    """The requests over one HTTP/3 connection, ``concurrency`` at a time, in order."""
+
+    async def main() -> list[str]:
+        async with connect(
+            "127.0.0.1", port, configuration=client_config(), create_protocol=Client
+        ) as c:
+            assert isinstance(c, Client)
+            gate = asyncio.Semaphore(concurrency)
+
+            async def one(path: str, headers: dict[str, str]) -> str:
+                async with gate:
+                    fields = [(k.encode(), v.encode()) for k, v in headers.items()]
+                    status, body, _ = await c.request(f"127.0.0.1:{port}", path, fields)
+                assert status == 200, (status, body)
+                return body.split()[0].decode()
+
+            return list(await asyncio.gather(*(one(p, h) for p, h in requests)))
+
+    return asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def answers_for(
+    site: Site, front: str, policy: str, requests: list[tuple[str, dict[str, str]]], n: int
+) -> list[str]:
+    port = site.ports[front, policy]
+    if front == "quic":
+        return h3_gets(port, requests, n)
+    return run([lambda p=p, h=h: get(port, p, h) for p, h in requests], concurrency=n)
+
+
+@pytest.mark.parametrize("front", ["h1", "quic"])
 @pytest.mark.parametrize("policy", POLICIES)
-def test_every_policy_balances_over_h3_backends(site: Site, policy: str) -> None:
-    port = site.ports[policy]
+def test_every_policy_balances_over_h3_backends(site: Site, front: str, policy: str) -> None:
     if policy in HASH_KEYS:
         keys, repeats = 12, 4
-        if policy == "session_affinity":  # the key is the client address: 127.0.0.k
+        if policy == "session_affinity":
+            if front == "quic":  # one client address: one backend for all of it
+                answers = answers_for(site, front, policy, [("/", {})] * 24, 4)
+                assert len(set(answers)) == 1, Counter(answers)
+                return
+            port = site.ports[front, policy]  # the key is the client address: 127.0.0.k
             calls = [
                 lambda k=k: get(port, "/", source=f"127.0.0.{k + 2}")
                 for k in range(keys)
                 for _ in range(repeats)
             ]
+            answers = run(calls, concurrency=4)
         else:
-            calls = [
-                lambda k=k: get(port, "/", {"x-user": f"user-{k}"})
-                for k in range(keys)
-                for _ in range(repeats)
-            ]
-        answers = run(calls, concurrency=4)
+            requests = [("/", {"x-user": f"user-{k}"}) for k in range(keys) for _ in range(repeats)]
+            answers = answers_for(site, front, policy, requests, 4)
         by_key: dict[int, set[str]] = defaultdict(set)
         for i, backend in enumerate(answers):
             by_key[i // repeats].add(backend)
@@ -146,7 +185,7 @@ def test_every_policy_balances_over_h3_backends(site: Site, policy: str) -> None
         return
     if policy in ("least_connections", "least_request", "p2c", "ewma"):
         # concurrent slow requests: a load-aware policy must not pile them on one backend
-        answers = run([lambda: get(port, "/slow/40") for _ in range(96)], concurrency=6)
+        answers = answers_for(site, front, policy, [("/slow/40", {})] * 96, 6)
         got = share(answers)
         assert min(got.values()) > 0, got
         if policy in ("p2c", "least_connections", "least_request"):
@@ -154,7 +193,7 @@ def test_every_policy_balances_over_h3_backends(site: Site, policy: str) -> None
         return
     # Every policy honours weights (conf/README.md): round robin with unequal weights is
     # the smooth weighted round robin, random a weighted draw.
-    answers = run([lambda: get(port, "/") for _ in range(160)], concurrency=1)
+    answers = answers_for(site, front, policy, [("/", {})] * 160, 1)
     got = share(answers)
     if policy in ("round_robin", "weighted_round_robin"):
         weighted_shares(got, 0.02)  # deterministic: 20 whole cycles of 8
