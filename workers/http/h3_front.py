@@ -225,9 +225,12 @@ class H3ServerConnection:
         if isinstance(event, StreamDataReceived):
             # What the H3 layer keeps unparsed (a stream blocked on QPACK buffers all it
             # gets) is credited only once parsed: a blocked stream cannot be flooded.
+            # Encoder-stream bytes may have unblocked other parked streams: those too.
             self._park(event.stream_id)
-            for sid in list(self.quic.parked):
-                self._park(sid)
+            if self.quic.parked:
+                for sid in list(self.quic.parked):
+                    if sid != event.stream_id:
+                        self._park(sid)
         if self.h3.malformed:
             for sid in self.h3.malformed:
                 self._malformed(sid)
