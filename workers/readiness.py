@@ -153,8 +153,10 @@ class Readiness:
         self._sleeping = False
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._epoll.register(self._wake_fd, select.EPOLLIN)
-        # Resident coroutines resumed since this run began (tests read it).
+        # Since this run began (tests read them): steps of resident coroutines that parked
+        # here again, and those that handed their coroutine to its owner task.
         self.resumed = 0
+        self.handoffs = 0
 
     def register(self, fd: int) -> None:
         """Watch ``fd`` (a connected socket) from now until it is closed."""
@@ -294,6 +296,8 @@ class Readiness:
         move = self._step(d, exc)
         if move is None:
             return
+        if move is not FINISHED:
+            self.handoffs += 1
         if isinstance(move, outcome.Error):
             _reschedule(d.owner, move)
         else:

@@ -26,17 +26,24 @@ def _resumed() -> int:
     return readiness.resumed if readiness is not None else 0
 
 
+def _handoffs() -> int:
+    readiness = existing_readiness()
+    return readiness.handoffs if readiness is not None else 0
+
+
 async def test_keepalive_requests_run_on_the_dispatcher(nursery: trio.Nursery) -> None:
     backend = await start_backend(nursery)
     proxy = await start_proxy(nursery, [backend])
     client = await H11Client.open(proxy.port)
     await client.request(b"GET", b"/warm")  # the first request dials (in trio)
     before = _resumed()
+    handoffs = _handoffs()
     for i in range(20):
-        response, body, _ = await client.request(b"POST", b"/p", body=b"b%d" % i)
-        assert response.status_code == 200 and body == b"echo:b%d" % i
+        response, body, _ = await client.request(b"GET", b"/p%d" % i)
+        assert response.status_code == 200 and (b"x-target", b"/p%d" % i) in response.headers
     # Every request parks at least once on the dispatcher (waiting for the upstream's answer).
     assert _resumed() - before >= 20
+    assert _handoffs() == handoffs  # ... and never needs trio in between
     assert backend.connections == 1  # the pooled upstream connection is reused from there
     await client.aclose()
 
