@@ -58,6 +58,9 @@ _WAKES_WRITER: Final = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
 # that then gets the last bytes does not see the end behind them, and no later edge comes.
 _ENDS: Final = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 _MAX_EVENTS: Final = 256
+# Batches handled back to back (each one's events found by polling again at once, without a
+# trio round) before the dispatcher lets trio run its other tasks.
+_BATCHES_PER_TURN: Final = 8
 
 # What a resident coroutine yields: 2*fd waits for fd to be readable, 2*fd+1 writable, or:
 YIELD: Final = -1  # run me again after the others (a checkpoint)
@@ -312,17 +315,22 @@ class Readiness:
         coro_readers = self._coro_readers
         coro_writers = self._coro_writers
         wake_fd = self._wake_fd
+        events: list[tuple[int, int]] = []
+        batches = 0
         try:
             while True:
-                if self._soon:
-                    await _shielded_checkpoint()  # others run; then no sleep: work is queued
-                else:
-                    self._sleeping = True
-                    try:
-                        await trio.lowlevel.wait_readable(epoll.fileno())
-                    finally:
-                        self._sleeping = False
-                for fd, flags in epoll.poll(0, _MAX_EVENTS):
+                if not events:
+                    if self._soon:
+                        await _shielded_checkpoint()  # others run; then no sleep: work waits
+                    else:
+                        self._sleeping = True
+                        try:
+                            await trio.lowlevel.wait_readable(epoll.fileno())
+                        finally:
+                            self._sleeping = False
+                    batches = 0
+                    events = epoll.poll(0, _MAX_EVENTS)
+                for fd, flags in events:
                     if fd == wake_fd:
                         try:
                             os.eventfd_read(wake_fd)
@@ -351,6 +359,12 @@ class Readiness:
                     for d, ticket, exc in soon:
                         if d.ticket == ticket:
                             self._resume(d, exc)
+                batches += 1
+                if batches >= _BATCHES_PER_TURN:
+                    await _shielded_checkpoint()
+                    batches = 0
+                # What arrived while this batch ran is handled without a trio round.
+                events = epoll.poll(0, _MAX_EVENTS)
         finally:
             epoll.close()
             os.close(wake_fd)
