@@ -160,6 +160,10 @@ class Readiness:
         # here again, and those that handed their coroutine to its owner task.
         self.resumed = 0
         self.handoffs = 0
+        # Trio traps a resident coroutine yielded (a path that should have gone to trio
+        # first; its owner forwards them), and reschedules trio refused: bugs, counted.
+        self.strays = 0
+        self.failures = 0
 
     def register(self, fd: int) -> None:
         """Watch ``fd`` (a connected socket) from now until it is closed."""
@@ -263,6 +267,7 @@ class Readiness:
         d.running = False
         self.resumed += 1
         if type(code) is not int:
+            self.strays += 1
             return code  # a trio trap: the owner forwards it (never expected here)
         if d.abort_pending:
             d.abort_pending = False
@@ -301,10 +306,10 @@ class Readiness:
             return
         if move is not FINISHED:
             self.handoffs += 1
-        if isinstance(move, outcome.Error):
-            _reschedule(d.owner, move)
-        else:
-            _reschedule(d.owner, _Value(move))
+        try:
+            _reschedule(d.owner, move if isinstance(move, outcome.Error) else _Value(move))
+        except RuntimeError:  # a bug must not end the worker's run (as a system task would)
+            self.failures += 1
 
     async def dispatch(self) -> None:
         """The run's system task: epoll batches -> reschedules and resumed coroutines, and

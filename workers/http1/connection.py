@@ -5,7 +5,10 @@ Owns: the keep-alive loop (requests processed strictly one after another, so pip
 requests are safe), the header timeout and idle close, admission and smuggling checks via
 ``gateway.http`` (behind TLS with several certificates also the 421 misdirected check), the
 per-request access record, the keep-alive cap, drain, and turning every error into a small
-response or a close. Must never log per request (only ``on_request_done``)
+response or a close. On plain TCP it runs as a coroutine of the run's dispatcher
+(``dispatch.py``): every path into trio code (a cancel scope, a nursery, a dial, the
+general core, a WebSocket tunnel, an error answer) first awaits ``trap(TO_TRIO)``, and the
+keep-alive loop's top goes back (``TO_DISPATCHER``). Must never log per request (only ``on_request_done``)
 and never let client or backend bytes raise out of the handler.
 """
 

@@ -31,6 +31,14 @@ def _handoffs() -> int:
     return readiness.handoffs if readiness is not None else 0
 
 
+def _assert_clean() -> None:
+    """No resident coroutine yielded a trio trap (a path into trio without TO_TRIO) and no
+    reschedule failed."""
+    readiness = existing_readiness()
+    assert readiness is not None
+    assert (readiness.strays, readiness.failures) == (0, 0)
+
+
 async def test_keepalive_requests_run_on_the_dispatcher(nursery: trio.Nursery) -> None:
     backend = await start_backend(nursery)
     proxy = await start_proxy(nursery, [backend])
@@ -40,12 +48,14 @@ async def test_keepalive_requests_run_on_the_dispatcher(nursery: trio.Nursery) -
     handoffs = _handoffs()
     for i in range(20):
         response, body, _ = await client.request(b"GET", b"/p%d" % i)
-        assert response.status_code == 200 and (b"x-target", b"/p%d" % i) in response.headers
+        assert response.status_code == 200 and body == b"echo:"
+        assert (b"x-target", b"/p%d" % i) in response.headers
     # Every request parks at least once on the dispatcher (waiting for the upstream's answer).
     assert _resumed() - before >= 20
     assert _handoffs() == handoffs  # ... and never needs trio in between
     assert backend.connections == 1  # the pooled upstream connection is reused from there
     await client.aclose()
+    _assert_clean()
 
 
 async def test_off_runs_each_connection_in_its_own_task(nursery: trio.Nursery) -> None:
@@ -67,6 +77,7 @@ async def test_slow_head_parked_on_the_dispatcher_is_408(nursery: trio.Nursery) 
         data, closed = await raw_exchange(proxy.port, b"GET / HTTP/1.1\r\nHost: a\r\n")
     assert data.startswith(b"HTTP/1.1 408 ") and closed
     assert proxy.records[-1].error_kind == "header_timeout"
+    _assert_clean()
 
 
 async def test_idle_keepalive_lapse_closes_without_a_word(nursery: trio.Nursery) -> None:
@@ -97,6 +108,7 @@ async def test_upstream_head_lapse_while_parked_is_504(nursery: trio.Nursery) ->
     assert response.status_code == 504
     await trio.sleep(0.05)  # the record follows the answer
     assert proxy.records[-1].error_kind == "head_timeout"
+    _assert_clean()
 
 
 async def test_streamed_upload_after_keepalive_get_then_back(nursery: trio.Nursery) -> None:
@@ -120,6 +132,7 @@ async def test_streamed_upload_after_keepalive_get_then_back(nursery: trio.Nurse
         assert response.status_code == 200
     assert _resumed() - before >= 3
     await client.aclose()
+    _assert_clean()
 
 
 async def _ws_echo(request: trio_websocket.WebSocketRequest) -> None:
@@ -171,6 +184,7 @@ async def test_websocket_upgrade_after_keepalive_get(nursery: trio.Nursery) -> N
     await stream.aclose()
     await trio.sleep(0.1)
     assert [r.status for r in records] == [200, 101]
+    _assert_clean()
 
 
 async def test_drain_closes_idle_and_finishes_busy_resident_connections(
@@ -211,6 +225,7 @@ async def test_drain_closes_idle_and_finishes_busy_resident_connections(
     for c in busy:
         with trio.fail_after(2):
             assert await c.stream.receive_some(10) == b""  # closed after the answer
+    _assert_clean()
 
 
 async def test_outside_cancellation_ends_a_parked_connection(nursery: trio.Nursery) -> None:
@@ -260,3 +275,4 @@ async def test_many_connections_at_once(nursery: trio.Nursery) -> None:
                 inner.start_soon(one, i)
     assert ok == 600
     assert sum(r.status == 200 for r in proxy.records) == 600
+    _assert_clean()
