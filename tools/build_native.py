@@ -17,6 +17,7 @@ class-level ``status``/``kind`` defaults), classes inheriting from builtins othe
 ``object`` (``balancer.py``'s AccountingError, ``health/active.py``), msgspec Structs,
 modules with ``continue`` inside ``try/finally`` (unsupported: ``http1/websocket.py``),
 modules that open nurseries (``http1/serve.py``, ``http1/streaming_request.py``: see below),
+``http1/dispatch.py`` (a ``types.coroutine`` trap and a trampoline that awaits in handlers),
 and the rest of ``workers/`` and ``supervisor/`` (not per request).
 
 A compiled coroutine must never await inside an ``except`` or ``finally`` block, nor use

@@ -1,50 +1,124 @@
-"""Edge-triggered read readiness for the proxy's plain TCP sockets: one epoll per trio run and
+"""Edge-triggered read readiness for the proxy's plain TCP sockets, and the dispatcher that
+resumes HTTP/1.1 client connections without a trio wakeup each: one epoll per trio run and
 one dispatcher task.
 
 trio's ``wait_readable`` arms a one-shot registration per wait (an ``epoll_ctl`` call, a waiter
 record built and torn down, two passes through its registration bookkeeping, all interpreted)
 and proxying a small request waits twice. Here a socket is registered once, edge-triggered,
 when its reader is made; a wait is a dict store and a park; the dispatcher, a trio system task
-that trio wakes when the epoll fd is readable, turns each batch of events into reschedules.
+that trio wakes when the epoll fd is readable, handles each batch of events.
+
+Two kinds of waiter. A trio task (``wait_readable``) is rescheduled: one trio wakeup per
+event. A *resident* coroutine (a ``Driven``: an HTTP/1.1 client connection, see
+``workers/http1/dispatch.py``) is resumed directly with ``coroutine.send`` inside the
+dispatcher's own task: trio sees one wakeup per batch, not one per connection and event
+(issue 18). A resident coroutine waits by yielding an int (see the codes below; trio's own
+traps are objects) and must never touch trio's task machinery while resident (no cancel
+scope, nursery, Event wait, sleep, checkpoint: they would bind to the dispatcher's task);
+code that needs trio first yields ``TO_TRIO``, and the connection's owner task (parked in
+trio while its coroutine is resident) drives it from there, until it yields
+``TO_DISPATCHER``. ``DRIVING.mode`` tells the code which driver is running it.
 
 Edge-triggered: an event reports new readiness only. An event that finds no waiter sets the
 fd's ready flag (so does any event that reports the peer's end, waiter or not), and the next
 wait on that fd is a plain checkpoint instead of a park; callers
 read after every wait and wait again when the read finds nothing, so a stale flag costs one
 extra read, never a lost wakeup. Registering a fd again (the kernel drops a closed socket from
-the epoll, so a new socket may get the same number) replaces the old registration.
+the epoll, so a new socket may get the same number) replaces the old registration. A wait
+for room to write (rare: a full send buffer) adds EPOLLOUT to the fd's registration.
 
-Owns: the epoll, the waiting tasks, the ready flags. Must never read or write a socket. A task
-waiting here is woken by an event, by cancellation (which is how the proxy ends connections),
-or by ``notify_closing`` (call it before closing a registered socket: trio's own
+Owns: the epoll, the waiting tasks and coroutines, the ready flags, the run-soon queue of
+resident coroutines that yielded (a checkpoint's equivalent: the dispatcher lets trio run
+between rounds), the driving mode. Must never read or write a socket, and never raise out
+of its task (a coroutine's exception goes to its owner task). A task waiting here is woken
+by an event, by cancellation (which is how the proxy ends connections: a resident
+coroutine's owner, cancelled, takes its coroutine back, see ``detach``), or by
+``notify_closing`` (call it before closing a registered socket: trio's own
 ``notify_closing`` only knows trio's waiters).
 """
 
 from __future__ import annotations
 
+import contextvars
+import os
 import select
-from collections.abc import Callable
-from typing import Final
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Final
 
 import outcome
 import trio
 
 _REGISTER: Final = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+_REGISTER_WRITE: Final = _REGISTER | select.EPOLLOUT
 # Peer data, peer close, hang-up and errors all wake a reader: its read then sees them.
 _WAKES_READER: Final = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+# Room, hang-up and errors wake a writer: its write then sees them.
+_WAKES_WRITER: Final = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
 # An end (peer close, hang-up, error) also flags the fd even when it wakes a reader: a read
 # that then gets the last bytes does not see the end behind them, and no later edge comes.
 _ENDS: Final = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 _MAX_EVENTS: Final = 256
+# How long the dispatcher handles batches back to back (each one's events found by polling
+# again at once, without a trio round) before it lets trio run its other tasks: a trio round
+# costs a few µs, and trio's own work (accepting, a connection's start and end, timers)
+# waits at most this long for its turn (measured: 8 batches per turn at saturation held a
+# new keep-alive connection's first request ~30 ms at p99).
+_SPIN_S: Final = 0.0002
+
+# What a resident coroutine yields: 2*fd waits for fd to be readable, 2*fd+1 writable, or:
+YIELD: Final = -1  # run me again after the others (a checkpoint)
+TO_TRIO: Final = -2  # continue me in my owner task (trio code ahead)
+TO_DISPATCHER: Final = -3  # (to the owner's trampoline) park me back on the dispatcher
+
+# DRIVING.mode: who is running the code right now.
+OFF: Final = 0  # an ordinary trio task
+RESIDENT: Final = 1  # the dispatcher: yield the codes above, never a trio trap
+HANDED: Final = 2  # a resident coroutine's owner task (trio traps; TO_DISPATCHER goes back)
 
 # Bound once (compiled, each ``trio.lowlevel.X`` is two module attribute lookups).
 _current_task: Final = trio.lowlevel.current_task
 _park: Final = trio.lowlevel.wait_task_rescheduled
 _reschedule: Final = trio.lowlevel.reschedule
 _checkpoint: Final = trio.lowlevel.checkpoint
+_shielded_checkpoint: Final = trio.lowlevel.cancel_shielded_checkpoint
 _SUCCEEDED: Final = trio.lowlevel.Abort.SUCCEEDED
+_FAILED: Final = trio.lowlevel.Abort.FAILED
+_perf_counter: Final = time.perf_counter
+_Value: Final = outcome.Value
+_Error: Final = outcome.Error
 
 _RUN_READINESS: trio.lowlevel.RunVar[Readiness] = trio.lowlevel.RunVar("eg_readiness")
+
+
+class Driving:
+    """Who runs the code now (``mode``); set only around a driver's ``send``/``throw``."""
+
+    def __init__(self) -> None:
+        self.mode = OFF
+
+
+DRIVING: Final = Driving()
+
+
+# The owner's messages from a resident coroutine's step (besides a handoff's yielded value).
+FINISHED: Final = "finished"  # the coroutine returned
+DETACHED: Final = "detached"  # the owner's cancellation took it back while it ran
+
+
+class Driven:
+    """One resident coroutine and the trio task that owns it (parked while it is resident)."""
+
+    __slots__ = ("abort_pending", "coro", "detached", "owner", "running", "ticket", "wait")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], owner: trio.lowlevel.Task) -> None:
+        self.coro = coro
+        self.owner = owner
+        self.wait = 0  # the fd code it waits on (>= 0), or -1
+        self.ticket = 0  # its current entry in the run-soon queue (0: none)
+        self.running = False
+        self.detached = False  # taken back by its owner: the dispatcher no longer resumes it
+        self.abort_pending = False
 
 
 def current_readiness() -> Readiness:
@@ -54,7 +128,12 @@ def current_readiness() -> Readiness:
     except LookupError:
         readiness = Readiness()
         _RUN_READINESS.set(readiness)
-        trio.lowlevel.spawn_system_task(readiness.dispatch, name="eg-readiness")
+        # In the context of the task that first needs it (not the run's start): resident
+        # coroutines run in the dispatcher's task, and their logs carry what the worker
+        # bound (worker id, pid) as a connection task's would.
+        trio.lowlevel.spawn_system_task(
+            readiness.dispatch, name="eg-readiness", context=contextvars.copy_context()
+        )
         return readiness
 
 
@@ -71,6 +150,25 @@ class Readiness:
         self._epoll = select.epoll()
         self._readers: dict[int, trio.lowlevel.Task] = {}
         self._ready: set[int] = set()
+        self._coro_readers: dict[int, Driven] = {}
+        self._coro_writers: dict[int, Driven] = {}
+        # (coroutine, its ticket then, what to throw in): entries whose ticket moved on are
+        # stale (it was resumed or taken back since).
+        self._soon: list[tuple[Driven, int, BaseException | None]] = []
+        self._tickets = 0
+        # Queueing from another task while the dispatcher sleeps in trio wakes it through
+        # this eventfd, registered in the epoll.
+        self._sleeping = False
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._wake_fd, select.EPOLLIN)
+        # Since this run began (tests read them): steps of resident coroutines that parked
+        # here again, and those that handed their coroutine to its owner task.
+        self.resumed = 0
+        self.handoffs = 0
+        # Trio traps a resident coroutine yielded (a path that should have gone to trio
+        # first; its owner forwards them), and reschedules trio refused: bugs, counted.
+        self.strays = 0
+        self.failures = 0
 
     def register(self, fd: int) -> None:
         """Watch ``fd`` (a connected socket) from now until it is closed."""
@@ -89,7 +187,7 @@ class Readiness:
             await _checkpoint()
             return
         readers = self._readers
-        if fd in readers:
+        if fd in readers or fd in self._coro_readers:
             raise trio.BusyResourceError("another task is already reading this socket")
         readers[fd] = _current_task()
         await _park(_abort_for(readers, fd))
@@ -109,25 +207,176 @@ class Readiness:
         self._ready.discard(fd)
         task = self._readers.pop(fd, None)
         if task is not None:
-            _reschedule(task, outcome.Error(trio.ClosedResourceError("socket closed")))
+            _reschedule(task, _Error(trio.ClosedResourceError("socket closed")))
+        for waiting in (self._coro_readers, self._coro_writers):
+            d = waiting.pop(fd, None)
+            if d is not None:
+                d.wait = -1
+                self._queue(d, trio.ClosedResourceError("socket closed"))
+
+    # ---- resident coroutines ----
+
+    def first_step(self, d: Driven) -> object:
+        """Run a new resident coroutine now (in the caller's task) until it parks: None; or
+        what its owner must do next (see ``_step``)."""
+        return self._step(d, None)
+
+    def park_soon(self, d: Driven) -> None:
+        """Its owner hands ``d`` back (it yielded TO_DISPATCHER): resume it next round."""
+        d.detached = False
+        self._queue(d, None)
+
+    def _queue(self, d: Driven, exc: BaseException | None) -> None:
+        ticket = self._tickets + 1
+        self._tickets = ticket
+        d.ticket = ticket
+        self._soon.append((d, ticket, exc))
+        if self._sleeping:
+            self._sleeping = False
+            os.eventfd_write(self._wake_fd, 1)
+
+    def detach(self, d: Driven) -> bool:
+        """The owner's cancellation takes ``d`` back; False while it runs (it is then handed
+        back as DETACHED when its step ends)."""
+        if d.running:
+            d.abort_pending = True
+            return False
+        d.detached = True
+        d.ticket = 0
+        fd = d.wait
+        if fd >= 0:
+            waiting = self._coro_writers if fd & 1 else self._coro_readers
+            fd >>= 1
+            if waiting.get(fd) is d:
+                del waiting[fd]
+            d.wait = -1
+        return True
+
+    def _step(self, d: Driven, exc: BaseException | None) -> object:
+        """Resume ``d`` once. None: it parked here again. Otherwise the owner's next move:
+        FINISHED, DETACHED, an outcome.Error (it raised), or the value it yielded for the
+        owner (TO_TRIO, or a trio trap it should never have yielded here)."""
+        d.running = True
+        DRIVING.mode = RESIDENT
+        try:
+            code = d.coro.send(None) if exc is None else d.coro.throw(exc)
+        except StopIteration:
+            DRIVING.mode = OFF
+            d.running = False
+            return FINISHED
+        except BaseException as e:  # the coroutine's own exception: its owner raises it
+            DRIVING.mode = OFF
+            d.running = False
+            return _Error(e)
+        DRIVING.mode = OFF
+        d.running = False
+        self.resumed += 1
+        if type(code) is not int:
+            self.strays += 1
+            return code  # a trio trap: the owner forwards it (never expected here)
+        if d.abort_pending:
+            d.abort_pending = False
+            d.detached = True
+            d.wait = -1
+            return DETACHED
+        if code >= 0:
+            fd = code >> 1
+            if code & 1:
+                self._coro_writers[fd] = d
+                try:
+                    self._epoll.modify(fd, _REGISTER_WRITE)
+                except FileNotFoundError:  # never registered: from now on it is
+                    self._epoll.register(fd, _REGISTER_WRITE)
+            else:
+                ready = self._ready
+                if fd in ready:
+                    ready.discard(fd)
+                    self._queue(d, None)
+                    return None
+                self._coro_readers[fd] = d
+            d.wait = code
+            return None
+        if code == YIELD:
+            self._queue(d, None)
+            return None
+        return code  # TO_TRIO (or TO_DISPATCHER, which only the owner understands)
+
+    def _resume(self, d: Driven, exc: BaseException | None) -> None:
+        if d.detached:
+            return
+        d.wait = -1
+        d.ticket = 0
+        move = self._step(d, exc)
+        if move is None:
+            return
+        if move is not FINISHED:
+            self.handoffs += 1
+        try:
+            _reschedule(d.owner, move if isinstance(move, outcome.Error) else _Value(move))
+        except RuntimeError:  # a bug must not end the worker's run (as a system task would)
+            self.failures += 1
 
     async def dispatch(self) -> None:
-        """The run's system task: epoll batches -> reschedules, until the run ends."""
+        """The run's system task: epoll batches -> reschedules and resumed coroutines, and
+        the run-soon queue, until the run ends."""
         epoll = self._epoll
         readers = self._readers
         ready = self._ready
+        coro_readers = self._coro_readers
+        coro_writers = self._coro_writers
+        wake_fd = self._wake_fd
+        events: list[tuple[int, int]] = []
+        turn_at = 0.0  # when trio last gave the dispatcher its turn
         try:
             while True:
-                await trio.lowlevel.wait_readable(epoll.fileno())
-                for fd, flags in epoll.poll(0, _MAX_EVENTS):
+                if not events:
+                    if self._soon:
+                        await _shielded_checkpoint()  # others run; then no sleep: work waits
+                    else:
+                        self._sleeping = True
+                        try:
+                            await trio.lowlevel.wait_readable(epoll.fileno())
+                        finally:
+                            self._sleeping = False
+                    turn_at = _perf_counter()
+                    events = epoll.poll(0, _MAX_EVENTS)
+                for fd, flags in events:
+                    if fd == wake_fd:
+                        try:
+                            os.eventfd_read(wake_fd)
+                        except BlockingIOError:
+                            pass
+                        continue
                     if flags & _WAKES_READER:
                         task = readers.pop(fd, None)
-                        if task is None or flags & _ENDS:
-                            ready.add(fd)
                         if task is not None:
+                            if flags & _ENDS:
+                                ready.add(fd)
                             _reschedule(task)
+                        else:
+                            d = coro_readers.pop(fd, None)
+                            if d is None or flags & _ENDS:
+                                ready.add(fd)
+                            if d is not None:
+                                self._resume(d, None)
+                    if flags & _WAKES_WRITER and coro_writers:
+                        d = coro_writers.pop(fd, None)
+                        if d is not None:
+                            self._resume(d, None)
+                soon = self._soon
+                if soon:
+                    self._soon = []
+                    for d, ticket, exc in soon:
+                        if d.ticket == ticket:
+                            self._resume(d, exc)
+                if _perf_counter() - turn_at >= _SPIN_S:
+                    await _shielded_checkpoint()
+                    turn_at = _perf_counter()
+                # What arrived while this batch ran is handled without a trio round.
+                events = epoll.poll(0, _MAX_EVENTS)
         finally:
             epoll.close()
+            os.close(wake_fd)
 
 
 def _abort_for(
@@ -136,5 +385,16 @@ def _abort_for(
     def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
         readers.pop(fd, None)
         return _SUCCEEDED
+
+    return abort
+
+
+def abort_resident(
+    readiness: Readiness, d: Driven
+) -> Callable[[trio.lowlevel.RaiseCancelT], trio.lowlevel.Abort]:
+    """The abort function of an owner task parked while ``d`` is resident."""
+
+    def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        return _SUCCEEDED if readiness.detach(d) else _FAILED
 
     return abort

@@ -16,10 +16,12 @@ from gateway.http.errors import BadGateway, BodyTooLarge
 from gateway.http.framing import BodyKind
 from gateway.http.h1_wire import encode_chunk, encode_last_chunk
 from gateway.http.hop_by_hop import strip_hop_by_hop
+from workers.http1.dispatch import trap
 from workers.http1.exchange_steps import RESPONSE_HEAD, UP_HEAD_WRITE, StepTimer
 from workers.http1.message_reader import DATA, END, TRAILERS, MessageReader
 from workers.http1.pool import UpstreamConn
 from workers.http1.socket_io import send_now, send_rest
+from workers.readiness import DRIVING, RESIDENT, TO_TRIO
 
 if TYPE_CHECKING:
     from workers.http1.exchange import Exchange
@@ -57,6 +59,8 @@ async def _send_rest_in_time(ex: Exchange, stream: trio.abc.Stream, data: bytes,
     """The rest of a request the kernel did not take at once, under a scope of its own (rare):
     a lapse here must surface as an error ``upstream`` can retry (a stale pooled
     connection), not as the connection's lapse."""
+    if DRIVING.mode == RESIDENT:
+        await trap(TO_TRIO)  # a cancel scope: trio's
     timer = StepTimer(ex.total_at, UP_HEAD_WRITE, ex.body_timeout_s)
     with timer.scope:
         await send_rest(stream, data, sent)

@@ -5,7 +5,10 @@ Owns: the keep-alive loop (requests processed strictly one after another, so pip
 requests are safe), the header timeout and idle close, admission and smuggling checks via
 ``gateway.http`` (behind TLS with several certificates also the 421 misdirected check), the
 per-request access record, the keep-alive cap, drain, and turning every error into a small
-response or a close. Must never log per request (only ``on_request_done``)
+response or a close. On plain TCP it runs as a coroutine of the run's dispatcher
+(``dispatch.py``): every path into trio code (a cancel scope, a nursery, a dial, the
+general core, a WebSocket tunnel, an error answer) first awaits ``trap(TO_TRIO)``, and the
+keep-alive loop's top goes back (``TO_DISPATCHER``). Must never log per request (only ``on_request_done``)
 and never let client or backend bytes raise out of the handler.
 """
 
@@ -36,6 +39,7 @@ from gateway.http.responses import error_response_h1
 from workers.http1.backend import Backend
 from workers.http1.context import H1Context, RequestRecord
 from workers.http1.deadline_watch import LazyDeadline
+from workers.http1.dispatch import trap
 from workers.http1.exchange import ClientGone, Exchange, ExchangeState
 from workers.http1.exchange_steps import (
     KEEPALIVE_IDLE,
@@ -47,6 +51,7 @@ from workers.http1.exchange_steps import (
 from workers.http1.message_reader import END, EOF_EVENT, HEAD, UPGRADE, MessageReader, ParsedHead
 from workers.http1.upstream import forward
 from workers.http1.websocket import is_websocket_request, proxy_websocket
+from workers.readiness import DRIVING, HANDED, RESIDENT, TO_DISPATCHER, TO_TRIO
 
 
 def peer_of(stream: trio.abc.Stream) -> str:
@@ -133,6 +138,8 @@ class ClientConnection:
 
     async def _read_head(self) -> ParsedHead | None:
         """The next request head; None when the client left or we close an idle connection."""
+        if DRIVING.mode == HANDED:
+            await trap(TO_DISPATCHER)  # back from a stretch in trio (see dispatch.py)
         reader = self.reader
         d = self.deadline
         head_at = self.head_started_at + self.header_timeout_s
@@ -239,6 +246,8 @@ class ClientConnection:
             if general is None and is_grpc(head.headers):
                 general = self.ctx.grpc_general
             if general is not None:
+                if DRIVING.mode == RESIDENT:
+                    await trap(TO_TRIO)
                 record = await general(self.stream, self.reader, self.client, head, state)
                 self.ctx.on_request_done(record)
                 kind = record.error_kind
@@ -297,6 +306,8 @@ class ClientConnection:
         await self._consume_upgrade_marker(websocket=False)
 
     async def _websocket(self, head: RequestHead, leftover: bytes, started_at: float) -> bool:
+        if DRIVING.mode == RESIDENT:
+            await trap(TO_TRIO)  # a tunnel: tasks and cancel scopes
         result = await proxy_websocket(self.ctx, self.stream, head, leftover, self.client)
         self.ctx.on_request_done(
             RequestRecord(
@@ -326,6 +337,8 @@ class ClientConnection:
         status = 0
         if (state is None or not state.response_started) and not isinstance(exc, ClientGone):
             status = exc.status
+            if DRIVING.mode == RESIDENT:
+                await trap(TO_TRIO)  # the bound is a cancel scope
             with trio.move_on_after(1.0):
                 try:
                     await self.stream.send_all(error_response_h1(status, close=True))

@@ -122,6 +122,9 @@ class H1Context:
     watch: DeadlineWatch | None = None
     # When drain began: the trio clock time by which connections idle between requests close.
     idle_close_at: float = math.inf
+    # Plain TCP client connections run on the dispatcher (workers/http1/dispatch.py); False:
+    # each in its own trio task (tests compare the two).
+    resident: bool = True
 
     def start_drain(self, grace_s: float) -> None:
         """Begin draining: idle keep-alives close after a short grace (at most grace_s), tunnels

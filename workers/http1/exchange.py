@@ -29,6 +29,7 @@ from gateway.http.model import HeaderList, comma_tokens, first_header
 from gateway.http.responses import reason_for
 from workers.http1.buffered_request import run_buffered
 from workers.http1.deadline_watch import LazyDeadline
+from workers.http1.dispatch import trap
 from workers.http1.exchange_steps import (
     CLIENT_WRITE,
     UP_BODY_IDLE,
@@ -49,6 +50,7 @@ from workers.http1.message_reader import (
 from workers.http1.pool import UpstreamConn
 from workers.http1.socket_io import send_now, send_rest
 from workers.http1.streaming_request import run_streaming
+from workers.readiness import DRIVING, RESIDENT, TO_TRIO
 
 __all__ = ["ClientGone", "Exchange", "ExchangeState", "StaleConnection"]
 
@@ -165,6 +167,8 @@ class Exchange:
             up_reader = conn.reader = MessageReader(conn.stream, self.limits, is_request=False)
         up_reader.begin_exchange()
         if self.streams_upload():
+            if DRIVING.mode == RESIDENT:
+                await trap(TO_TRIO)  # a nursery and cancel scopes: trio's
             await run_streaming(self, conn, up_reader, request_bytes)
         else:
             await run_buffered(self, conn, up_reader, request_bytes)

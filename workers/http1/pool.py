@@ -205,12 +205,26 @@ class UpstreamPool:
         """Close a connection ``keep`` refused; its slot is freed before the close awaits."""
         await self._close(self._slots_for(conn.backend), conn)
 
-    async def _close(self, slots: _BackendSlots, conn: UpstreamConn) -> None:
+    def discard_now(self, conn: UpstreamConn) -> bool:
+        """``discard`` without awaiting, for a plain TCP stream (False: call ``discard``);
+        what a resident connection (``workers/http1/dispatch.py``) uses."""
+        stream = conn.stream
+        if not isinstance(stream, trio.SocketStream):
+            return False
+        self._release_slot(self._slots_for(conn.backend), conn)
+        forget(stream)
+        stream.socket.close()
+        return True
+
+    def _release_slot(self, slots: _BackendSlots, conn: UpstreamConn) -> None:
         slots.open_count -= 1
         if conn.tunnel:
             slots.tunnel_limiter.release()
         else:
             slots.limiter.release()
+
+    async def _close(self, slots: _BackendSlots, conn: UpstreamConn) -> None:
+        self._release_slot(slots, conn)
         forget(conn.stream)
         await trio.aclose_forcefully(conn.stream)
 

@@ -1,5 +1,5 @@
-"""serve_h1_connection: run one client connection (``connection.ClientConnection``) under its
-deadline (enforced by the listener's ``deadline_watch.DeadlineWatch``: no task or nursery of
+"""serve_h1_connection: run one client connection (``connection.ClientConnection``), on the
+run's dispatcher when it is plain TCP (``dispatch.drive``), under its deadline (enforced by the listener's ``deadline_watch.DeadlineWatch``: no task or nursery of
 its own), answer a lapse, linger when the client may still be sending (issue 17 item 4) or
 reset when a close-delimited response was cut short (item 6), close the stream.
 
@@ -15,6 +15,7 @@ import trio
 
 from workers.http1.connection import ClientConnection, peer_of
 from workers.http1.context import H1Context
+from workers.http1.dispatch import drive
 from workers.http1.lingering_close import linger_before_close, reset_on_close
 from workers.http1.socket_io import forget
 
@@ -30,7 +31,14 @@ async def serve_h1_connection(
     try:
         try:
             with conn.life:  # cancelled by the listener's DeadlineWatch on a lapse
-                await conn.serve()
+                readiness = conn.reader.readiness  # None: not a plain TCP stream
+                if readiness is not None and ctx.resident and ctx.general is None:
+                    # A coroutine of the dispatcher, with this task parked as its owner
+                    # (workers/http1/dispatch.py); the general core's listeners are not:
+                    # every request would go to trio and back.
+                    await drive(readiness, conn.serve())
+                else:
+                    await conn.serve()
         finally:
             conn.deadline.retire()
         if conn.deadline.lapsed:

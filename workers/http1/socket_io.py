@@ -16,6 +16,9 @@ A send the kernel takes at once is not a scheduling point (trio's own send yield
 loop after every successful call, a full scheduler pass per response); only a full buffer
 waits (``wait_writable``, a checkpoint that also delivers a lapsed deadline). Fairness and
 deadlines still hold because every exchange alternates sends with receives.
+On the dispatcher (``DRIVING.mode`` RESIDENT, see ``workers/http1/dispatch.py``) the waits
+are the dispatcher's own (``trap``: readable, writable, a yield in place of the checkpoint)
+and a stream that is not a plain socket first goes to trio (``TO_TRIO``).
 Must never buffer, retry or swallow an error: a broken or closed socket raises exactly the
 trio.BrokenResourceError / trio.ClosedResourceError the Stream API would.
 """
@@ -28,7 +31,16 @@ from typing import Final
 
 import trio
 
-from workers.readiness import Readiness, current_readiness, existing_readiness
+from workers.http1.dispatch import trap
+from workers.readiness import (
+    DRIVING,
+    RESIDENT,
+    TO_TRIO,
+    YIELD,
+    Readiness,
+    current_readiness,
+    existing_readiness,
+)
 
 _CLOSED_ERRNOS = frozenset((errno.EBADF, errno.ENOTSOCK))
 
@@ -40,6 +52,7 @@ _write: Final = os.write
 _checkpoint: Final = trio.lowlevel.checkpoint
 _wait_readable: Final = trio.lowlevel.wait_readable
 _wait_writable: Final = trio.lowlevel.wait_writable
+_driving: Final = DRIVING
 
 
 def _translate(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
@@ -59,6 +72,8 @@ async def receive_some(
     yield soon anyway. ``readiness``: where the socket is registered (see ``watch``); None
     waits through trio."""
     if type(stream) is not _SocketStream:
+        if _driving.mode == RESIDENT:
+            await trap(TO_TRIO)
         return await stream.receive_some(max_bytes)
     sock = stream.socket
     try:
@@ -68,7 +83,10 @@ async def receive_some(
             pass
         else:
             if checkpoint:
-                await _checkpoint()
+                if _driving.mode == RESIDENT:
+                    await trap(YIELD)
+                else:
+                    await _checkpoint()
             return data
         return await _wait_and_read(sock, max_bytes, readiness)
     except OSError as exc:
@@ -81,6 +99,8 @@ async def receive_when_ready(
     """``receive_some`` for a read that almost surely has to wait (a response just requested):
     waits for readability first instead of paying for a read that fails."""
     if type(stream) is not _SocketStream:
+        if _driving.mode == RESIDENT:
+            await trap(TO_TRIO)
         return await stream.receive_some(max_bytes)
     try:
         return await _wait_and_read(stream.socket, max_bytes, readiness)
@@ -92,10 +112,17 @@ async def _wait_and_read(
     sock: trio.socket.SocketType, max_bytes: int, readiness: Readiness | None
 ) -> bytes:
     while True:
+        fd = sock.fileno()
         if readiness is None:
+            if _driving.mode == RESIDENT:
+                await trap(TO_TRIO)
             await _wait_readable(sock)
+        elif fd < 0:
+            pass  # closed: the read says so
+        elif _driving.mode == RESIDENT:
+            await trap(fd * 2)
         else:
-            await readiness.wait_readable(sock.fileno())
+            await readiness.wait_readable(fd)
         try:
             return _read(sock.fileno(), max_bytes)
         except BlockingIOError:
@@ -152,13 +179,21 @@ def send_now(stream: trio.abc.Stream, data: bytes) -> int:
 async def send_rest(stream: trio.abc.Stream, data: bytes, sent: int) -> None:
     """Send ``data[sent:]`` (after ``send_now`` fell short), waiting for room as needed."""
     if type(stream) is not _SocketStream:
+        if _driving.mode == RESIDENT:
+            await trap(TO_TRIO)
         await stream.send_all(data[sent:] if sent else data)
         return
     sock = stream.socket
     try:
         with memoryview(data) as view:
             while sent < len(data):
-                await _wait_writable(sock)
+                fd = sock.fileno()
+                if fd < 0:
+                    pass  # closed: the write says so
+                elif _driving.mode == RESIDENT:
+                    await trap(fd * 2 + 1)
+                else:
+                    await _wait_writable(sock)
                 try:
                     sent += _write(sock.fileno(), view[sent:])
                 except BlockingIOError:

@@ -19,8 +19,10 @@ from gateway.http.model import RequestHead
 from gateway.http.retry_budget import RetryBudget
 from workers.http1.backend import Backend, ConnectFailed, ConnectTimedOut
 from workers.http1.context import H1Context
+from workers.http1.dispatch import trap
 from workers.http1.exchange import Exchange, StaleConnection
 from workers.http1.exchange_steps import lapse_error
+from workers.readiness import DRIVING, HANDED, RESIDENT, TO_DISPATCHER, TO_TRIO
 
 IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
 # Exchange failures that say nothing about the backend's health ("client*" kinds neither). The
@@ -120,6 +122,8 @@ async def _attempt(
         tunnel = exchange.streams_upload()
         conn = None if fresh else pool.take_idle(backend, tunnel)
         if conn is None:
+            if DRIVING.mode == RESIDENT:
+                await trap(TO_TRIO)  # a dial and cancel scopes: trio's
             try:
                 with trio.CancelScope(deadline=exchange.total_at) as total:
                     conn = await pool.acquire(backend, fresh=fresh, tunnel=tunnel)
@@ -132,6 +136,8 @@ async def _attempt(
                 raise
             if total.cancelled_caught or conn is None:
                 raise GatewayTimeout("total request time exceeded", kind="total_timeout")
+            if DRIVING.mode == HANDED:
+                await trap(TO_DISPATCHER)  # the exchange itself runs on the dispatcher
         reusable = False
         failure: BaseException | None = None
         try:
@@ -139,7 +145,9 @@ async def _attempt(
             reusable = exchange.s.upstream_reusable
         except BaseException as exc:  # held for the pool return, then re-raised
             failure = exc
-        if not pool.keep(conn, reusable=reusable):
+        if not pool.keep(conn, reusable=reusable) and not pool.discard_now(conn):
+            if DRIVING.mode == RESIDENT:
+                await trap(TO_TRIO)
             with trio.CancelScope(shield=True):
                 await pool.discard(conn)
         if failure is None:
