@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import get_args
 
 import pytest
 from aioquic.asyncio import connect
@@ -24,6 +25,7 @@ from h3_client import Client, client_config
 from h3_scripted_backend import ScriptedH3
 from running_gateway import RunningGateway, free_port
 
+from gateway.config.schema import PolicyName
 from tools.make_certs import make_certs
 
 NAMES, WEIGHTS = ("a", "b", "c"), (1, 2, 5)
@@ -32,17 +34,7 @@ HASH_KEYS = {
     "ring_hash": 'hash_key = "header:x-user"',
     "session_affinity": 'hash_key = "client_ip"',
 }
-POLICIES = (
-    "round_robin",
-    "weighted_round_robin",
-    "random",
-    "weighted_random",
-    "least_connections",
-    "least_request",
-    "p2c",
-    "ewma",
-    *HASH_KEYS,
-)
+POLICIES = get_args(PolicyName)  # all eleven
 
 
 @dataclass

@@ -59,28 +59,37 @@ def _client() -> QuicConfiguration:
     return conf
 
 
+async def _one_over_then_one_after(port: int, held: int) -> tuple[str, str]:
+    """Hold ``held`` connections (idle timeout 20 s: all still open at the next one), try
+    one more ("connected" or "refused"), close the held ones, then connect again."""
+    async with contextlib.AsyncExitStack() as stack:
+        opened = [
+            await stack.enter_async_context(
+                connect("127.0.0.1", port, configuration=client_config())
+            )
+            for _ in range(held)
+        ]
+        try:
+            async with connect("127.0.0.1", port, configuration=_client()):
+                over = "connected"
+        except ConnectionError:
+            over = "refused"
+        for c in opened:  # all at once: each one's close waits out its closing period
+            c.close()
+    await asyncio.sleep(0.5)  # the CONNECTION_CLOSEs reach the gateway
+    async with connect("127.0.0.1", port, configuration=_client()):
+        after = "connected"
+    return over, after
+
+
 def test_per_ip_cap_drops_the_extra_quic_connection_until_one_closes(
     gateway_factory: type, certs: CertFiles
 ) -> None:
     port = free_port(socket.SOCK_DGRAM)
     gateway_factory.start(_config(certs, port))
 
-    async def main() -> tuple[str, str]:
-        async with (
-            connect("127.0.0.1", port, configuration=_client()),
-            connect("127.0.0.1", port, configuration=_client()),
-        ):
-            try:
-                async with connect("127.0.0.1", port, configuration=_client()):
-                    third = "connected"
-            except ConnectionError:
-                third = "refused"
-        await asyncio.sleep(0.3)  # the two CONNECTION_CLOSEs reach the gateway
-        async with connect("127.0.0.1", port, configuration=_client()):
-            fourth = "connected"
-        return third, fourth
-
-    assert asyncio.run(asyncio.wait_for(main(), 20)) == ("refused", "connected")
+    result = _one_over_then_one_after(port, held=2)
+    assert asyncio.run(asyncio.wait_for(result, 20)) == ("refused", "connected")
 
 
 def test_the_connection_table_is_bounded_by_max_inflight_connections(
@@ -92,27 +101,8 @@ def test_the_connection_table_is_bounded_by_max_inflight_connections(
     runtime = "per_ip_connection_cap = 1000\nmax_inflight_connections = 100"
     gateway_factory.start(_config(certs, port, runtime=runtime))
 
-    async def main() -> tuple[str, str]:
-        async with contextlib.AsyncExitStack() as held:
-            opened = [  # idle timeout 20 s: all still open at the 101st
-                await held.enter_async_context(
-                    connect("127.0.0.1", port, configuration=client_config())
-                )
-                for _ in range(100)
-            ]
-            try:
-                async with connect("127.0.0.1", port, configuration=_client()):
-                    over = "connected"
-            except ConnectionError:
-                over = "refused"
-            for c in opened:  # all at once: each one's close waits out its closing period
-                c.close()
-        await asyncio.sleep(0.5)  # the CONNECTION_CLOSEs reach the gateway
-        async with connect("127.0.0.1", port, configuration=_client()):
-            after = "connected"
-        return over, after
-
-    assert asyncio.run(asyncio.wait_for(main(), 60)) == ("refused", "connected")
+    result = _one_over_then_one_after(port, held=100)
+    assert asyncio.run(asyncio.wait_for(result, 60)) == ("refused", "connected")
 
 
 def test_a_silent_connection_is_closed_at_the_idle_timeout_and_frees_its_slot(
