@@ -3,12 +3,14 @@ and h11/raw-socket clients."""
 
 from __future__ import annotations
 
+import functools
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import h11
 import trio
+import trio_websocket
 
 from gateway.http.limits import HttpLimits
 from workers.http1 import Backend, H1Context, RequestRecord, serve_h1_connection
@@ -280,3 +282,22 @@ async def raw_exchange(port: int, data: bytes, timeout_s: float = 5.0) -> tuple[
             out += chunk
     await stream.aclose()
     return bytes(out), closed
+
+
+async def _ws_echo(request: trio_websocket.WebSocketRequest) -> None:
+    ws = await request.accept()
+    try:
+        while True:
+            await ws.send_message(await ws.get_message())
+    except trio_websocket.ConnectionClosed:
+        pass
+
+
+async def start_ws_echo_backend(nursery: trio.Nursery, name: str = "ws") -> Backend:
+    """A trio-websocket server echoing every message, on a fresh port, as a Backend."""
+    server = await nursery.start(
+        functools.partial(
+            trio_websocket.serve_websocket, _ws_echo, "127.0.0.1", 0, ssl_context=None
+        )
+    )
+    return Backend(name, "127.0.0.1", server.port)

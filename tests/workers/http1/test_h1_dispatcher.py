@@ -11,10 +11,9 @@ import functools
 
 import h11
 import trio
-import trio_websocket
 import wsproto
 import wsproto.events as ws_events
-from h1_peers import H11Client, raw_exchange, start_backend, start_proxy
+from h1_peers import H11Client, raw_exchange, start_backend, start_proxy, start_ws_echo_backend
 
 from gateway.http.limits import HttpLimits
 from workers.http1 import Backend, H1Context, RequestRecord, serve_h1_connection
@@ -135,24 +134,10 @@ async def test_streamed_upload_after_keepalive_get_then_back(nursery: trio.Nurse
     _assert_clean()
 
 
-async def _ws_echo(request: trio_websocket.WebSocketRequest) -> None:
-    ws = await request.accept()
-    try:
-        while True:
-            await ws.send_message(await ws.get_message())
-    except trio_websocket.ConnectionClosed:
-        pass
-
-
 async def test_websocket_upgrade_after_keepalive_get(nursery: trio.Nursery) -> None:
     plain = await start_backend(nursery)
-    server = await nursery.start(
-        functools.partial(
-            trio_websocket.serve_websocket, _ws_echo, "127.0.0.1", 0, ssl_context=None
-        )
-    )
+    ws_b = await start_ws_echo_backend(nursery)
     http_b = Backend("http", "127.0.0.1", plain.port)
-    ws_b = Backend("ws", "127.0.0.1", server.port)
     records: list[RequestRecord] = []
 
     def pick(head, client, tried=()):

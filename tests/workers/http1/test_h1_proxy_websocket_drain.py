@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import trio
 import trio_websocket
-from h1_peers import H11Client, start_backend, start_proxy
+from h1_peers import H11Client, start_backend, start_proxy, start_ws_echo_backend
 
 from gateway.http.limits import HttpLimits, WebSocketLimits
-from workers.http1 import Backend
-
-
-async def _echo(request: trio_websocket.WebSocketRequest) -> None:
-    ws = await request.accept()
-    try:
-        while True:
-            await ws.send_message(await ws.get_message())
-    except trio_websocket.ConnectionClosed:
-        pass
-
-
-async def _ws_backend(nursery: trio.Nursery) -> Backend:
-    server = await nursery.start(
-        functools.partial(trio_websocket.serve_websocket, _echo, "127.0.0.1", 0, ssl_context=None)
-    )
-    return Backend("ws", "127.0.0.1", server.port)
 
 
 async def test_websocket_echo_through_proxy(nursery: trio.Nursery) -> None:
-    proxy = await start_proxy(nursery, [await _ws_backend(nursery)])
+    proxy = await start_proxy(nursery, [await start_ws_echo_backend(nursery)])
     async with trio_websocket.open_websocket("127.0.0.1", proxy.port, "/chat", use_ssl=False) as ws:
         for msg in ("hello", "x" * 100_000, b"\x00\x01binary"):
             await ws.send_message(msg)
@@ -41,7 +22,7 @@ async def test_websocket_echo_through_proxy(nursery: trio.Nursery) -> None:
 
 async def test_websocket_idle_timeout_sends_1001(nursery: trio.Nursery) -> None:
     limits = HttpLimits(websocket=WebSocketLimits(idle_timeout_s=0.3))
-    proxy = await start_proxy(nursery, [await _ws_backend(nursery)], limits)
+    proxy = await start_proxy(nursery, [await start_ws_echo_backend(nursery)], limits)
     async with trio_websocket.open_websocket("127.0.0.1", proxy.port, "/", use_ssl=False) as ws:
         with trio.fail_after(5), pytest.raises(trio_websocket.ConnectionClosed) as closed:
             await ws.get_message()
@@ -50,7 +31,7 @@ async def test_websocket_idle_timeout_sends_1001(nursery: trio.Nursery) -> None:
 
 async def test_client_ping_flood_is_closed_with_1008(nursery: trio.Nursery) -> None:
     limits = HttpLimits(websocket=WebSocketLimits(max_pings_per_window=3, ping_window_s=10.0))
-    proxy = await start_proxy(nursery, [await _ws_backend(nursery)], limits)
+    proxy = await start_proxy(nursery, [await start_ws_echo_backend(nursery)], limits)
     async with trio_websocket.open_websocket("127.0.0.1", proxy.port, "/", use_ssl=False) as ws:
         for i in range(3):
             await ws.ping(b"%d" % i)  # answered (the backend's pong came back)
@@ -73,7 +54,7 @@ async def test_websocket_refused_by_backend_is_502(nursery: trio.Nursery) -> Non
 
 
 async def test_drain_closes_tunnel_with_1001_at_deadline(nursery: trio.Nursery) -> None:
-    proxy = await start_proxy(nursery, [await _ws_backend(nursery)])
+    proxy = await start_proxy(nursery, [await start_ws_echo_backend(nursery)])
     async with trio_websocket.open_websocket("127.0.0.1", proxy.port, "/", use_ssl=False) as ws:
         await ws.send_message("before")
         assert await ws.get_message() == "before"
