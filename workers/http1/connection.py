@@ -49,6 +49,7 @@ from workers.http1.exchange_steps import (
     lapse_error,
 )
 from workers.http1.message_reader import END, EOF_EVENT, HEAD, UPGRADE, MessageReader, ParsedHead
+from workers.http1.socket_io import send_all
 from workers.http1.upstream import forward
 from workers.http1.websocket import is_websocket_request, proxy_websocket
 from workers.readiness import DRIVING, HANDED, RESIDENT, TO_DISPATCHER, TO_TRIO
@@ -341,7 +342,7 @@ class ClientConnection:
                 await trap(TO_TRIO)  # the bound is a cancel scope
             with trio.move_on_after(1.0):
                 try:
-                    await self.stream.send_all(error_response_h1(status, close=True))
+                    await send_all(self.stream, error_response_h1(status, close=True))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     status = 0
         elif state is not None:

@@ -1,7 +1,8 @@
 """serve_h1_connection: run one client connection (``connection.ClientConnection``), on the
 run's dispatcher when it is plain TCP (``dispatch.drive``), under its deadline (enforced by the listener's ``deadline_watch.DeadlineWatch``: no task or nursery of
-its own), answer a lapse, linger when the client may still be sending (issue 17 item 4) or
-reset when a close-delimited response was cut short (item 6), close the stream.
+its own), answer a lapse, let the last response's bytes the dispatcher still holds go out,
+linger when the client may still be sending (issue 17 item 4) or reset when a
+close-delimited response was cut short (item 6), close the stream.
 
 Interpreted on purpose (tools/build_native leaves it out): it closes the stream in a
 ``finally``, and a mypyc-compiled coroutine must never await while an exception is being
@@ -17,7 +18,8 @@ from workers.http1.connection import ClientConnection, peer_of
 from workers.http1.context import H1Context
 from workers.http1.dispatch import drive
 from workers.http1.lingering_close import linger_before_close, reset_on_close
-from workers.http1.socket_io import forget
+from workers.http1.socket_io import forget, settle
+from workers.readiness import DRIVING
 
 
 async def serve_h1_connection(
@@ -43,6 +45,11 @@ async def serve_h1_connection(
             conn.deadline.retire()
         if conn.deadline.lapsed:
             await conn.answer_lapse()
+        if DRIVING.stalls and not conn.abort:
+            # The last response may still wait for room (held by the dispatcher's batch):
+            # it goes out before the shutdown or close, within the client write timeout.
+            with trio.move_on_after(ctx.limits.body_timeout_ms / 1000):
+                await settle(stream)
         if conn.abort:
             reset_on_close(stream)
         elif conn.lingers():

@@ -18,9 +18,14 @@ waits (``wait_writable``, a checkpoint that also delivers a lapsed deadline). Fa
 deadlines still hold because every exchange alternates sends with receives.
 On the dispatcher (``DRIVING.mode`` RESIDENT, see ``workers/http1/dispatch.py``) the waits
 are the dispatcher's own (``trap``: readable, writable, a yield in place of the checkpoint)
-and a stream that is not a plain socket first goes to trio (``TO_TRIO``).
-Must never buffer, retry or swallow an error: a broken or closed socket raises exactly the
-trio.BrokenResourceError / trio.ClosedResourceError the Stream API would.
+and a stream that is not a plain socket first goes to trio (``TO_TRIO``); a send during the
+dispatcher's batch is handed to it (``Readiness.write_soon``: written with the batch's other
+writes when the batch ends). Every write here first settles what an earlier batch could not
+write on that socket (``Readiness.settle``), so bytes leave in the order they were sent;
+``settle`` does the same for a caller about to write through the Stream API or to close.
+Must never retry or swallow an error: a broken or closed socket raises exactly the
+trio.BrokenResourceError / trio.ClosedResourceError the Stream API would (a write held for
+the batch's end that fails is dropped: the connection's next read meets the same error).
 """
 
 from __future__ import annotations
@@ -168,10 +173,40 @@ def send_now(stream: trio.abc.Stream, data: bytes) -> int:
     sock = stream.socket
     if sock.did_shutdown_SHUT_WR:
         raise trio.ClosedResourceError("can't send data after sending EOF")
+    fd = sock.fileno()  # -1 once closed: the write raises EBADF
     try:
-        return _write(sock.fileno(), data)  # fileno() is -1 once closed: EBADF
+        if _driving.stalls and not _settled(fd):
+            return 0  # bytes of an earlier batch wait for room: ``send_rest`` waits too
+        batch = _driving.batch
+        if batch is not None and fd >= 0 and _driving.mode == RESIDENT:
+            return batch.write_soon(fd, data)
+        return _write(fd, data)
     except BlockingIOError:
         return 0
+    except OSError as exc:
+        raise _translate(exc) from exc
+
+
+def _settled(fd: int) -> bool:
+    """Nothing an earlier batch held for ``fd`` is still waiting for room (writes it if it
+    can now)."""
+    readiness = existing_readiness()
+    return readiness is None or fd < 0 or readiness.settle(fd)
+
+
+async def settle(stream: trio.abc.Stream) -> None:
+    """Wait until what the dispatcher's batches held for this stream's socket is written:
+    before writing through the Stream API, shutting it down or closing it (a checkpoint only
+    when something is stalled; cancellation is delivered there)."""
+    if not _driving.stalls or type(stream) is not _SocketStream:
+        return
+    sock = stream.socket
+    try:
+        while not _settled(sock.fileno()):
+            if _driving.mode == RESIDENT:
+                await trap(sock.fileno() * 2 + 1)
+            else:
+                await _wait_writable(sock)
     except OSError as exc:
         raise _translate(exc) from exc
 
@@ -194,6 +229,8 @@ async def send_rest(stream: trio.abc.Stream, data: bytes, sent: int) -> None:
                     await trap(fd * 2 + 1)
                 else:
                     await _wait_writable(sock)
+                if _driving.stalls and not _settled(sock.fileno()):
+                    continue  # an earlier batch's bytes go first
                 try:
                     sent += _write(sock.fileno(), view[sent:])
                 except BlockingIOError:

@@ -41,6 +41,7 @@ from workers.http1.backend import Backend, ConnectFailed, ConnectTimedOut
 from workers.http1.context import H1Context
 from workers.http1.message_reader import END, HEAD, UPGRADE, MessageReader, ParsedHead
 from workers.http1.pool import UpstreamConn
+from workers.http1.socket_io import send_all as send_settled
 
 _UPGRADE_FIELDS = [(b"connection", b"upgrade"), (b"upgrade", b"websocket")]
 
@@ -117,7 +118,7 @@ async def upgrade_upstream(
     reader = MessageReader(stream, limits, is_request=False)
     with trio.move_on_after(limits.header_timeout_ms / 1000) as scope:
         try:
-            await stream.send_all(wire)
+            await send_settled(stream, wire)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise BadGateway("upstream write failed", kind="upstream_write")
         tag, payload = await reader.next_event()
@@ -160,7 +161,7 @@ async def proxy_websocket(
         wire = serialize_response_head(
             ResponseHead(101, reason_for(101), headers), None, close=False
         )
-        await client_stream.send_all(wire + up_leftover)
+        await send_settled(client_stream, wire + up_leftover)
         result.status = 101
         tunnel = WsTunnel(ctx, client_stream, conn.stream)
         await tunnel.run(leftover)
@@ -172,7 +173,7 @@ async def proxy_websocket(
             result.status = exc.status
             with trio.move_on_after(1.0):
                 try:
-                    await client_stream.send_all(error_response_h1(exc.status, close=True))
+                    await send_settled(client_stream, error_response_h1(exc.status, close=True))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     result.status = 0
     except (trio.BrokenResourceError, trio.ClosedResourceError):

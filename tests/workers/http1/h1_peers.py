@@ -147,6 +147,7 @@ async def start_proxy(
     backends: list[H11Backend] | list[Backend] | None,
     limits: HttpLimits | None = None,
     small_buffers: bool = False,
+    buffer_bytes: int = 0,
     **ctx_kwargs: object,
 ) -> Proxy:
     targets = [
@@ -180,7 +181,7 @@ async def start_proxy(
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     if small_buffers:
         for listener in listeners:  # accepted sockets inherit these
-            shrink_buffers(listener.socket)
+            shrink_buffers(listener.socket, buffer_bytes or SMALL_BUFFER_BYTES)
     nursery.start_soon(trio.serve_listeners, handle, listeners)
     return Proxy(ctx, listeners[0].socket.getsockname()[1], records, results)
 
@@ -188,9 +189,9 @@ async def start_proxy(
 SMALL_BUFFER_BYTES = 32 * 1024
 
 
-def shrink_buffers(sock: trio.socket.SocketType) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER_BYTES)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER_BYTES)
+def shrink_buffers(sock: trio.socket.SocketType, size: int = SMALL_BUFFER_BYTES) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
 async def open_small_buffer_stream(port: int) -> trio.SocketStream:

@@ -8,6 +8,7 @@ connections at once. Real h11 / wsproto / raw-socket peers on loopback."""
 from __future__ import annotations
 
 import functools
+import socket
 
 import h11
 import trio
@@ -17,7 +18,7 @@ from h1_peers import H11Client, raw_exchange, start_backend, start_proxy, start_
 
 from gateway.http.limits import HttpLimits
 from workers.http1 import Backend, H1Context, RequestRecord, serve_h1_connection
-from workers.readiness import existing_readiness
+from workers.readiness import DRIVING, existing_readiness
 
 
 def _resumed() -> int:
@@ -260,4 +261,150 @@ async def test_many_connections_at_once(nursery: trio.Nursery) -> None:
                 inner.start_soon(one, i)
     assert ok == 600
     assert sum(r.status == 200 for r in proxy.records) == 600
+    _assert_clean()
+
+
+# ---- writes held for the batch's end (Readiness.write_soon / settle) ----
+
+
+def _readiness():  # type: ignore[no-untyped-def]
+    readiness = existing_readiness()
+    assert readiness is not None
+    return readiness
+
+
+async def _sized_handler(peer, req) -> None:  # type: ignore[no-untyped-def]
+    """A 12,000-byte body naming its request (held whole: under the 16 KiB per-socket cap)."""
+    await peer.read_body()
+    await peer.respond(200, (req.target + b".") * (12000 // (len(req.target) + 1)))
+
+
+def _responses(data: bytes) -> list[tuple[int, bytes]]:
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("host", "a")]))  # client side
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(data)
+    out: list[tuple[int, bytes]] = []
+    status, body = 0, bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed):
+            return out
+        if isinstance(event, h11.Response):
+            status, body = event.status_code, bytearray()
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            out.append((status, bytes(body)))
+            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                return out
+            conn.start_next_cycle()
+            conn.send(h11.Request(method="GET", target="/", headers=[("host", "a")]))
+            conn.send(h11.EndOfMessage())
+
+
+async def _pipelined_client(port: int, n: int) -> trio.SocketStream:
+    """A client with a 4 KiB receive buffer that sends ``n`` pipelined GETs, the last one
+    ``Connection: close``, and reads nothing yet."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", port))
+    stream = trio.SocketStream(sock)
+    requests = b"".join(
+        b"GET /r%02d HTTP/1.1\r\nHost: a\r\n%s\r\n"
+        % (i, b"Connection: close\r\n" if i == n - 1 else b"")
+        for i in range(n)
+    )
+    await stream.send_all(requests)
+    return stream
+
+
+async def _read_to_eof(stream: trio.SocketStream) -> bytes:
+    data = bytearray()
+    while chunk := await stream.receive_some(65536):
+        data += chunk
+    return bytes(data)
+
+
+async def test_keepalive_responses_are_held_for_the_batch_end(nursery: trio.Nursery) -> None:
+    backend = await start_backend(nursery)
+    proxy = await start_proxy(nursery, [backend])
+    client = await H11Client.open(proxy.port)
+    await client.request(b"GET", b"/warm")
+    held = _readiness().held
+    for i in range(10):
+        response, body, _ = await client.request(b"GET", b"/h%d" % i)
+        assert response.status_code == 200 and body == b"echo:"
+    # Each request's upstream write and its response were held, then written at the end of
+    # their batch (in order: h11 would fail on anything else).
+    assert _readiness().held - held >= 20
+    assert DRIVING.stalls == 0
+    await client.aclose()
+    _assert_clean()
+
+
+async def test_held_responses_that_find_no_room_go_out_in_order_before_the_close(
+    nursery: trio.Nursery,
+) -> None:
+    backend = await start_backend(nursery, _sized_handler)
+    proxy = await start_proxy(nursery, [backend], small_buffers=True)
+    stalled = _readiness().stalled_writes if existing_readiness() else 0
+    n = 24  # 24 x 12 KB: far more than the client's and the proxy's buffers hold
+    stream = await _pipelined_client(proxy.port, n)
+    await trio.sleep(0.5)  # the proxy answers into full buffers
+    assert _readiness().stalled_writes > stalled  # a batch's end found no room
+    with trio.fail_after(10):
+        data = await _read_to_eof(stream)
+    responses = _responses(data)
+    assert [status for status, _ in responses] == [200] * n
+    for i, (_, body) in enumerate(responses):
+        target = b"/r%02d." % i
+        assert body == target * (12000 // len(target)), i
+    assert data.endswith(responses[-1][1])  # nothing after the last response: then the close
+    await trio.sleep(0.05)
+    assert DRIVING.stalls == 0
+    assert len(proxy.records) == n
+    _assert_clean()
+
+
+async def test_a_held_last_response_that_finds_no_room_is_written_before_the_close(
+    nursery: trio.Nursery,
+) -> None:
+    backend = await start_backend(nursery, _sized_handler)
+    # The proxy's send buffer (the kernel's minimum) and the client's window together hold
+    # less than the 12 KB response the batch held: its end writes part, the rest stalls,
+    # and the request asked for the close.
+    proxy = await start_proxy(nursery, [backend], small_buffers=True, buffer_bytes=1024)
+    stalled = _readiness().stalled_writes if existing_readiness() else 0
+    stream = await _pipelined_client(proxy.port, 1)
+    await trio.sleep(0.3)
+    assert _readiness().stalled_writes > stalled
+    with trio.fail_after(10):
+        data = await _read_to_eof(stream)
+    ((status, body),) = _responses(data)
+    assert status == 200 and body == b"/r00." * (12000 // 5)
+    assert DRIVING.stalls == 0
+    _assert_clean()
+
+
+async def test_a_client_that_never_reads_is_closed_after_the_write_timeout(
+    nursery: trio.Nursery,
+) -> None:
+    backend = await start_backend(nursery, _sized_handler)
+    proxy = await start_proxy(
+        nursery, [backend], HttpLimits(body_timeout_ms=300), small_buffers=True
+    )
+    stream = await _pipelined_client(proxy.port, 24)
+    with trio.fail_after(5):
+        while len(proxy.records) < 1 or DRIVING.stalls:
+            await trio.sleep(0.05)
+    # The connection gave up on the bytes the client never took and closed: reading now
+    # gets what fit, then the end (a reset: unread data was dropped).
+    with trio.fail_after(5):
+        try:
+            data = await _read_to_eof(stream)
+        except trio.BrokenResourceError:
+            data = b""
+    assert len(data) < 24 * 12000
+    assert DRIVING.stalls == 0
     _assert_clean()
