@@ -70,6 +70,7 @@ _SINGLE = (
     "workers/readiness.py",
     "workers/stats.py",
     "workers/http1_listener.py",
+    "workers/access_format.py",
 )
 _EXCLUDED = frozenset(
     (

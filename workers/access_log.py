@@ -2,9 +2,12 @@
 
 The request path only appends the request's record and the wall-clock time it finished
 (two list appends, no formatting). A batch becomes lines in one go: a msgspec Struct per
-record (its fields are the line's keys, in order) encoded by one precompiled encoder call,
-the worker's bound log context (worker, generation, cpu, pid) spliced into every line by
-one bytes replace, the timestamp text (the request's end, to the millisecond) cached; then one write to the log stream
+record (its fields are the line's keys, in order; built by the compiled
+``workers.access_format.lines_of``) encoded by one precompiled encoder call,
+the worker's bound log context (worker, generation, cpu, pid) as the line's last members
+(fields of a Struct subclass made once per context, their values its defaults; a context
+that cannot be fields is spliced in front of each line by one bytes replace), the
+timestamp text (the request's end, to the millisecond) cached; then one write to the log stream
 (`gateway.logs.current_sink`, stderr in a worker), the same place and the same JSON keys as
 structlog's events. On a console sink (a TTY) lines go through structlog's renderer instead:
 a human reads them, speed does not matter.
@@ -21,12 +24,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import structlog
 import trio
 
 from gateway.logs import LogSink, current_sink
+from workers.access_format import TimestampText, lines_of
 from workers.http1.context import RequestRecord
 
 FLUSH_INTERVAL_S = 0.25  # observability.access_log_flush_ms's default
@@ -53,35 +58,25 @@ class AccessLine(msgspec.Struct, gc=False):
     level: str = "info"
 
 
-class TimestampText:
-    """ISO 8601 UTC text with milliseconds ("2026-12-05T14:53:56.123Z"), cached: the text of
-    one millisecond is formatted once (a busy worker finishes many requests in one), the
-    date-and-seconds part once per second (nginx caches its time strings the same way)."""
-
-    __slots__ = ("_ms", "_second", "_second_text", "_text")
-
-    def __init__(self) -> None:
-        self._ms = self._second = -1
-        self._text = self._second_text = ""
-
-    def __call__(self, wall_s: float) -> str:
-        ms = int(wall_s * 1000)
-        if ms != self._ms:
-            self._ms = ms
-            second, milli = divmod(ms, 1000)
-            if second != self._second:
-                self._second = second
-                self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._text = f"{self._second_text}.{milli:03d}Z"
-        return self._text
-
-
-def _context_fields(encoder: msgspec.json.Encoder) -> bytes:
+def _context_fields(encoder: msgspec.json.Encoder, context: dict[str, Any]) -> bytes:
     """The bound structlog context as JSON members ending in a comma (b"" when none)."""
-    context = structlog.contextvars.get_contextvars()
     if not context:
         return b""
     return encoder.encode(context)[1:-1] + b","
+
+
+def _line_with_context(context: dict[str, Any]) -> type[AccessLine] | None:
+    """AccessLine with the context's members as last fields (their values the defaults);
+    None when the context cannot be fields (a name a line already has, or not a name)."""
+    if any(name in AccessLine.__struct_fields__ for name in context):
+        return None
+    try:
+        fields = [(name, Any, msgspec.field(default=value)) for name, value in context.items()]
+        return msgspec.defstruct(
+            "AccessLineWithContext", fields, bases=(AccessLine,), kw_only=True, gc=False
+        )
+    except (TypeError, ValueError):
+        return None
 
 
 class AccessLog:
@@ -106,6 +101,8 @@ class AccessLog:
         self._finished_at: list[float] = []
         self._encoder = msgspec.json.Encoder(enc_hook=repr)
         self._timestamp = TimestampText()
+        self._context_key: tuple[tuple[str, Any], ...] = ()
+        self._context_line: type[AccessLine] = AccessLine
 
     def append(self, record: RequestRecord) -> None:
         if not self.enabled:
@@ -126,32 +123,30 @@ class AccessLog:
         if self.sink.rendering == "console":
             self._log_console(records, finished_at)
             return
-        stamp = self._timestamp
-        lines = [
-            AccessLine(
-                r.listener,
-                r.client,
-                r.method,
-                r.path,
-                r.status,
-                r.bytes_in,
-                r.bytes_out,
-                round(r.duration_s * 1000, 3),
-                r.backend_id,
-                r.error_kind,
-                r.front,
-                r.back,
-                stamp(at),
-            )
-            for r, at in zip(records, finished_at, strict=True)
-        ]
-        data = self._encoder.encode_lines(lines)
-        context = _context_fields(self._encoder)
-        if context:
+        context = structlog.contextvars.get_contextvars()
+        line = self._line_for(context)
+        data = self._encoder.encode_lines(lines_of(records, finished_at, self._timestamp, line))
+        if line is AccessLine and context:
             # A raw newline only ever ends a line (JSON escapes it inside strings), so every
             # b"\n{" is the start of the next line's object.
-            data = (b"\n" + data).replace(b"\n{", b"\n{" + context)[1:]
+            members = _context_fields(self._encoder, context)
+            data = (b"\n" + data).replace(b"\n{", b"\n{" + members)[1:]
         self._write(data)
+
+    def _line_for(self, context: dict[str, Any]) -> type[AccessLine]:
+        """The line class carrying ``context`` (made once per context; AccessLine itself when
+        there is none or it cannot be fields)."""
+        if not context:
+            return AccessLine
+        try:
+            key = tuple(context.items())
+            hash(key)
+        except TypeError:  # an unhashable value: splice it in every time
+            return AccessLine
+        if key != self._context_key:
+            self._context_key = key
+            self._context_line = _line_with_context(context) or AccessLine
+        return self._context_line
 
     def _write(self, data: bytes) -> None:
         stream = self.sink.stream

@@ -206,6 +206,14 @@ class Readiness:
         except FileExistsError:  # a closed socket's number reused before the kernel forgot it
             self._epoll.modify(fd, _REGISTER)
 
+    def unregister(self, fd: int) -> None:
+        """Stop watching ``fd`` (still open: a listening socket another task goes on with)."""
+        self._ready.discard(fd)
+        try:
+            self._epoll.unregister(fd)
+        except (FileNotFoundError, OSError):  # never registered, or already closed
+            pass
+
     async def wait_readable(self, fd: int) -> None:
         """Return when ``fd`` may have become readable since the caller's last read found it
         empty. Always a checkpoint; cancellation is delivered here."""

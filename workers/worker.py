@@ -56,10 +56,17 @@ async def _no_stream_handler(sock: trio.socket.SocketType, addr: tuple[str, int]
 
 
 class ListenerRuntime:
-    def __init__(self, plan: ListenerPlan, sock: trio.socket.SocketType, worker: Worker) -> None:
+    def __init__(
+        self,
+        plan: ListenerPlan,
+        sock: trio.socket.SocketType,
+        worker: Worker,
+        raw: stdsocket.socket | None = None,
+    ) -> None:
         self.plan = plan
         self.config = worker.boot.plan.config
         self.sock = sock
+        self.raw = raw  # the stdlib socket behind ``sock`` (the accept loop's own accept)
         self.on_drain: Callable[[float], None] | None = None
         self.live_scopes: set[trio.CancelScope] = set()
         self.stats = ListenerStats(plan.name, worker.metrics)
@@ -144,7 +151,9 @@ class Worker:
         for lp in boot.plan.listeners:
             fd = boot.listener_fds[lp.name]
             std = stdsocket.socket(fileno=fd)
-            self.listeners[lp.name] = ListenerRuntime(lp, trio.socket.from_stdlib_socket(std), self)
+            self.listeners[lp.name] = ListenerRuntime(
+                lp, trio.socket.from_stdlib_socket(std), self, std
+            )
         self.handled_connections = 0
         self.active_connections = 0
         self.draining = trio.Event()
@@ -330,7 +339,9 @@ class Worker:
                                 continue
                             await accepting.start(
                                 functools.partial(
-                                    serve_accept_loop, on_exhausted=runtime.stats.reject
+                                    serve_accept_loop,
+                                    on_exhausted=runtime.stats.reject,
+                                    raw=runtime.raw,
                                 ),
                                 runtime.sock,
                                 runtime.plan.name,

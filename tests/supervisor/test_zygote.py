@@ -46,7 +46,7 @@ def _shape(worker_pid: int, supervisor_pid: int) -> list[str]:
     for fd, target in _fds(worker_pid).items():
         if fd <= 2:
             shape.append(f"std{fd}")
-        elif target in sup:
+        elif target in sup and target.startswith("socket:"):  # anon inodes share names
             assert sup[target] == fd, (fd, target, sup[target])
             shape.append("supervisor's socket")
         elif target.startswith(("socket:", "pipe:")):

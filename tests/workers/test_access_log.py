@@ -17,7 +17,8 @@ import trio
 import trio.testing
 
 from gateway.logs import LogSink, configure_logging
-from workers.access_log import AccessLog, TimestampText
+from workers.access_format import TimestampText
+from workers.access_log import AccessLog
 from workers.http1.context import RequestRecord
 
 FIELDS = {
@@ -117,6 +118,27 @@ def test_hostile_paths_stay_one_valid_line_each() -> None:
     lines = _lines(out)
     assert [line["path"] for line in lines] == paths
     assert all(line["worker"] == 3 for line in lines)  # the context splice hit only line starts
+
+
+def test_a_context_the_line_cannot_carry_as_fields_is_spliced_in_instead() -> None:
+    # A bound name that is also a line field, or no Python name at all: the context cannot
+    # be the line class's fields, so each line gets it spliced in front (as structlog's
+    # own JSON would carry both). A later flush under the usual context uses fields again.
+    for extra in ({"status": "bound"}, {"not a name": 1}):
+        structlog.contextvars.bind_contextvars(**extra)
+        out, sink = _sink()
+        log = AccessLog(enabled=True, sink=sink)
+        log.append(_record('/\n{"x":1}'))
+        log.append(_record("/b"))
+        log.flush()
+        lines = _lines(out)
+        assert [line["path"] for line in lines] == ['/\n{"x":1}', "/b"]
+        assert all(line["worker"] == 3 and line["pid"] == 4242 for line in lines)
+        structlog.contextvars.unbind_contextvars(*extra)
+        log.append(_record("/c"))
+        log.flush()
+        (last,) = _lines(out)[2:]
+        assert last["path"] == "/c" and last["worker"] == 3 and last["status"] == 200
 
 
 def test_timestamp_is_the_requests_end_in_utc_to_the_millisecond() -> None:
