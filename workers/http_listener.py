@@ -19,6 +19,7 @@ import trio
 
 from gateway.config.schema import H2Config
 from gateway.http.limits import H2Limits
+from workers.accepted_stream import accepted_stream, prepare_listener
 from workers.http.context import ProxyContext
 from workers.http.front import ClientConn
 from workers.http.h1_front import general_exchange
@@ -156,9 +157,11 @@ def make_h1_listener_handler(runtime: ListenerRuntime, worker: Worker) -> Handle
     h2_front = FRONTS["h2"](kit)
     sniff = kit.h2.prior_knowledge
     sniff_timeout_s = kit.h1.limits.header_timeout_ms / 1000
+    if runtime.raw is not None:
+        prepare_listener(runtime.raw)
 
     async def handle(sock: trio.socket.SocketType, addr: tuple[str, int]) -> None:
-        client = ClientConn(trio.SocketStream(sock), addr[0])
+        client = ClientConn(accepted_stream(sock), addr[0])
         kind = await sniff_preface(sock, sniff_timeout_s) if sniff else H1
         if kind == H2:
             await h2_front(client)
