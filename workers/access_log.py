@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import structlog
@@ -72,9 +72,10 @@ def _line_with_context(context: dict[str, Any]) -> type[AccessLine] | None:
         return None
     try:
         fields = [(name, Any, msgspec.field(default=value)) for name, value in context.items()]
-        return msgspec.defstruct(
+        line = msgspec.defstruct(
             "AccessLineWithContext", fields, bases=(AccessLine,), kw_only=True, gc=False
         )
+        return cast("type[AccessLine]", line)
     except (TypeError, ValueError):
         return None
 
