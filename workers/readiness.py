@@ -291,9 +291,6 @@ class Readiness:
         DRIVING.stalls -= 1
         return self._write_or_stall(fd, rest)
 
-    def stalled(self, fd: int) -> bool:
-        return fd in self._stalled
-
     def _write_or_stall(self, fd: int, data: bytes) -> bool:
         """Write ``data`` now; what the kernel does not take stalls (False)."""
         try:
