@@ -10,6 +10,7 @@ port.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import socket
@@ -29,6 +30,7 @@ def _ephemeral_low() -> int:
         return _DEFAULT_EPHEMERAL_LOW
 
 
+@functools.cache  # the range and the worker do not change within a process
 def _slice() -> range | None:
     """The ports this process may hand out; None when there is no room below the ephemeral
     range (then the kernel picks, as ``bind(0)`` does)."""

@@ -6,11 +6,13 @@ coroutine, runs its first step, then parks in trio for as long as the coroutine 
 the dispatcher resumes it directly on every event it waits for (one trio wakeup per batch of
 events for all connections, issue 18). When the coroutine reaches code that needs trio (a
 cancel scope, a nursery, a fresh upstream dial, an error answer, a WebSocket tunnel, a
-streamed upload, TLS) it first awaits ``to_trio()``: the dispatcher wakes the owner, which
+streamed upload, TLS) it first yields TO_TRIO (``if DRIVING.mode == RESIDENT: await
+trap(TO_TRIO)``, written out at each such place: compiled, the mode test costs nothing and a
+helper coroutine would be created on every request): the dispatcher wakes the owner, which
 from then on drives the coroutine itself with a trampoline (each trio trap the coroutine
-yields is passed up to trio, trio's answer passed back down) until the coroutine awaits
-``to_dispatcher()`` (only where no trio scope of its own is open: the keep-alive loop's
-top, after a fresh dial) or ends.
+yields is passed up to trio, trio's answer passed back down) until the coroutine yields
+TO_DISPATCHER (``if DRIVING.mode == HANDED``; only where no trio scope of its own is open:
+the keep-alive loop's top, after a fresh dial) or ends.
 
 Deadlines and drain need nothing new: the owner parks inside the connection's cancel scope
 (``ClientConnection.life``), so a lapse, a drain's idle close or the worker's cut cancels the
@@ -19,7 +21,7 @@ Cancelled into it, exactly where it waited, as trio would have.
 
 Interpreted on purpose (tools/build_native leaves it out): ``trap`` must be a
 ``types.coroutine`` generator, and ``drive`` awaits inside ``except`` blocks.
-Owns: the owner's side (``drive``), ``trap``, ``to_trio``, ``to_dispatcher``.
+Owns: the owner's side (``drive``) and ``trap``.
 Must never be used for a stream whose socket is not registered with the run's Readiness.
 """
 
@@ -38,9 +40,7 @@ from workers.readiness import (
     FINISHED,
     HANDED,
     OFF,
-    RESIDENT,
     TO_DISPATCHER,
-    TO_TRIO,
     Driven,
     Readiness,
     abort_resident,
@@ -57,19 +57,6 @@ def trap(code: int) -> Generator[int, None, None]:
 def _forward(value: Any) -> Generator[Any, Any, Any]:
     """Pass a trio trap the driven coroutine yielded up to trio; trio's answer comes back."""
     return (yield value)
-
-
-async def to_trio() -> None:
-    """Continue in the owner task (trio code ahead); nothing when not resident."""
-    if DRIVING.mode == RESIDENT:
-        await trap(TO_TRIO)
-
-
-async def to_dispatcher() -> None:
-    """Back onto the dispatcher after a stretch in the owner task (no trio scope may be
-    open in the coroutine here); nothing when not handed to the owner."""
-    if DRIVING.mode == HANDED:
-        await trap(TO_DISPATCHER)
 
 
 async def drive(readiness: Readiness, coro: Coroutine[Any, Any, None]) -> None:

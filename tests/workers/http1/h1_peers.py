@@ -69,6 +69,18 @@ async def default_handler(peer: BackendPeer, req: h11.Request) -> None:
     await peer.respond(200, b"echo:" + body, [(b"x-target", req.target)])
 
 
+def gated_handler(gate: trio.Event) -> Handler:
+    """200 "ok" to every request; a request for /slow is answered only once ``gate`` is set."""
+
+    async def handler(peer: BackendPeer, req: h11.Request) -> None:
+        await peer.read_body()
+        if req.target == b"/slow":
+            await gate.wait()
+        await peer.respond(200, b"ok")
+
+    return handler
+
+
 @dataclass
 class H11Backend:
     handler: Handler = default_handler

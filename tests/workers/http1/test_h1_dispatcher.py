@@ -14,7 +14,14 @@ import h11
 import trio
 import wsproto
 import wsproto.events as ws_events
-from h1_peers import H11Client, raw_exchange, start_backend, start_proxy, start_ws_echo_backend
+from h1_peers import (
+    H11Client,
+    gated_handler,
+    raw_exchange,
+    start_backend,
+    start_proxy,
+    start_ws_echo_backend,
+)
 
 from gateway.http.limits import HttpLimits
 from workers.http1 import Backend, H1Context, RequestRecord, serve_h1_connection
@@ -177,14 +184,7 @@ async def test_drain_closes_idle_and_finishes_busy_resident_connections(
     nursery: trio.Nursery,
 ) -> None:
     gate = trio.Event()
-
-    async def handler(peer, req):
-        await peer.read_body()
-        if req.target == b"/slow":
-            await gate.wait()
-        await peer.respond(200, b"ok")
-
-    backend = await start_backend(nursery, handler)
+    backend = await start_backend(nursery, gated_handler(gate))
     proxy = await start_proxy(nursery, [backend])
     idle = [await H11Client.open(proxy.port) for _ in range(3)]
     for c in idle:

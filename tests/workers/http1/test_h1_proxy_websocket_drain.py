@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio_websocket
-from h1_peers import H11Client, start_backend, start_proxy, start_ws_echo_backend
+from h1_peers import H11Client, gated_handler, start_backend, start_proxy, start_ws_echo_backend
 
 from gateway.http.limits import HttpLimits, WebSocketLimits
 
@@ -68,14 +68,7 @@ async def test_drain_closes_tunnel_with_1001_at_deadline(nursery: trio.Nursery) 
 
 async def test_drain_closes_idle_keepalive_and_marks_active_response(nursery: trio.Nursery) -> None:
     gate = trio.Event()
-
-    async def handler(peer, req):
-        await peer.read_body()
-        if req.target == b"/slow":
-            await gate.wait()
-        await peer.respond(200, b"ok")
-
-    backend = await start_backend(nursery, handler)
+    backend = await start_backend(nursery, gated_handler(gate))
     proxy = await start_proxy(nursery, [backend])
     idle = await H11Client.open(proxy.port)
     response, _, _ = await idle.request(b"GET", b"/")
