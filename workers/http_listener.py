@@ -109,15 +109,27 @@ H2 = 2
 SILENT = 0  # nothing within the header timeout, or EOF: closed without a word, as H1 does
 
 
-def _peek_now(fd: int, n: int) -> bytes | None:
-    """Up to ``n`` bytes already received on ``fd``, left in place; None if none yet."""
-    peer = stdsocket.socket(fileno=fd)
+def _peek_now(sock: trio.socket.SocketType, n: int) -> bytes | None:
+    """Up to ``n`` bytes already received on ``sock``, left in place; None if none yet.
+
+    Peeks through the stdlib socket trio's wraps (``_sock``, kept by every trio socket
+    ``from_stdlib_socket`` made): a stdlib socket made for the fd instead costs a
+    ``getsockname`` and two ``getsockopt`` per connection."""
+    std = getattr(sock, "_sock", None)
+    if not isinstance(std, stdsocket.socket):
+        std = stdsocket.socket(fileno=sock.fileno())
+        try:
+            return _peek(std, n)
+        finally:
+            std.detach()  # the fd stays the connection's
+    return _peek(std, n)
+
+
+def _peek(std: stdsocket.socket, n: int) -> bytes | None:
     try:
-        return peer.recv(n, stdsocket.MSG_PEEK | stdsocket.MSG_DONTWAIT)
+        return std.recv(n, stdsocket.MSG_PEEK | stdsocket.MSG_DONTWAIT)
     except BlockingIOError:
         return None
-    finally:
-        peer.detach()  # the fd stays the connection's
 
 
 def _classify(data: bytes) -> int | None:
@@ -133,7 +145,7 @@ def _classify(data: bytes) -> int | None:
 async def sniff_preface(sock: trio.socket.SocketType, timeout_s: float) -> int:
     """H2 when the client opens with the HTTP/2 connection preface, H1 for anything else."""
     try:  # the first bytes are often there already: decide without a wait or a timer
-        ready = _peek_now(sock.fileno(), len(PREFACE))
+        ready = _peek_now(sock, len(PREFACE))
     except OSError:
         return SILENT
     if ready is not None and (kind := _classify(ready)) is not None:

@@ -135,7 +135,7 @@ class Driven:
     def __init__(self, coro: Coroutine[Any, Any, Any], owner: trio.lowlevel.Task) -> None:
         self.coro = coro
         self.owner = owner
-        self.wait = 0  # the fd code it waits on (>= 0), or -1
+        self.wait = -1  # the fd code it waits on (>= 0), or -1
         self.ticket = 0  # its current entry in the run-soon queue (0: none)
         self.running = False
         self.detached = False  # taken back by its owner: the dispatcher no longer resumes it
@@ -322,13 +322,8 @@ class Readiness:
 
     # ---- resident coroutines ----
 
-    def first_step(self, d: Driven) -> object:
-        """Run a new resident coroutine now (in the caller's task) until it parks: None; or
-        what its owner must do next (see ``_step``)."""
-        return self._step(d, None)
-
     def park_soon(self, d: Driven) -> None:
-        """Its owner hands ``d`` back (it yielded TO_DISPATCHER): resume it next round."""
+        """Its owner hands ``d`` over (new, or it yielded TO_DISPATCHER): resume it next round."""
         d.detached = False
         self._queue(d, None)
 

@@ -4,9 +4,11 @@ connection is accepted or arrive later, in pieces, or never."""
 
 from __future__ import annotations
 
+import socket as stdsocket
+
 import trio
 
-from workers.http_listener import H1, H2, PREFACE, SILENT, sniff_preface
+from workers.http_listener import H1, H2, PREFACE, SILENT, _peek_now, sniff_preface
 
 
 async def _sniffed(
@@ -50,3 +52,19 @@ def test_bytes_arriving_later_and_in_pieces() -> None:
 def test_silence_and_eof_are_silent() -> None:
     assert trio.run(lambda: _sniffed([], gap_s=0.01))[0] == SILENT  # nothing within 0.5 s
     assert trio.run(lambda: _sniffed([], eof=True))[0] == SILENT
+
+
+def test_a_socket_without_its_stdlib_socket_is_peeked_through_its_fd() -> None:
+    """The peek goes through the stdlib socket a trio socket wraps; a socket that does not
+    show one is peeked through a stdlib socket made for its fd, which stays open."""
+    a, b = stdsocket.socketpair()
+    with a, b:
+
+        class Bare:
+            def fileno(self) -> int:
+                return a.fileno()
+
+        assert _peek_now(Bare(), 8) is None  # type: ignore[arg-type]
+        b.send(b"GET / ")
+        assert _peek_now(Bare(), 8) == b"GET / "  # type: ignore[arg-type]
+        assert a.recv(8) == b"GET / "  # left in place, and the fd is still the socket's

@@ -2,7 +2,9 @@
 (``workers.readiness``) instead of as a trio task's own code, and hands it to trio and back.
 
 The connection's trio task (its *owner*: the worker's per-connection task) creates the
-coroutine, runs its first step, then parks in trio for as long as the coroutine is resident:
+coroutine, queues it on the dispatcher (its first step runs in the dispatcher's next batch, so
+the first request's writes are held with the batch's others, like every later request's), then
+parks in trio for as long as the coroutine is resident:
 the dispatcher resumes it directly on every event it waits for (one trio wakeup per batch of
 events for all connections, issue 18). When the coroutine reaches code that needs trio (a
 cancel scope, a nursery, a fresh upstream dial, an error answer, a WebSocket tunnel, a
@@ -31,7 +33,6 @@ import types
 from collections.abc import Coroutine, Generator
 from typing import Any
 
-import outcome
 import trio
 
 from workers.readiness import (
@@ -65,7 +66,8 @@ async def drive(readiness: Readiness, coro: Coroutine[Any, Any, None]) -> None:
     reaches the coroutine where it waits, as trio's Cancelled."""
     d = Driven(coro, trio.lowlevel.current_task())
     abort = abort_resident(readiness, d)
-    move: object = readiness.first_step(d)
+    readiness.park_soon(d)  # its first step runs in the dispatcher's next batch
+    move: object = None
     while True:
         thrown: BaseException | None = None
         if move is None:  # resident: park until the dispatcher needs us
@@ -75,8 +77,6 @@ async def drive(readiness: Readiness, coro: Coroutine[Any, Any, None]) -> None:
                 if not d.detached:
                     raise  # the coroutine's own exception, from the dispatcher
                 thrown = exc  # our cancellation: the abort took the coroutine back
-        elif isinstance(move, outcome.Error):
-            move.unwrap()  # the coroutine raised during its first step
         if move is FINISHED:
             return
         if move is DETACHED:
