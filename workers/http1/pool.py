@@ -217,6 +217,9 @@ class UpstreamPool:
         return True
 
     def _release_slot(self, slots: _BackendSlots, conn: UpstreamConn) -> None:
+        if conn.reader is not None:  # closing: its kept parser's cycle is broken now
+            conn.reader.release()
+            conn.reader = None
         slots.open_count -= 1
         if conn.tunnel:
             slots.tunnel_limiter.release()

@@ -58,6 +58,7 @@ async def serve_h1_connection(
             reader = conn.reader
             await linger_before_close(stream, reader.readiness, ctx.limits.linger)
     finally:
+        conn.reader.release()
         forget(stream)
         if isinstance(stream, trio.SocketStream):
             # What SocketStream.aclose does, without its checkpoint (under
