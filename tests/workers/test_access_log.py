@@ -214,3 +214,27 @@ def test_lines_keep_their_order_with_structlog_events_on_one_stream() -> None:
         structlog.reset_defaults()
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+@pytest.mark.parametrize(
+    ("duration_s", "text"),
+    [
+        (0.0, "0.0"),
+        (0.000123456, "0.123"),
+        (0.0001235, "0.124"),  # half up
+        (0.012345678, "12.346"),
+        (1.5, "1500.0"),
+        (3600.0000004, "3600000.0"),
+        (-0.0005, "-0.5"),  # a clock that went back is written, never raised on
+        (float("inf"), "null"),
+        (float("nan"), "null"),
+    ],
+)
+def test_duration_is_milliseconds_to_the_microsecond(duration_s: float, text: str) -> None:
+    out, sink = _sink()
+    log = AccessLog(enabled=True, sink=sink)
+    record = _record("/")
+    record.duration_s = duration_s
+    log.append(record)
+    log.flush()
+    assert out.getvalue().split('"duration_ms":')[1].split(",")[0] == text
