@@ -6,7 +6,9 @@ Each proxy runs one worker (HAProxy: one thread, `mode http`) pinned to --proxy-
 keep-alive to the backend; wrk (one thread, --connections keep-alive connections) and the
 backend share --harness-cpus. All proxies are started up front; each round measures every
 proxy once, in turn (and the backend alone, the harness's own ceiling), wrk running
---duration-s seconds each, so a shared machine's drifting load falls on all of them alike.
+--duration-s seconds each, so a shared machine's drifting load falls on all of them alike;
+every other round runs the list backwards, so a drift within a round cancels out of each
+pair's ratio over two rounds instead of always favouring whichever proxy runs first.
 requests/s comes from wrk and the CPU seconds of the proxy's process tree over the round
 from psutil. Prints requests/s, proxy CPU-µs per request and the ratios to nginx (median
 of the per-round ratios).
@@ -419,7 +421,8 @@ def _measure_all(
     names: list[str], backend: Proxy, workdir: Path, args: argparse.Namespace
 ) -> list[Row]:
     """Start every proxy (idle ones cost nothing), then run the rounds interleaved: pass r
-    measures each proxy once, in order, so slow drifts of a shared machine hit all alike."""
+    measures each proxy once, in order (backwards on odd passes), so slow drifts of a shared
+    machine hit all alike."""
     proxies: dict[str, Proxy | None] = {DIRECT: None}
     try:
         for name in names:
@@ -442,7 +445,10 @@ def _measure_all(
                 _take_access_lines(proxy)  # the warm-up's lines are not a round's
         for r in range(args.rounds):
             print(f"… round {r + 1}/{args.rounds}", flush=True)
-            for name, proxy in proxies.items():
+            order = list(proxies.items())
+            if r % 2:
+                order.reverse()
+            for name, proxy in order:
                 try:
                     sample = _round(proxy.port if proxy else backend.port, proxy, args)
                 except WrkError as exc:
