@@ -14,7 +14,7 @@ about a sixth less CPU per proxied request, the workers/http1 ones another fifth
 
 Left interpreted on purpose: exception modules (mypyc-compiled exception classes lose their
 class-level ``status``/``kind`` defaults), classes inheriting from builtins other than
-``object`` (``balancer.py``'s AccountingError, ``health/active.py``), msgspec Structs,
+``object`` (``balancer/errors.py``, ``health/active.py``), msgspec Structs,
 modules with ``continue`` inside ``try/finally`` (unsupported: ``http1/websocket.py``),
 modules that open nurseries (``http1/serve.py``, ``http1/streaming_request.py``: see below),
 ``http1/dispatch.py`` (a ``types.coroutine`` trap and a trampoline that awaits in handlers),
@@ -75,7 +75,7 @@ _SINGLE = (
 _EXCLUDED = frozenset(
     (
         "gateway/http/errors.py",
-        "gateway/balancer/balancer.py",
+        "gateway/balancer/errors.py",
         "gateway/health/active.py",
     )
 )

@@ -21,15 +21,11 @@ import random
 from collections.abc import Sequence
 
 from gateway.balancer.base import BackendStats, Policy
+from gateway.balancer.errors import AccountingError
 from gateway.balancer.latency_ewma import record_latency
 from gateway.balancer.registry import make_policy
-from gateway.errors import GatewayError
 
 DEFAULT_EWMA_DECAY_S = 10.0
-
-
-class AccountingError(GatewayError, RuntimeError):
-    """A counter would go negative: an end without a matching start."""
 
 
 class Balancer:
@@ -47,7 +43,9 @@ class Balancer:
         **policy_options: int,
     ) -> None:
         seen: set[str] = set()
-        for backend_id, weight in backends:
+        # As objects: compiled, an int-typed loop variable would turn True into 1 unchecked.
+        entries: Sequence[tuple[str, object]] = backends
+        for backend_id, weight in entries:
             if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
                 raise ValueError(
                     f"backend {backend_id!r}: weight must be an integer >= 1, got {weight!r}"
