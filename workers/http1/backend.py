@@ -23,9 +23,14 @@ class Backend:
     port: int
     # host:port as a Host value, for requests that arrive without one (HTTP/1.0).
     authority: bytes = field(init=False, compare=False, repr=False)
+    # What the upstream pool files it under: equal exactly when the Backends are equal, and
+    # a str, whose hash Python caches (the dataclass's own __hash__ is interpreted Python
+    # that hashes a tuple of the fields: two of them per proxied request, issue 18).
+    key: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "authority", f"{self.host}:{self.port}".encode())
+        object.__setattr__(self, "key", f"{self.id}\x00{self.host}\x00{self.port}")
 
 
 Connect = Callable[[Backend], Awaitable[trio.abc.Stream]]

@@ -96,31 +96,31 @@ class UpstreamPool:
     def __init__(self, limits: PoolLimits, connect: Connect | None = None) -> None:
         self.limits = limits
         self._connect = connect or open_backend_stream
-        self._slots: dict[Backend, _BackendSlots] = {}
+        self._slots: dict[str, _BackendSlots] = {}  # by Backend.key
         self._now = clock_now()
 
     def _slots_for(self, backend: Backend) -> _BackendSlots:
-        slots = self._slots.get(backend)
+        slots = self._slots.get(backend.key)
         if slots is None:
-            slots = self._slots[backend] = _BackendSlots(
+            slots = self._slots[backend.key] = _BackendSlots(
                 trio.Semaphore(self.limits.max_per_backend),
                 trio.Semaphore(self.limits.max_tunnels_per_backend),
             )
         return slots
 
     def idle_count(self, backend: Backend) -> int:
-        slots = self._slots.get(backend)
+        slots = self._slots.get(backend.key)
         return len(slots.idle) if slots else 0
 
     def open_count(self, backend: Backend) -> int:
-        slots = self._slots.get(backend)
+        slots = self._slots.get(backend.key)
         return slots.open_count if slots else 0
 
     def take_idle(self, backend: Backend, tunnel: bool = False) -> UpstreamConn | None:
         """The newest idle connection when it is usable now, without awaiting; None: call
         ``acquire`` (which also closes expired or unusable idle connections). ``tunnel``: for
         a streamed upload, whose slot then moves to the tunnel budget (None when it is full)."""
-        slots = self._slots.get(backend)
+        slots = self._slots.get(backend.key)
         if slots is None or not slots.idle:
             return None
         conn = slots.idle[-1]

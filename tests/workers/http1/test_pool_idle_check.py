@@ -120,5 +120,5 @@ async def test_tunnel_slots_are_a_budget_of_their_own() -> None:
     moved = pool.take_idle(b, tunnel=True)  # an idle connection's slot moves to the tunnels
     assert moved is ordinary and moved.tunnel
     assert pool.keep(moved, reusable=True) and not moved.tunnel  # and back on return
-    slots = pool._slots[b]
+    slots = pool._slots[b.key]
     assert (slots.limiter.value, slots.tunnel_limiter.value, pool.open_count(b)) == (0, 1, 1)
