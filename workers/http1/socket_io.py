@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Final
+import socket as stdsocket
+from typing import Any, Final
 
 import trio
 
@@ -60,6 +61,43 @@ _wait_writable: Final = trio.lowlevel.wait_writable
 _driving: Final = DRIVING
 
 
+def _wraps_stdlib() -> bool:
+    """trio's socket keeps the stdlib socket it wraps as ``_sock`` and its shutdown flag as
+    ``_did_shutdown_SHUT_WR`` (checked once on a socket trio made: another trio version
+    that keeps them otherwise gets its public, interpreted methods)."""
+    a, b = stdsocket.socketpair()
+    try:
+        made: Any = trio.socket.from_stdlib_socket(a)
+        return (
+            getattr(made, "_sock", None) is a
+            and made.did_shutdown_SHUT_WR is False
+            and (getattr(made, "_did_shutdown_SHUT_WR", None) is False)
+        )
+    finally:
+        a.close()
+        b.close()
+
+
+_WRAPS_STDLIB: Final = _wraps_stdlib()
+
+
+def _fileno(sock: trio.socket.SocketType) -> int:
+    """``sock.fileno()`` (-1 once closed) through the stdlib socket trio's wraps: a C method,
+    where trio's is interpreted Python (four of these per proxied request, issue 18)."""
+    if _WRAPS_STDLIB:
+        made: Any = sock
+        return int(made._sock.fileno())
+    return sock.fileno()
+
+
+def _shut_for_writing(sock: trio.socket.SocketType) -> bool:
+    """``sock.did_shutdown_SHUT_WR`` without trio's interpreted property."""
+    if _WRAPS_STDLIB:
+        made: Any = sock
+        return bool(made._did_shutdown_SHUT_WR)
+    return sock.did_shutdown_SHUT_WR
+
+
 def _translate(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
     if exc.errno in _CLOSED_ERRNOS:
         return trio.ClosedResourceError("this socket was already closed")
@@ -83,7 +121,7 @@ async def receive_some(
     sock = stream.socket
     try:
         try:
-            data = _read(sock.fileno(), max_bytes)  # fileno() is -1 once closed: EBADF
+            data = _read(_fileno(sock), max_bytes)  # fileno() is -1 once closed: EBADF
         except BlockingIOError:
             pass
         else:
@@ -117,7 +155,7 @@ async def _wait_and_read(
     sock: trio.socket.SocketType, max_bytes: int, readiness: Readiness | None
 ) -> bytes:
     while True:
-        fd = sock.fileno()
+        fd = _fileno(sock)
         if readiness is None:
             if _driving.mode == RESIDENT:
                 await trap(TO_TRIO)
@@ -129,7 +167,7 @@ async def _wait_and_read(
         else:
             await readiness.wait_readable(fd)
         try:
-            return _read(sock.fileno(), max_bytes)
+            return _read(_fileno(sock), max_bytes)
         except BlockingIOError:
             pass
 
@@ -140,7 +178,7 @@ def watch(stream: trio.abc.Stream) -> Readiness | None:
     if type(stream) is not _SocketStream:
         return None
     readiness = current_readiness()
-    readiness.register(stream.socket.fileno())
+    readiness.register(_fileno(stream.socket))
     return readiness
 
 
@@ -148,7 +186,7 @@ def socket_fd(stream: trio.abc.Stream) -> int:
     """The descriptor of a plain TCP stream's socket (-1 for other streams)."""
     if type(stream) is not _SocketStream:
         return -1
-    return int(stream.socket.fileno())
+    return _fileno(stream.socket)
 
 
 def forget(stream: trio.abc.Stream) -> None:
@@ -157,7 +195,7 @@ def forget(stream: trio.abc.Stream) -> None:
     if type(stream) is not _SocketStream:
         return
     readiness = existing_readiness()
-    fd = stream.socket.fileno()
+    fd = _fileno(stream.socket)
     if readiness is not None and fd >= 0:
         readiness.notify_closing(fd)
 
@@ -171,9 +209,9 @@ def send_now(stream: trio.abc.Stream, data: bytes) -> int:
     if type(stream) is not _SocketStream or not data:
         return 0
     sock = stream.socket
-    if sock.did_shutdown_SHUT_WR:
+    if _shut_for_writing(sock):
         raise trio.ClosedResourceError("can't send data after sending EOF")
-    fd = sock.fileno()  # -1 once closed: the write raises EBADF
+    fd = _fileno(sock)  # -1 once closed: the write raises EBADF
     try:
         if _driving.stalls and not _settled(fd):
             return 0  # bytes of an earlier batch wait for room: ``send_rest`` waits too
@@ -202,9 +240,9 @@ async def settle(stream: trio.abc.Stream) -> None:
         return
     sock = stream.socket
     try:
-        while not _settled(sock.fileno()):
+        while not _settled(_fileno(sock)):
             if _driving.mode == RESIDENT:
-                await trap(sock.fileno() * 2 + 1)
+                await trap(_fileno(sock) * 2 + 1)
             else:
                 await _wait_writable(sock)
     except OSError as exc:
@@ -222,17 +260,17 @@ async def send_rest(stream: trio.abc.Stream, data: bytes, sent: int) -> None:
     try:
         with memoryview(data) as view:
             while sent < len(data):
-                fd = sock.fileno()
+                fd = _fileno(sock)
                 if fd < 0:
                     pass  # closed: the write says so
                 elif _driving.mode == RESIDENT:
                     await trap(fd * 2 + 1)
                 else:
                     await _wait_writable(sock)
-                if _driving.stalls and not _settled(sock.fileno()):
+                if _driving.stalls and not _settled(_fileno(sock)):
                     continue  # an earlier batch's bytes go first
                 try:
-                    sent += _write(sock.fileno(), view[sent:])
+                    sent += _write(_fileno(sock), view[sent:])
                 except BlockingIOError:
                     pass
     except OSError as exc:
