@@ -27,6 +27,7 @@ from workers.http.h2_dial import h2_connect
 from workers.http.h2_front import PREFACE
 from workers.http.h3_dial import h3_dialer
 from workers.http.registry import BACKS, FRONTS, FrontKit
+from workers.http1.socket_io import stdlib_socket
 from workers.http1_listener import backend_connect, make_h1_context
 
 if TYPE_CHECKING:
@@ -112,11 +113,11 @@ SILENT = 0  # nothing within the header timeout, or EOF: closed without a word, 
 def _peek_now(sock: trio.socket.SocketType, n: int) -> bytes | None:
     """Up to ``n`` bytes already received on ``sock``, left in place; None if none yet.
 
-    Peeks through the stdlib socket trio's wraps (``_sock``, kept by every trio socket
-    ``from_stdlib_socket`` made): a stdlib socket made for the fd instead costs a
-    ``getsockname`` and two ``getsockopt`` per connection."""
-    std = getattr(sock, "_sock", None)
-    if not isinstance(std, stdsocket.socket):
+    Peeks through the stdlib socket trio's wraps (``socket_io.stdlib_socket``): a stdlib
+    socket made for the fd instead costs a ``getsockname`` and two ``getsockopt`` per
+    connection (what a trio version that keeps it otherwise still pays)."""
+    std = stdlib_socket(sock)
+    if std is None:
         std = stdsocket.socket(fileno=sock.fileno())
         try:
             return _peek(std, n)

@@ -81,6 +81,13 @@ def _wraps_stdlib() -> bool:
 _WRAPS_STDLIB: Final = _wraps_stdlib()
 
 
+def stdlib_socket(sock: trio.socket.SocketType) -> stdsocket.socket | None:
+    """The stdlib socket ``sock`` wraps; None when this trio version keeps it otherwise (or
+    ``sock`` is not a trio socket)."""
+    std = getattr(sock, "_sock", None) if _WRAPS_STDLIB else None
+    return std if isinstance(std, stdsocket.socket) else None
+
+
 def _fileno(sock: trio.socket.SocketType) -> int:
     """``sock.fileno()`` (-1 once closed) through the stdlib socket trio's wraps: a C method,
     where trio's is interpreted Python (four of these per proxied request, issue 18)."""
