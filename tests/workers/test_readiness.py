@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import pytest
 import trio
 import trio.testing
 
 from workers.http1.socket_io import forget, receive_some, receive_when_ready, watch
-from workers.readiness import Readiness, current_readiness, existing_readiness
+from workers.readiness import _OUTBOX_WAIT_S, Readiness, current_readiness, existing_readiness
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:
@@ -19,6 +20,31 @@ def _pair() -> tuple[socket.socket, socket.socket]:
     a.setblocking(False)
     b.setblocking(False)
     return a, b
+
+
+async def test_held_writes_go_out_once_the_first_has_waited_its_bound() -> None:
+    """A batch holds its writes until it ends, unless the first has waited ``_OUTBOX_WAIT_S``:
+    the age is checked when a 17th (33rd, ...) socket's write comes, which then sends what
+    was held and is held itself, for the batch's end."""
+    readiness = current_readiness()
+    pairs = [_pair() for _ in range(17)]
+    try:
+        for i, (a, _) in enumerate(pairs[:16]):
+            assert readiness.write_soon(a.fileno(), b"w%02d" % i) == 3
+        for _, b in pairs[:16]:
+            with pytest.raises(BlockingIOError):
+                b.recv(10)
+        time.sleep(_OUTBOX_WAIT_S * 4)
+        assert readiness.write_soon(pairs[16][0].fileno(), b"w16") == 3
+        for i, (_, b) in enumerate(pairs[:16]):
+            assert b.recv(10) == b"w%02d" % i
+        with pytest.raises(BlockingIOError):
+            pairs[16][1].recv(10)
+    finally:
+        for a, b in pairs:
+            readiness.notify_closing(a.fileno())  # drops what is still held
+            a.close()
+            b.close()
 
 
 async def test_a_wait_parks_until_the_peer_writes() -> None:
