@@ -165,7 +165,7 @@ class _Callbacks:
             p.get_method() if isinstance(p, _RequestParser) else b"",
             r.target,
             p.get_status_code() if isinstance(p, _ResponseParser) else 0,
-            _http_version(p, r.headers),
+            _http_version(p, r),
             r.headers,
             p.should_upgrade(),
         )
@@ -187,15 +187,19 @@ class _Callbacks:
 
 
 def _http_version(
-    p: httptools.HttpRequestParser | httptools.HttpResponseParser, headers: HeaderList
+    p: httptools.HttpRequestParser | httptools.HttpResponseParser, r: MessageReader
 ) -> bytes:
     """The message's HTTP version. httptools formats it as a str on every call, which costs
-    more than the rest of the head; for a request with neither Connection nor
+    more than the rest of the head. A response whose bytes began a read with ``HTTP/1.1 ``
+    is HTTP/1.1 (``MessageReader.feed``). For a request with neither Connection nor
     Proxy-Connection, llhttp keeps it alive exactly when it is HTTP/1.1 (strict llhttp takes
     0.9, 1.0 and 1.1; only Connection-style fields set its keep-alive flags, and a request
     never needs EOF), so ``should_keep_alive()`` answers without the string."""
+    if r.starts_http11:
+        r.starts_http11 = False
+        return b"1.1"
     if isinstance(p, _RequestParser) and p.should_keep_alive():
-        for n, _ in headers:
+        for n, _ in r.headers:
             if n == b"connection" or n == b"proxy-connection":
                 break
         else:
@@ -249,6 +253,9 @@ class MessageReader:
         # until-close body that ends so is truncated, never complete (RFC 9112 §6.3 item 8).
         self.eof_error = False
         self.last_feed_clean_head_end = False
+        # The message the last feed began is a response whose status line says HTTP/1.1;
+        # its head takes that, and clears this.
+        self.starts_http11 = False
         # The next fill follows a request just sent: wait for readability before reading.
         self.wait_first = False
         # The last read took less than it asked for: the socket was empty then, so until the
@@ -324,6 +331,10 @@ class MessageReader:
 
     def feed(self, data: bytes | bytearray) -> None:
         was_in_head = not self.head_done
+        if not self.in_message and not self.is_request:
+            # Between messages, the next one starts at data[0]: these bytes make it HTTP/1.1
+            # (or a parse error), without asking httptools for the version (issue 18).
+            self.starts_http11 = data.startswith(b"HTTP/1.1 ")
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:

@@ -104,3 +104,32 @@ def test_family_definitions_are_well_formed() -> None:
         assert (f.kind is fam.Kind.HISTOGRAM) == bool(f.buckets)
         assert list(f.buckets) == sorted(set(f.buckets))
         assert f.help
+
+
+def test_requests_counted_between_snapshots_add_up() -> None:
+    """Finished requests are counted per listener and folded into the dicts by each snapshot:
+    a snapshot sees everything before it, and nothing is counted twice."""
+    m = WorkerMetrics()
+    statuses = [101, 200, 299, 304, 404, 503, 599, 0, 600, -1]
+    for status in statuses:
+        m.request_done("web", "b1", status, 0.01, 1, 2)
+    first = m.snapshot()
+    m.request_done("web", "b1", 200, 0.01, 3, 0)
+    m.series("api").request_done("b2", 404, 0.01, 0, 0)
+    second = m.snapshot()
+    third = m.snapshot()
+    by_class: dict[str, int] = {}
+    for s in statuses:
+        by_class[status_class(s)] = by_class.get(status_class(s), 0) + 1
+    assert first.counters[fam.REQUESTS.name] == {
+        ("web", "b1", klass): n for klass, n in by_class.items()
+    }
+    assert first.counters[fam.BYTES.name] == {("web", "in"): 10, ("web", "out"): 20}
+    by_class["2xx"] += 1
+    assert second.counters[fam.REQUESTS.name] == {
+        **{("web", "b1", klass): n for klass, n in by_class.items()},
+        ("api", "b2", "4xx"): 1,
+    }
+    assert second.counters[fam.BYTES.name] == {("web", "in"): 13, ("web", "out"): 20}
+    assert third == second
+    assert second.histograms[fam.REQUEST_DURATION.name][("web",)].count == len(statuses) + 1
