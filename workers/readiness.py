@@ -117,12 +117,15 @@ _RUN_READINESS: trio.lowlevel.RunVar[Readiness] = trio.lowlevel.RunVar("eg_readi
 class Driving:
     """Who runs the code now (``mode``); set only around a driver's ``send``/``throw``.
     ``batch``: the Readiness whose dispatcher is inside a batch (its resident coroutines'
-    writes are held until the batch ends), else None. ``stalls``: how many fds, in this
-    process, hold bytes a batch could not write (0: no writer needs to settle first)."""
+    writes are held until the batch ends), else None; ``batch_at``: when that batch began
+    (``perf_counter``), the time its coroutines read (``exchange_steps.SystemTime``).
+    ``stalls``: how many fds, in this process, hold bytes a batch could not write (0: no
+    writer needs to settle first)."""
 
     def __init__(self) -> None:
         self.mode = OFF
         self.batch: Readiness | None = None
+        self.batch_at = 0.0
         self.stalls = 0
 
 
@@ -452,6 +455,7 @@ class Readiness:
                     turn_at = _perf_counter()
                     events = epoll.poll(0, _MAX_EVENTS)
                 DRIVING.batch = self
+                DRIVING.batch_at = _perf_counter()
                 for fd, flags in events:
                     if fd == wake_fd:
                         try:

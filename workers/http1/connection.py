@@ -119,7 +119,7 @@ class ClientConnection:
 
     async def serve(self) -> None:
         while True:
-            started_at = self.head_started_at = self.now()
+            self.head_started_at = self.now()
             self.current = None
             failure: HttpError | None = None
             try:
@@ -127,12 +127,12 @@ class ClientConnection:
             except HttpError as exc:
                 failure = exc  # answered outside the handler: no await inside except
             if failure is not None:
-                await self._fail(failure, None, started_at)
+                await self._fail(failure, None, self.head_started_at)
                 return
             if head is None:
                 return
             self.served += 1
-            keep_alive = await self._handle(head, started_at)
+            keep_alive = await self._handle(head, self.head_started_at)
             head = None  # an idle connection holds no request's head (issue 18)
             if not keep_alive:
                 return
@@ -157,6 +157,9 @@ class ClientConnection:
             await reader.fill(checkpoint=False)
             if d.lapsed:
                 return None  # the idle deadline passed as the bytes came: close as idle
+            # The request's time starts with its first bytes, not with the keep-alive wait
+            # before them (as nginx's $request_time); the head deadline keeps its start.
+            self.head_started_at = self.now()
         d.set(head_at, REQUEST_HEAD)
         tag, payload = await reader.next_event()
         if d.lapsed:
