@@ -71,6 +71,7 @@ _SINGLE = (
     "workers/stats.py",
     "workers/http1_listener.py",
     "workers/access_format.py",
+    "workers/access_buffer.py",
 )
 _EXCLUDED = frozenset(
     (

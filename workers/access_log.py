@@ -1,7 +1,7 @@
 """The access log: one JSON line per HTTP request, buffered and written in batches.
 
 The request path only appends the request's record and the wall-clock time it finished
-(two list appends, no formatting). A batch becomes lines in one go: a msgspec Struct per
+(two list appends, no formatting: ``workers.access_buffer``, compiled). A batch becomes lines in one go: a msgspec Struct per
 record (its fields are the line's keys, in order; built by the compiled
 ``workers.access_format.lines_of``) encoded by one precompiled encoder call,
 the worker's bound log context (worker, generation, cpu, pid) as the line's last members
@@ -31,6 +31,7 @@ import structlog
 import trio
 
 from gateway.logs import LogSink, current_sink
+from workers.access_buffer import AccessBuffer
 from workers.access_format import TimestampText, lines_of
 from workers.http1.context import RequestRecord
 
@@ -97,30 +98,24 @@ class AccessLog:
         self.max_buffered = max_buffered
         self.flush_interval_s = flush_interval_s
         self.write_errors = 0  # batches the log stream refused (each one's lines are lost)
-        self._clock = clock
-        self._records: list[RequestRecord] = []
-        self._finished_at: list[float] = []
+        # The request path appends here (compiled); ``append`` below is the same, checked.
+        self.buffer = AccessBuffer(max_buffered, clock, self.flush)
         self._encoder = msgspec.json.Encoder(enc_hook=repr)
         self._timestamp = TimestampText()
         self._context_key: tuple[tuple[str, Any], ...] = ()
         self._context_line: type[AccessLine] = AccessLine
 
     def append(self, record: RequestRecord) -> None:
-        if not self.enabled:
-            return
-        self._records.append(record)
-        self._finished_at.append(self._clock())
-        if len(self._records) >= self.max_buffered:
-            self.flush()
+        if self.enabled:
+            self.buffer.append(record)
 
     def pending(self) -> int:
-        return len(self._records)
+        return len(self.buffer.records)
 
     def flush(self) -> None:
-        if not self._records:
+        if not self.buffer.records:
             return
-        records, finished_at = self._records, self._finished_at
-        self._records, self._finished_at = [], []
+        records, finished_at = self.buffer.take()
         if self.sink.rendering == "console":
             self._log_console(records, finished_at)
             return

@@ -127,6 +127,9 @@ def make_h1_context(runtime: ListenerRuntime, worker: Worker) -> H1Context:
     def on_retry_denied() -> None:
         stats.upstream_error("", "retry_budget_exhausted")
 
+    # The access log's buffer itself (compiled), when the log is on.
+    access = worker.access_log.buffer if worker.access_log.enabled else None
+
     def on_request_done(record: RequestRecord) -> None:
         stats.request_done(
             record.backend_id or "",
@@ -142,7 +145,8 @@ def make_h1_context(runtime: ListenerRuntime, worker: Worker) -> H1Context:
             record.status in _SECURITY_STATUSES or record.error_kind in _LOCAL_KINDS
         ):
             stats.reject(record.error_kind)
-        worker.access_log.append(record)
+        if access is not None:
+            access.append(record)
 
     return H1Context(
         listener=runtime.plan.name,
