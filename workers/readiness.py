@@ -495,7 +495,6 @@ class Readiness:
                         events = epoll.poll(0, _MAX_EVENTS)
                         if events:
                             continue
-                    DRIVING.batch = None
                     self._flush()
                 DRIVING.batch = None
                 if _perf_counter() - turn_at >= _SPIN_S:

@@ -27,9 +27,12 @@ _STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 def status_class(status: int) -> str:
     """HTTP status -> "1xx".."5xx"; anything outside 100..599 is reported as "5xx"
     because the gateway could not produce a valid answer for it."""
-    if 100 <= status <= 599:
-        return _STATUS_CLASSES[status // 100 - 1]
-    return "5xx"
+    return _STATUS_CLASSES[_class_index(status)]
+
+
+def _class_index(status: int) -> int:
+    """``status_class``'s index in _STATUS_CLASSES."""
+    return status // 100 - 1 if 100 <= status <= 599 else 4
 
 
 class ListenerSeries:
@@ -53,7 +56,7 @@ class ListenerSeries:
         counts = self.requests.get(backend)
         if counts is None:
             counts = self.requests[backend] = [0] * len(_STATUS_CLASSES)
-        counts[status // 100 - 1 if 100 <= status <= 599 else 4] += 1
+        counts[_class_index(status)] += 1
         # ``snapshot.observe`` inlined (it runs interpreted; this runs once per request).
         hist = self.duration
         hist.bucket_counts[bisect_left(_DURATION_BUCKETS, duration_s)] += 1
