@@ -1,14 +1,14 @@
 """The access log: one JSON line per HTTP request, buffered and written in batches.
 
 The request path only appends the request's record and the wall-clock time it finished
-(two list appends, no formatting: ``workers.access_buffer``, compiled). A batch becomes lines in one go: a msgspec Struct per
-record (its fields are the line's keys, in order; built by the compiled
-``workers.access_format.lines_of``) encoded by one precompiled encoder call,
-the worker's bound log context (worker, generation, cpu, pid) as the line's last members
-(fields of a Struct subclass made once per context, their values its defaults; a context
-that cannot be fields is spliced in front of each line by one bytes replace), the
-timestamp text (the request's end, to the millisecond) cached; then one write to the log stream
-(`gateway.logs.current_sink`, stderr in a worker), the same place and the same JSON keys as
+(two list appends, no formatting: the compiled ``workers.access_buffer``). A batch becomes
+lines in one go: a msgspec Struct per record (its fields are the line's keys, in order;
+built by the compiled ``workers.access_format.lines_of``) encoded by one precompiled encoder
+call, the worker's bound log context (worker, generation, cpu, pid) as the line's last
+members (fields of a Struct subclass made once per context, their values its defaults; a
+context that cannot be fields is spliced in front of each line by one bytes replace), the
+timestamp text (the request's end, to the millisecond) cached; then one write to the log
+stream (`gateway.logs.current_sink`, stderr in a worker), the same place and the same JSON keys as
 structlog's events. On a console sink (a TTY) lines go through structlog's renderer instead:
 a human reads them, speed does not matter.
 
@@ -95,7 +95,6 @@ class AccessLog:
         # Access lines are "info" events: a level above info silences them, as it did when
         # they went through structlog's filtering logger.
         self.enabled = enabled and self.sink.level <= logging.INFO
-        self.max_buffered = max_buffered
         self.flush_interval_s = flush_interval_s
         self.write_errors = 0  # batches the log stream refused (each one's lines are lost)
         # The request path appends here (compiled); ``append`` below is the same, checked.

@@ -7,20 +7,17 @@ no locks, nothing allocated per event beyond the label tuple.
 
 from __future__ import annotations
 
-from gateway.metrics.snapshot import Labels
 from gateway.metrics.worker import WorkerMetrics
 
 
 class ListenerStats:
-    __slots__ = ("_exchanges", "metrics", "name", "requests_total", "series")
+    __slots__ = ("metrics", "name", "requests_total", "series")
 
     def __init__(self, name: str, metrics: WorkerMetrics) -> None:
         self.name = name
         self.metrics = metrics
         self.series = metrics.series(name)
         self.requests_total = 0
-        # (front, back) -> its label tuple, made once per pair
-        self._exchanges: dict[tuple[str, str], Labels] = {}
 
     def bytes_in(self, n: int) -> None:
         self.metrics.bytes[(self.name, "in")] += n
@@ -41,12 +38,7 @@ class ListenerStats:
         self.series.request_done(backend, status, duration_s, bytes_in, bytes_out)
 
     def exchange_protocols(self, front: str, back: str) -> None:
-        pair = (front, back)
-        key = self._exchanges.get(pair)
-        if key is None:
-            key = self._exchanges[pair] = (self.name, front, back)
-        counts = self.metrics.exchanges
-        counts[key] = counts.get(key, 0) + 1
+        self.metrics.exchanges[(self.name, front, back)] += 1
 
     def grpc_request(self, grpc_status: str) -> None:
         self.metrics.grpc_requests[(self.name, grpc_status)] += 1
