@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from soak.chaos_actions import ChaosOutcome
-from soak.chaos_schedule import AFTERMATH_S, ALLOWED_ERRORS
+from soak.chaos_schedule import AFTERMATH_S, ALLOWED_ERRORS, REPLACES_WORKERS
 from soak.error_budget import EventWindow, tally
 from soak.report import Analysis
 from soak.scenarios import all_scenarios
@@ -24,6 +24,17 @@ def _windows(outcomes: Sequence[ChaosOutcome]) -> list[EventWindow]:
     return [
         EventWindow(o.seq, o.kind, o.started_s - 1.0, o.ended_s + AFTERMATH_S[o.kind])
         for o in outcomes
+    ]
+
+
+# After a replacing fault reports settled (no worker draining), its old workers have been
+# reaped; this covers the sample that raced the reap.
+REAP_MARGIN_S = 1.0
+
+
+def _replacing(outcomes: Sequence[ChaosOutcome]) -> list[tuple[float, float]]:
+    return [
+        (o.started_s, o.ended_s + REAP_MARGIN_S) for o in outcomes if o.kind in REPLACES_WORKERS
     ]
 
 
@@ -46,7 +57,7 @@ def analyze(
     client_exit_codes: Mapping[str, int | None] | None = None,
 ) -> Analysis:
     t0, interval, warmup = meta["t0_wall"], meta["sample_s"], meta["warmup_s"]
-    series = gateway_series(samples)
+    series = gateway_series(samples, _replacing(outcomes))
     scenarios = all_scenarios()
     for name, lines in client_lines.items():
         known = scenarios.get(name)

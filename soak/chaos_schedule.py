@@ -30,6 +30,9 @@ KINDS: tuple[str, ...] = (
 )
 # Faults that need backends the runner owns (not available against a gateway it attached to).
 NEEDS_OWN_BACKENDS = frozenset({BACKEND_RESTART, HEALTH_FLAP, INVALID_RELOAD})
+# Faults during which two sets of workers are alive (the new ones start, the old drain or
+# are reaped): the gateway's total memory, fds and threads step up and back by design.
+REPLACES_WORKERS = frozenset({RELOAD, SIGHUP, WORKER_KILL, DRAIN})
 
 # Client error classes each fault may cause, and why.
 #  - graceful replacement (reload, SIGHUP, drain): a draining worker finishes in-flight work

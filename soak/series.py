@@ -43,8 +43,20 @@ def _sum(procs: Sequence[Mapping[str, Any]], key: str, role: str | None = None) 
     return float(sum(p[key] for p in procs if role is None or p["role"] == role))
 
 
-def gateway_series(samples: Sequence[Mapping[str, Any]]) -> list[Series]:
+def _outside(t: float, spans: Sequence[tuple[float, float]]) -> bool:
+    return not any(start <= t <= end for start, end in spans)
+
+
+def gateway_series(
+    samples: Sequence[Mapping[str, Any]], replacing: Sequence[tuple[float, float]] = ()
+) -> list[Series]:
+    """`replacing`: the spans (seconds from the start) in which old and new workers are both
+    alive. The judged line of the gateway's totals leaves them out: a drain's overlap is a
+    step up and back, and where the last fault falls in the window must not decide a trend.
+    A leak still shows there (it is held between faults too), and an old worker that
+    outlives its fault is the fault's own failure (it waits until no worker drains)."""
     rows = [s for s in samples if s["procs"]]
+    settled = [s for s in rows if _outside(s["t"], replacing)]
     out = []
     for key, unit, title, rule in (
         ("rss", "bytes", "Gateway RSS", "bytes"),
@@ -55,14 +67,15 @@ def gateway_series(samples: Sequence[Mapping[str, Any]]) -> list[Series]:
         out.append(
             Series(
                 f"gateway.{key}",
-                f"{title}: all processes (judged), supervisor, workers",
+                f"{title}: all processes, judged outside worker replacements; supervisor, workers",
                 unit,
                 {
                     "all": [(s["t"], _sum(s["procs"], key)) for s in rows],
+                    "all, between replacements": [(s["t"], _sum(s["procs"], key)) for s in settled],
                     "supervisor": [(s["t"], _sum(s["procs"], key, "supervisor")) for s in rows],
                     "workers": [(s["t"], _sum(s["procs"], key, "worker")) for s in rows],
                 },
-                "all",
+                "all, between replacements",
                 rule,
             )
         )

@@ -4,10 +4,14 @@ fault schedule, and which client errors a fault explains."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import Any
 
 from soak import chaos_schedule as cs
 from soak.error_budget import EventWindow, tally
 from soak.latency_histogram import bucket_of, merge, percentile_s, upper_bound_s
+from soak.series import gateway_series
+from soak.verdict import RULES, judge
 
 
 def test_percentiles_are_within_one_bucket_of_the_truth() -> None:
@@ -84,3 +88,62 @@ def test_reap_time_of_slow_attacks_is_plotted_but_not_judged_and_load_latency_is
     plotted = {s.name: s for s in result.series}
     assert plotted["slow_post.latency"].judged is None
     assert plotted["slow_post.latency"].lines["p99"]
+
+
+def _fd_samples(level: Callable[[float], float], overlaps: list[tuple[float, float]]) -> list:
+    """One sample every 2 s for 90 s: supervisor 38 fds, two workers sharing `level(t)`, and
+    during each overlap a draining worker's 40 more (the shape a reload has)."""
+    samples = []
+    for i in range(46):
+        t = 2.0 * i
+        procs = [{"pid": 1, "role": "supervisor", "fds": 38}]
+        procs += [{"pid": 2 + w, "role": "worker", "fds": level(t) / 2} for w in range(2)]
+        if any(a <= t <= b for a, b in overlaps):
+            procs.append({"pid": 9, "role": "worker", "fds": 40})
+        for p in procs:
+            p.update(rss=1, uss=1, threads=1, cpu_s=0.0)
+        samples.append({"t": t, "procs": procs, "metrics": {}, "scrape_ok": True})
+    return samples
+
+
+def _outcome(seq: int, kind: str, start: float, end: float) -> Any:
+    from soak.chaos_actions import ChaosOutcome
+
+    return ChaosOutcome(seq, kind, start, start, end, True, "")
+
+
+def _fds_verdict(samples: list, outcomes: list) -> dict:
+    from soak.analysis import analyze
+
+    meta = {"t0_wall": 0.0, "sample_s": 2.0, "warmup_s": 14.0}
+    result = analyze(meta, samples, {}, outcomes, True)
+    return next(v for v in result.verdicts if v["series"] == "gateway.fds")
+
+
+# Replacements bunched in the second half of the window, the last one running to the end.
+_SPANS = [(14.0, 20.0), (46.0, 52.0), (58.0, 64.0), (70.0, 90.0)]
+_RNG = random.Random(0)
+_NOISE = {2.0 * i: _RNG.uniform(-12, 12) for i in range(46)}  # connections come and go
+
+
+def _replacements() -> list:
+    return [_outcome(i, cs.RELOAD, a, b) for i, (a, b) in enumerate(_SPANS)]
+
+
+def test_worker_replacements_late_in_the_window_do_not_read_as_fd_growth() -> None:
+    """CI saw the `all` total DRIFT when the last reload's overlap fell near the end."""
+    samples = _fd_samples(lambda t: 150.0 + _NOISE[t], _SPANS)
+    whole = next(s for s in gateway_series(samples) if s.name == "gateway.fds")
+    assert judge("all", whole.lines["all"], RULES["fds"], 14.0).verdict == "DRIFT"
+    verdict = _fds_verdict(samples, _replacements())
+    assert verdict["verdict"] == "BOUNDED", verdict
+    assert verdict["n"] == 39 - 23  # the 23 samples inside a replacement (+1 s) are left out
+
+
+def test_a_leak_between_replacements_is_still_drift() -> None:
+    leaking = _fd_samples(lambda t: 150.0 + _NOISE[t] + t / 2, _SPANS)
+    verdict = _fds_verdict(leaking, _replacements())
+    assert verdict["verdict"] == "DRIFT", verdict
+    # a fault that does not replace workers leaves its samples judged
+    flap = [_outcome(0, cs.HEALTH_FLAP, 14.0, 90.0)]
+    assert _fds_verdict(_fd_samples(lambda t: 150.0, []), flap)["n"] == 39
