@@ -275,10 +275,11 @@ async def send_rest(stream: trio.abc.Stream, data: bytes, sent: int) -> None:
                     await trap(fd * 2 + 1)
                 else:
                     await _wait_writable(sock)
-                if _driving.stalls and not _settled(_fileno(sock)):
+                fd = _fileno(sock)  # again: it may have been closed during the wait
+                if _driving.stalls and not _settled(fd):
                     continue  # an earlier batch's bytes go first
                 try:
-                    sent += _write(_fileno(sock), view[sent:])
+                    sent += _write(fd, view[sent:])
                 except BlockingIOError:
                     pass
     except OSError as exc:
