@@ -3,7 +3,8 @@
 Signals and control commands become queued operations carried out one at a time
 (`_op_lock`), so a reload never races a drain. A generation is a set of workers,
 one per CPU; reload starts generation N+1 on every CPU, waits until all are Ready,
-then drains N — if N+1 fails to boot it is stopped and N keeps serving.
+then drains N — if N+1 fails to boot it is stopped and N keeps serving. How a draining
+worker is stopped after its budget (SIGTERM, SIGKILL) is `supervisor.draining`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from gateway.version import VERSION
 from supervisor.admin import AdminState, serve_admin
 from supervisor.cid_tables import CidTables
 from supervisor.datapath_control import DatapathControl, start_datapath
+from supervisor.draining import DrainLadder, drain_budget_s
 from supervisor.fd_limit import raise_nofile_limit
 from supervisor.metrics_export import build_exporter
 from supervisor.prober import Prober
@@ -49,8 +51,6 @@ from supervisor.worker_handle import WorkerHandle
 from supervisor.zygote import Zygote
 
 log = structlog.get_logger("expressgateway.supervisor")
-
-STOP_GRACE_S = 2.0  # after a drain deadline, SIGTERM; this much later, SIGKILL
 
 
 class Supervisor:
@@ -81,6 +81,7 @@ class Supervisor:
             max_series_per_family=plan.config.observability.max_series_per_family
         )
         self.metrics = SupervisorMetrics(VERSION)
+        self.draining = DrainLadder(self.metrics)
         registry, collector = build_exporter(self.aggregator, self.metrics)
         self.admin = AdminState(
             registry,
@@ -261,68 +262,6 @@ class Supervisor:
         for h in handles:
             await h.exited.wait()
 
-    def _drain_budget_s(self, plan: GatewayPlan) -> float:
-        return (
-            max(
-                [plan.config.runtime.drain_timeout_ms]
-                + [lst.drain_timeout_ms for lst in plan.listeners]
-            )
-            / 1000
-        )
-
-    async def _drain_workers(self, handles: list[WorkerHandle], timeout_s: float) -> None:
-        """Drain `handles`; escalate to SIGTERM then SIGKILL past the deadline. A worker
-        already draining keeps the budget (and escalation) it was given."""
-        handles = [h for h in handles if h.state is not WorkerState.DRAINING]
-        async with trio.open_nursery() as sends:  # one worker not reading delays no other
-            for h in handles:
-                sends.start_soon(h.drain, timeout_s)
-        assert self._nursery is not None
-        for h in handles:
-            self._nursery.start_soon(self._escalate, h, timeout_s)
-
-    def _cap_draining(self, cap: int) -> None:
-        """More than ``cap`` generations draining (0: no cap): the oldest stop now, as at
-        the end of their budget; their escalation (SIGTERM, SIGKILL) still follows."""
-        draining = sorted({w.generation for w in self.workers if w.state is WorkerState.DRAINING})
-        if not cap or len(draining) <= cap:
-            return
-        assert self._nursery is not None
-        for generation in draining[: len(draining) - cap]:
-            cut = [
-                w
-                for w in self.workers
-                if w.generation == generation and w.state is WorkerState.DRAINING
-            ]
-            log.warning(
-                "drain_cut_short",
-                generation=generation,
-                pids=[w.pid for w in cut],
-                reason="max_draining_generations",
-                max_draining_generations=cap,
-            )
-            for w in cut:
-                self._nursery.start_soon(w.stop)
-
-    async def _escalate(self, h: WorkerHandle, timeout_s: float) -> None:
-        started = trio.current_time()
-        try:
-            await self._escalate_until_exit(h, timeout_s)
-        finally:
-            self.metrics.drain_finished(trio.current_time() - started)
-
-    async def _escalate_until_exit(self, h: WorkerHandle, timeout_s: float) -> None:
-        with trio.move_on_after(timeout_s + STOP_GRACE_S):
-            await h.exited.wait()
-            return
-        log.warning("worker_drain_overran", slot=h.slot, pid=h.pid, action="SIGTERM")
-        h.kill(signal.SIGTERM)
-        with trio.move_on_after(STOP_GRACE_S):
-            await h.exited.wait()
-            return
-        log.warning("worker_drain_overran", slot=h.slot, pid=h.pid, action="SIGKILL")
-        h.kill(signal.SIGKILL)
-
     # ---- operations (serialized) -------------------------------------------------
 
     async def reload(self) -> Response:
@@ -424,8 +363,8 @@ class Supervisor:
             for w in self.workers
             if w.generation <= old_generation and w.state is not WorkerState.EXITED
         ]
-        await self._drain_workers(old, self._drain_budget_s(old_plan))
-        self._cap_draining(plan.config.runtime.max_draining_generations)
+        await self.draining.drain(old, drain_budget_s(old_plan))
+        self.draining.cap(self.workers, plan.config.runtime.max_draining_generations)
         assert self._nursery is not None
         self._nursery.start_soon(self._close_unused_sockets_after, old)
         self.reloads["ok"] += 1
@@ -471,7 +410,7 @@ class Supervisor:
                     ],
                 )
             old = targets[0]
-            budget = timeout_s if timeout_s is not None else self._drain_budget_s(self.plan)
+            budget = timeout_s if timeout_s is not None else drain_budget_s(self.plan)
             new: WorkerHandle | None = None
             if replace:
                 new = await self._spawn(slot, old.cpu, self.generation, self.plan)
@@ -487,7 +426,7 @@ class Supervisor:
                     )
             else:
                 self.vacant_slots.add(slot)
-            await self._drain_workers([old], budget)
+            await self.draining.drain([old], budget)
             if not replace:
                 # Nobody accepts on this CPU's sockets any more: close them so the kernel
                 # stops hashing connections there (tcp_migrate_req moves queued ones).
@@ -524,8 +463,8 @@ class Supervisor:
             for w in live:
                 w.kill()
         else:
-            budget = self._drain_budget_s(self.plan)
-            await self._drain_workers(live, budget)
+            budget = drain_budget_s(self.plan)
+            await self.draining.drain(live, budget)
             for w in live:
                 await w.exited.wait()
         self._stopped.set()
@@ -640,7 +579,7 @@ class Supervisor:
             return EXIT_UNAVAILABLE
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
+                self._nursery = self.draining.nursery = nursery
                 nursery.start_soon(self.serve_signals)
                 await nursery.start(serve_control, self)
                 if self.plan.config.observability.metrics_bind:
