@@ -56,7 +56,6 @@ def gateway_series(
     A leak still shows there (it is held between faults too), and an old worker that
     outlives its fault is the fault's own failure (it waits until no worker drains)."""
     rows = [s for s in samples if s["procs"]]
-    settled = [s for s in rows if _outside(s["t"], replacing)]
     out = []
     for key, unit, title, rule in (
         ("rss", "bytes", "Gateway RSS", "bytes"),
@@ -64,14 +63,15 @@ def gateway_series(
         ("fds", "fds", "Gateway open file descriptors", "fds"),
         ("threads", "threads", "Gateway threads", "threads"),
     ):
+        total = [(s["t"], _sum(s["procs"], key)) for s in rows]
         out.append(
             Series(
                 f"gateway.{key}",
                 f"{title}: all processes, judged outside worker replacements; supervisor, workers",
                 unit,
                 {
-                    "all": [(s["t"], _sum(s["procs"], key)) for s in rows],
-                    "all, between replacements": [(s["t"], _sum(s["procs"], key)) for s in settled],
+                    "all": total,
+                    "all, between replacements": [p for p in total if _outside(p[0], replacing)],
                     "supervisor": [(s["t"], _sum(s["procs"], key, "supervisor")) for s in rows],
                     "workers": [(s["t"], _sum(s["procs"], key, "worker")) for s in rows],
                 },
