@@ -102,7 +102,9 @@ class ClientConnection:
         """Closing now could reset a response in flight: the client may still be sending."""
         r = self.reader
         return should_linger(
-            unread_input=r.in_message or bool(r.events), peer_closed=r.eof, upgraded=r.upgraded
+            unread_input=r.in_message or bool(r.events) or r.refused_input,
+            peer_closed=r.eof,
+            upgraded=r.upgraded,
         )
 
     async def answer_lapse(self) -> None:

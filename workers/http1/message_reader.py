@@ -184,6 +184,10 @@ class _Callbacks:
             r.headers = []
         r.in_message = False
         r.events.append((END, None))
+        if not r.parser.should_keep_alive():
+            # The message asked for the close (Connection: close, HTTP/1.0 without
+            # keep-alive): llhttp refuses whatever follows it; this message stands.
+            r.closes = True
 
 
 def _http_version(
@@ -248,6 +252,9 @@ class MessageReader:
         self.headers: HeaderList = []
         self.bytes_read = 0
         self.upgraded = False
+        # The last complete message closes the connection; bytes after it were refused.
+        self.closes = False
+        self.refused_input = False
         self.eof = False
         # The stream ended by an error (reset, TLS without close_notify), not a clean EOF: an
         # until-close body that ends so is truncated, never complete (RFC 9112 §6.3 item 8).
@@ -346,6 +353,12 @@ class MessageReader:
             cause = exc.__context__
             if isinstance(cause, HttpError):
                 raise cause
+            if self.closes:
+                # Bytes after a message that closes the connection (a request pipelined
+                # behind one that asked for the close): never parsed nor served (RFC 9112
+                # §9.6), and no error for the message before them; they are unread input.
+                self.refused_input = True
+                return
             raise self.error_type(f"malformed message: {exc}", kind="parse_error")
         self.last_feed_clean_head_end = (
             was_in_head

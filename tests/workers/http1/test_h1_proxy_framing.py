@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import h11
+import pytest
 import trio
 from h1_peers import H11Client, raw_exchange, start_backend, start_proxy
 
@@ -111,6 +112,30 @@ async def test_http10_client_gets_close_and_raw_body(nursery: trio.Nursery) -> N
     assert b"connection: close" in head.lower()
     assert b"transfer-encoding" not in head.lower()
     assert body == b"abc"
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET /a HTTP/1.0\r\n\r\n",
+    ],
+    ids=["http11_connection_close", "http10"],
+)
+async def test_request_pipelined_behind_a_close_is_not_served_and_spoils_nothing(
+    nursery: trio.Nursery, first: bytes
+) -> None:
+    """RFC 9112 §9.6: after a request that closes the connection, no further request on it
+    is processed; the one before is answered in full (it was a 400: llhttp refuses the
+    bytes after it, in the same read)."""
+    backend = await start_backend(nursery)
+    proxy = await start_proxy(nursery, [backend])
+    data, closed = await raw_exchange(proxy.port, first + b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert closed
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"echo:")
+    assert data.count(b"HTTP/1.1 ") == 1
+    assert [r.target for r in backend.requests] == [b"/a"]
+    assert [(r.path, r.status) for r in proxy.records] == [("/a", 200)]
 
 
 async def test_keepalive_cap_closes_on_nth_response(nursery: trio.Nursery) -> None:
