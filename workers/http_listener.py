@@ -28,6 +28,7 @@ from workers.http.h2_front import PREFACE
 from workers.http.h3_dial import h3_dialer
 from workers.http.registry import BACKS, FRONTS, FrontKit
 from workers.http1.socket_io import stdlib_socket
+from workers.http1.taskless import start_taskless
 from workers.http1_listener import backend_connect, make_h1_context
 
 if TYPE_CHECKING:
@@ -170,8 +171,25 @@ def make_h1_listener_handler(runtime: ListenerRuntime, worker: Worker) -> Handle
     h2_front = FRONTS["h2"](kit)
     sniff = kit.h2.prior_knowledge
     sniff_timeout_s = kit.h1.limits.header_timeout_ms / 1000
-    if runtime.raw is not None:
-        prepare_listener(runtime.raw)
+    prepared = runtime.raw is not None and prepare_listener(runtime.raw)
+    h1 = kit.h1
+    if prepared and h1.resident and h1.general is None:
+
+        def start_now(sock: trio.socket.SocketType, addr: tuple[str, int]) -> bool:
+            """An HTTP/1.1 connection whose first bytes are here already starts without a
+            task (workers/http1/taskless.py); one that has sent nothing yet, or the HTTP/2
+            preface, gets a task running ``handle``."""
+            if sniff:
+                try:
+                    ready = _peek_now(sock, len(PREFACE))
+                except OSError:
+                    return False
+                if ready is None or _classify(ready) != H1:
+                    return False
+            start_taskless(accepted_stream(sock), h1, addr[0], runtime, addr)
+            return True
+
+        runtime.start_now = start_now
 
     async def handle(sock: trio.socket.SocketType, addr: tuple[str, int]) -> None:
         client = ClientConn(accepted_stream(sock), addr[0])

@@ -17,7 +17,11 @@ traps are objects) and must never touch trio's task machinery while resident (no
 scope, nursery, Event wait, sleep, checkpoint: they would bind to the dispatcher's task);
 code that needs trio first yields ``TO_TRIO``, and the connection's owner task (parked in
 trio while its coroutine is resident) drives it from there, until it yields
-``TO_DISPATCHER``. ``DRIVING.mode`` tells the code which driver is running it.
+``TO_DISPATCHER``. ``DRIVING.mode`` tells the code which driver is running it. A coroutine
+may also have no owner task (a connection started without one,
+``workers/http1/taskless.py``): its ``Keeper`` then gets the moves an owner would, and
+starts a task when one is needed; that it finished, it hears once the batch's held writes
+went out.
 
 Edge-triggered: an event reports new readiness only. An event that finds no waiter sets the
 fd's ready flag (so does any event that reports the peer's end, waiter or not), and the next
@@ -60,7 +64,7 @@ import os
 import select
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import outcome
 import trio
@@ -137,14 +141,39 @@ FINISHED: Final = "finished"  # the coroutine returned
 DETACHED: Final = "detached"  # the owner's cancellation took it back while it ran
 
 
+class Keeper(Protocol):
+    """Who takes a resident coroutine's moves while no trio task owns it (a connection the
+    worker started without a task: ``workers/http1/taskless.py``)."""
+
+    def on_move(self, move: object) -> None:
+        """The coroutine's next move for its owner (see ``Readiness._step``); FINISHED comes
+        after the batch's held writes went out. Must not raise."""
+
+
 class Driven:
-    """One resident coroutine and the trio task that owns it (parked while it is resident)."""
+    """One resident coroutine and the trio task that owns it (parked while it is resident),
+    or, while it has none (``owner`` None), its ``keeper``."""
 
-    __slots__ = ("abort_pending", "coro", "detached", "owner", "running", "ticket", "wait")
+    __slots__ = (
+        "abort_pending",
+        "coro",
+        "detached",
+        "keeper",
+        "owner",
+        "running",
+        "ticket",
+        "wait",
+    )
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], owner: trio.lowlevel.Task) -> None:
+    def __init__(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        owner: trio.lowlevel.Task | None,
+        keeper: Keeper | None = None,
+    ) -> None:
         self.coro = coro
         self.owner = owner
+        self.keeper = keeper
         self.wait = -1  # the fd code it waits on (>= 0), or -1
         self.ticket = 0  # its current entry in the run-soon queue (0: none)
         self.running = False
@@ -208,6 +237,9 @@ class Readiness:
         # Writes held for a batch's end, and those whose bytes then had to wait for room.
         self.held = 0
         self.stalled_writes = 0
+        # Keeper-held coroutines that finished during the current batch: their keepers hear
+        # it once the batch's held writes went out (they close the sockets).
+        self._finished: list[Driven] = []
 
     def register(self, fd: int) -> None:
         """Watch ``fd`` (a connected socket) from now until it is closed."""
@@ -424,10 +456,32 @@ class Readiness:
             return
         if move is not FINISHED:
             self.handoffs += 1
+        if d.owner is None:
+            if move is FINISHED:
+                self._finished.append(d)
+            else:
+                self._tell_keeper(d, move)
+            return
         try:
             _reschedule(d.owner, move if isinstance(move, outcome.Error) else _Value(move))
         except RuntimeError:  # a bug must not end the worker's run (as a system task would)
             self.failures += 1
+
+    def _tell_keeper(self, d: Driven, move: object) -> None:
+        keeper = d.keeper
+        if keeper is None:
+            self.failures += 1  # neither owner nor keeper: a bug, counted
+            return
+        try:
+            keeper.on_move(move)
+        except Exception:  # a bug must not end the worker's run (as a system task would)
+            self.failures += 1
+
+    def _end_finished(self) -> None:
+        finished = self._finished
+        self._finished = []
+        for d in finished:
+            self._tell_keeper(d, FINISHED)
 
     async def dispatch(self) -> None:
         """The run's system task: epoll batches -> reschedules and resumed coroutines, and
@@ -497,6 +551,8 @@ class Readiness:
                             continue
                     self._flush()
                 DRIVING.batch = None
+                if self._finished:
+                    self._end_finished()
                 if _perf_counter() - turn_at >= _SPIN_S:
                     await _shielded_checkpoint()
                     turn_at = _perf_counter()

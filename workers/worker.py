@@ -16,6 +16,7 @@ import signal
 import socket as stdsocket
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 import trio
@@ -67,8 +68,14 @@ class ListenerRuntime:
         self.config = worker.boot.plan.config
         self.sock = sock
         self.raw = raw  # the stdlib socket behind ``sock`` (the accept loop's own accept)
+        self.worker = worker
         self.on_drain: Callable[[float], None] | None = None
-        self.live_scopes: set[trio.CancelScope] = set()
+        # Cancelled at this listener's drain deadline: the scopes of its connections' tasks,
+        # and its connections that run without one (workers/http1/taskless.py).
+        self.live_scopes: set[Any] = set()
+        # Starts an accepted connection without a task (True), or declines it (False: it
+        # then gets a task running ``handler``); set by listeners that can.
+        self.start_now: Callable[[trio.socket.SocketType, tuple[str, int]], bool] | None = None
         self.stats = ListenerStats(plan.name, worker.metrics)
         self.upstreams = UpstreamSet(plan)
         # quic listeners: the datagram task, run in the worker's connections nursery
@@ -78,8 +85,22 @@ class ListenerRuntime:
     async def cut_connections_at(self, deadline: float) -> None:
         """At this listener's drain deadline, close what is still open."""
         await trio.sleep_until(deadline)
+        self.cut_connections()
+
+    def cut_connections(self) -> None:
         for scope in list(self.live_scopes):
             scope.cancel()
+
+    # What a connection started without a task uses (workers/http1/taskless.ConnectionHost).
+
+    def connection_task(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        self.worker.connections.start_soon(fn, *args)
+
+    def connection_failed(self, token: Any, exc: BaseException) -> None:
+        self.worker.connection_failed(self, token, exc)
+
+    def connection_ended(self, token: Any) -> None:
+        self.worker.connection_ended(self, token)
 
     def _make_handler(self, worker: Worker) -> Handler:
         if self.plan.protocol == "tcp":
@@ -180,6 +201,11 @@ class Worker:
             self.active_connections += 1
             if self._idle.is_set():
                 self._idle = trio.Event()
+            self.handled_connections += 1
+            runtime.stats.connection_opened()
+            start_now = runtime.start_now
+            if start_now is not None and start_now(sock, addr):
+                return  # it runs without a task; its end calls connection_ended
             self._connections.start_soon(self._run_connection, runtime, sock, addr)
 
         return spawn
@@ -187,29 +213,42 @@ class Worker:
     async def _run_connection(
         self, runtime: ListenerRuntime, sock: trio.socket.SocketType, addr: tuple[str, int]
     ) -> None:
-        self.handled_connections += 1
-        runtime.stats.connection_opened()
         scope = trio.CancelScope()
         runtime.live_scopes.add(scope)
         try:
             with scope:  # cancelled at this listener's own drain deadline
                 await runtime.handler(sock, addr)
         except Exception as exc:  # a bug in one connection must never take the worker down
-            self.error_log.error(
-                "connection_failed",
-                key=f"connection_failed:{runtime.plan.name}:{type(exc).__name__}",
-                listener=runtime.plan.name,
-                client=addr[0],
-                error=repr(exc),
-            )
+            self.connection_failed(runtime, addr, exc)
         finally:
             runtime.live_scopes.discard(scope)
             sock.close()
-            self.gate.release(addr[0])
-            runtime.stats.connection_closed()
-            self.active_connections -= 1
-            if self.active_connections == 0:
-                self._idle.set()
+            self.connection_ended(runtime, addr)
+
+    def connection_failed(
+        self, runtime: ListenerRuntime, addr: tuple[str, int], exc: BaseException
+    ) -> None:
+        self.error_log.error(
+            "connection_failed",
+            key=f"connection_failed:{runtime.plan.name}:{type(exc).__name__}",
+            listener=runtime.plan.name,
+            client=addr[0],
+            error=repr(exc),
+        )
+
+    def connection_ended(self, runtime: ListenerRuntime, addr: tuple[str, int]) -> None:
+        """A connection (with a task or without) is closed: its accounting ends."""
+        self.gate.release(addr[0])
+        runtime.stats.connection_closed()
+        self.active_connections -= 1
+        if self.active_connections == 0:
+            self._idle.set()
+
+    def _cut_all(self) -> None:
+        """Cancel every connection still open (a task's scope is cancelled by its nursery's
+        too; one without a task is not in any nursery: this gives it one, cancelled)."""
+        for runtime in self.listeners.values():
+            runtime.cut_connections()
 
     @property
     def connections(self) -> trio.Nursery:
@@ -287,6 +326,7 @@ class Worker:
             await self._idle.wait()
         left = self.active_connections
         assert self._connections is not None
+        self._cut_all()
         self._connections.cancel_scope.cancel()
         await trio.sleep(0)  # let cancelled connections unwind so the last heartbeat counts them
         await self.channel.send(self.heartbeat())
@@ -380,6 +420,7 @@ class Worker:
                 runtime = self.listeners.get(message.listener)
                 if runtime is not None:
                     runtime.upstreams.set_active_health(message.backend_id, message.healthy)
+        self._cut_all()  # connections without a task get one, and it ends with the run
         outer.cancel_scope.cancel()  # Stop, or the supervisor went away
 
     async def _drain_then_exit(self, timeout_s: float, outer: trio.Nursery) -> None:

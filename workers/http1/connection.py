@@ -88,7 +88,7 @@ class ClientConnection:
         # (one task for all connections), which cancels ``life`` on a lapse: a request costs
         # no cancel scope, and rarely a heap push.
         self.life = trio.CancelScope()
-        self.deadline = LazyDeadline(self.now, ctx.deadline_watch(), self.life)
+        self.deadline = LazyDeadline(self.now, ctx.deadline_watch(), self.life.cancel)
         self.exchange = Exchange(None, stream, self.reader, ctx.limits, self.deadline, ctx.draining)
         # The request in progress, for the answer to a lapse (answer_lapse).
         self.head_started_at = 0.0

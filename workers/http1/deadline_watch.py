@@ -6,8 +6,10 @@ LazyDeadline: plain floats the hot path moves with two attribute writes. The wat
 most one current heap entry per deadline (its ``wake_at``); an entry is pushed only when the
 deadline moves earlier than that wake, so a keep-alive connection costs a push about once per
 timeout period, not per request. When an entry comes due the watch reads the deadline afresh:
-lapsed, it marks it and cancels the connection's scope (every lapse ends the connection, which
-answers with ``exchange_steps.lapse_error(step)``); moved later, it pushes the new time.
+lapsed, it marks it and calls its ``on_lapse``: the connection's scope's ``cancel``, or, for a
+connection started without a task (``workers/http1/taskless.py``), what cancels it and gives
+it one (every lapse ends the connection, which answers with
+``exchange_steps.lapse_error(step)``); moved later, it pushes the new time.
 Superseded and retired entries stay in the heap until they come due or a prune drops them.
 
 One task per listener instead of a task, a nursery and a sleeping cancel scope per connection
@@ -20,6 +22,7 @@ raise out of its task (a system task's exception would end the worker's whole ru
 
 from __future__ import annotations
 
+import contextvars
 import heapq
 import math
 from collections.abc import Callable
@@ -41,17 +44,17 @@ class LazyDeadline:
 
     Moving it later costs nothing more (the watch reads the new time when the old wake comes
     due); moving it earlier than the pending wake pushes a heap entry. On a lapse the watch
-    sets ``lapsed`` and cancels ``scope`` (the connection's whole life).
+    sets ``lapsed`` and calls ``on_lapse`` (which cancels the connection's whole life).
     """
 
-    __slots__ = ("at", "lapsed", "now", "scope", "seq", "step", "total_at", "wake_at", "watch")
+    __slots__ = ("at", "lapsed", "now", "on_lapse", "seq", "step", "total_at", "wake_at", "watch")
 
     def __init__(
-        self, now: Callable[[], float], watch: DeadlineWatch, scope: trio.CancelScope
+        self, now: Callable[[], float], watch: DeadlineWatch, on_lapse: Callable[[], None]
     ) -> None:
         self.now = now
         self.watch = watch
-        self.scope = scope
+        self.on_lapse = on_lapse
         self.at = math.inf
         self.step = UNWATCHED
         self.total_at = math.inf
@@ -101,7 +104,11 @@ class DeadlineWatch:
     def start(self) -> None:
         """Run the task in the current trio run (as a system task: it never outlives it)."""
         self.root = trio.lowlevel.current_root_task()
-        trio.lowlevel.spawn_system_task(self.run, name="h1 deadline watch")
+        # In the starting task's context (the worker's bound log fields): a lapse may start
+        # a connection's task from here (workers/http1/taskless.py), which inherits it.
+        trio.lowlevel.spawn_system_task(
+            self.run, name="h1 deadline watch", context=contextvars.copy_context()
+        )
 
     def runs_here(self) -> bool:
         return self.root is not None and self.root is trio.lowlevel.current_root_task()
@@ -143,7 +150,7 @@ class DeadlineWatch:
             at = d.at
             if at <= now:
                 d.lapsed = True
-                d.scope.cancel()
+                d.on_lapse()
             elif at < math.inf:
                 self.schedule(d, at)
 

@@ -33,6 +33,7 @@ import types
 from collections.abc import Coroutine, Generator
 from typing import Any
 
+import outcome
 import trio
 
 from workers.readiness import (
@@ -65,9 +66,19 @@ async def drive(readiness: Readiness, coro: Coroutine[Any, Any, None]) -> None:
     calling task; return when it returns, raise what it raises. The caller's cancellation
     reaches the coroutine where it waits, as trio's Cancelled."""
     d = Driven(coro, trio.lowlevel.current_task())
-    abort = abort_resident(readiness, d)
     readiness.park_soon(d)  # its first step runs in the dispatcher's next batch
-    move: object = None
+    await drive_from(readiness, d, None)
+
+
+async def drive_from(readiness: Readiness, d: Driven, move: object) -> None:
+    """Own ``d`` from its move ``move`` on (None: it is resident, wait for the dispatcher):
+    the rest of ``drive``, also for a task that adopts a coroutine started without one
+    (``workers/http1/taskless.py``). The calling task becomes its owner."""
+    d.owner = trio.lowlevel.current_task()
+    coro = d.coro
+    abort = abort_resident(readiness, d)
+    if isinstance(move, outcome.Error):
+        move.unwrap()  # it raised while no task owned it: its exception is the owner's
     while True:
         thrown: BaseException | None = None
         if move is None:  # resident: park until the dispatcher needs us

@@ -240,6 +240,14 @@ def _settled(fd: int) -> bool:
     return readiness is None or fd < 0 or readiness.settle(fd)
 
 
+def settled_now(stream: trio.abc.Stream) -> bool:
+    """``settle`` without its wait: True when nothing the batches held for the stream's socket
+    is left (written now if the kernel takes it)."""
+    if not _driving.stalls or type(stream) is not _SocketStream:
+        return True
+    return _settled(_fileno(stream.socket))
+
+
 async def settle(stream: trio.abc.Stream) -> None:
     """Wait until what the dispatcher's batches held for this stream's socket is written:
     before writing through the Stream API, shutting it down or closing it (a checkpoint only

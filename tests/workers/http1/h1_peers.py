@@ -7,13 +7,16 @@ import functools
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import h11
 import trio
 import trio_websocket
 
 from gateway.http.limits import HttpLimits
+from workers.accepted_stream import accepted_stream
 from workers.http1 import Backend, H1Context, RequestRecord, serve_h1_connection
+from workers.http1.taskless import start_taskless
 
 
 class BackendPeer:
@@ -122,9 +125,58 @@ async def start_backend(
     return backend
 
 
-# Which path start_proxy builds: "fast" (the dedicated H1 path) or "general" (the proxy
-# core through workers/http/h1_front); conftest.py runs every test_h1_proxy_* test in both.
+# Which path start_proxy builds: "fast" (the dedicated H1 path, a task per connection),
+# "taskless" (the same path, each connection started without a task, as the worker starts
+# them: workers/http1/taskless.py) or "general" (the proxy core through
+# workers/http/h1_front); conftest.py runs every test_h1_proxy_* test in all three.
 PROXY_PATH = {"mode": "fast"}
+
+
+class TasklessHost:
+    """The worker's part for connections started without a task (``ConnectionHost``): their
+    tasks, when they need one, run in the test's nursery; a connection's bug fails the test
+    as an exception in ``trio.serve_listeners``' handler would."""
+
+    made: list[TasklessHost] = []  # since the current test began (conftest checks them)
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+        self.live_scopes: set[Any] = set()
+        self.started = 0
+        self.ended = 0
+        self.tasks = 0  # tasks the connections asked for
+        self.failures: list[BaseException] = []
+        self.raise_failures = True  # False: only record them (a test that makes a bug)
+        TasklessHost.made.append(self)
+
+    def connection_task(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        self.tasks += 1
+        self.nursery.start_soon(fn, *args)
+
+    def connection_failed(self, token: Any, exc: BaseException) -> None:
+        self.failures.append(exc)
+        if not self.raise_failures:
+            return
+
+        async def fail() -> None:
+            raise exc
+
+        self.nursery.start_soon(fail)
+
+    def connection_ended(self, token: Any) -> None:
+        self.ended += 1
+
+    async def serve(self, listener: trio.SocketListener, ctx: H1Context) -> None:
+        """Accept and start each connection without a task; when the test's nursery is
+        cancelled, cut those still open (each gets a task that ends with the nursery)."""
+        try:
+            while True:
+                sock, addr = await listener.socket.accept()
+                self.started += 1
+                start_taskless(accepted_stream(sock), ctx, addr[0], self, addr)
+        finally:
+            for connection in list(self.live_scopes):
+                connection.cancel()
 
 
 def _general_hook(ctx: H1Context, targets: list[Backend]) -> None:
@@ -152,6 +204,7 @@ class Proxy:
     port: int
     records: list[RequestRecord]
     results: list[tuple[str, bool, str]]
+    taskless: TasklessHost | None = None
 
 
 async def start_proxy(
@@ -194,8 +247,14 @@ async def start_proxy(
     if small_buffers:
         for listener in listeners:  # accepted sockets inherit these
             shrink_buffers(listener.socket, buffer_bytes or SMALL_BUFFER_BYTES)
-    nursery.start_soon(trio.serve_listeners, handle, listeners)
-    return Proxy(ctx, listeners[0].socket.getsockname()[1], records, results)
+    host = None
+    if PROXY_PATH["mode"] == "taskless" and ctx.resident:
+        host = TasklessHost(nursery)
+        for listener in listeners:
+            nursery.start_soon(host.serve, listener, ctx)
+    else:
+        nursery.start_soon(trio.serve_listeners, handle, listeners)
+    return Proxy(ctx, listeners[0].socket.getsockname()[1], records, results, host)
 
 
 SMALL_BUFFER_BYTES = 32 * 1024

@@ -1,0 +1,171 @@
+"""HTTP/1.1 connections started without a trio task (workers/http1/taskless.py, how the
+worker starts a plain-TCP connection whose first bytes are HTTP/1.1): one that needs nothing
+of trio is served and closed without ever getting a task; each way into trio gives it one
+(its end needs a wait, the host cuts it, its code fails), and every connection is ended
+exactly once (conftest checks it after each test). Real h11 / raw-socket peers on loopback;
+the whole proxy suite also runs this way (conftest's "taskless" path)."""
+
+from __future__ import annotations
+
+import trio
+from h1_peers import H11Client, Proxy, gated_handler, start_backend, start_proxy
+
+from gateway.http.limits import HttpLimits
+from workers.http1 import RequestRecord
+from workers.readiness import existing_readiness
+
+
+async def _warm(proxy: Proxy) -> None:
+    """A first connection dials the backend (trio code: that one gets a task) and leaves the
+    upstream connection pooled for the next ones."""
+    client = await H11Client.open(proxy.port)
+    response, _, _ = await client.request(b"GET", b"/warm")
+    assert response.status_code == 200
+    await client.aclose()
+    await _all_ended(proxy)
+
+
+async def _all_ended(proxy: Proxy) -> None:
+    host = proxy.taskless
+    assert host is not None
+    with trio.fail_after(5):
+        while host.ended < host.started or host.live_scopes:
+            await trio.sleep(0.01)
+
+
+async def _read_to_end(stream: trio.SocketStream) -> tuple[bytes, str]:
+    """Everything until the proxy's close, and how it closed: "fin" or "reset"."""
+    data = bytearray()
+    with trio.fail_after(5):
+        while True:
+            try:
+                chunk = await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                return bytes(data), "reset"
+            if not chunk:
+                return bytes(data), "fin"
+            data += chunk
+
+
+async def test_a_connection_that_needs_no_trio_code_never_gets_a_task(
+    nursery: trio.Nursery,
+) -> None:
+    backend = await start_backend(nursery)
+    proxy = await start_proxy(nursery, [backend])
+    host = proxy.taskless
+    assert host is not None
+    await _warm(proxy)
+    tasks = host.tasks
+    # Keep-alive requests, the last one asking for the close: the proxy closes.
+    stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+    client = H11Client(stream)
+    for i in range(5):
+        response, body, _ = await client.request(b"GET", b"/k%d" % i)
+        assert response.status_code == 200 and body == b"echo:"
+    await stream.send_all(b"GET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    data, ending = await _read_to_end(stream)
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"echo:") and ending == "fin"
+    await stream.aclose()
+    # A client that closes after its requests: the proxy sees the end and closes too.
+    client = await H11Client.open(proxy.port)
+    response, _, _ = await client.request(b"GET", b"/then-leave")
+    assert response.status_code == 200
+    await client.aclose()
+    await _all_ended(proxy)
+    assert host.tasks == tasks  # neither ever had a task
+    assert (host.started, backend.connections) == (3, 1)
+    assert [r.path for r in proxy.records[1:]] == [
+        *(f"/k{i}" for i in range(5)),
+        "/last",
+        "/then-leave",
+    ]
+    readiness = existing_readiness()
+    assert readiness is not None and (readiness.strays, readiness.failures) == (0, 0)
+
+
+async def test_unread_input_after_the_last_response_lingers_in_a_task(
+    nursery: trio.Nursery,
+) -> None:
+    backend = await start_backend(nursery)
+    proxy = await start_proxy(nursery, [backend], HttpLimits(max_keepalive_requests=1))
+    host = proxy.taskless
+    assert host is not None
+    await _warm(proxy)
+    tasks = host.tasks
+    stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+    # The keep-alive cap closes after one request, and another is already behind it: closing
+    # at once could reset the answer in flight, so the proxy half-closes and reads on.
+    await stream.send_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+    data, ending = await _read_to_end(stream)
+    assert data.startswith(b"HTTP/1.1 200 ") and data.count(b"HTTP/1.1") == 1
+    assert ending == "fin"
+    assert host.tasks == tasks + 1  # its end waited in a task of its own
+    assert host.ended == host.started - 1  # ... still lingering: our close ends that
+    await stream.aclose()
+    await _all_ended(proxy)
+
+
+async def test_the_hosts_cut_ends_a_connection_parked_without_a_task(
+    nursery: trio.Nursery,
+) -> None:
+    gate = trio.Event()
+    backend = await start_backend(nursery, gated_handler(gate))
+    proxy = await start_proxy(nursery, [backend])
+    host = proxy.taskless
+    assert host is not None
+    await _warm(proxy)
+    tasks = host.tasks
+    stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+    await stream.send_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+    with trio.fail_after(5):
+        while len(backend.requests) < 2:  # the request waits on the pooled upstream
+            await trio.sleep(0.01)
+    assert host.tasks == tasks and len(host.live_scopes) == 1
+    for connection in list(host.live_scopes):  # the worker's drain deadline
+        connection.cancel()
+    data, _ = await _read_to_end(stream)
+    assert data == b""  # cut: no answer was on its way
+    await _all_ended(proxy)
+    assert host.tasks == tasks + 1  # the cut gave it a task, where the cancellation ended it
+    gate.set()
+    await stream.aclose()
+    client = await H11Client.open(proxy.port)  # the listener serves on
+    response, _, _ = await client.request(b"GET", b"/after")
+    assert response.status_code == 200
+    await client.aclose()
+    await _all_ended(proxy)
+
+
+async def test_a_bug_in_a_connection_without_a_task_is_reported_and_ends_it_only(
+    nursery: trio.Nursery,
+) -> None:
+    backend = await start_backend(nursery)
+    proxy = await start_proxy(nursery, [backend])
+    host = proxy.taskless
+    assert host is not None
+    host.raise_failures = False
+    await _warm(proxy)
+    other = await H11Client.open(proxy.port)
+    response, _, _ = await other.request(b"GET", b"/other")
+    assert response.status_code == 200
+
+    def record(r: RequestRecord) -> None:
+        if r.path == "/boom":
+            raise RuntimeError("a bug in the record hook")
+        proxy.records.append(r)
+
+    proxy.ctx.on_request_done = record
+    stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+    await stream.send_all(b"GET /boom HTTP/1.1\r\nHost: a\r\n\r\n")
+    data, _ = await _read_to_end(stream)  # its answer went out; the bug then ended it
+    assert data.startswith(b"HTTP/1.1 200 ")
+    with trio.fail_after(5):
+        while not host.failures:
+            await trio.sleep(0.01)
+    assert [type(e) for e in host.failures] == [RuntimeError]
+    response, _, _ = await other.request(b"GET", b"/still")  # the other connection is served
+    assert response.status_code == 200
+    await other.aclose()
+    await stream.aclose()
+    await _all_ended(proxy)
+    assert [r.path for r in proxy.records] == ["/warm", "/other", "/still"]

@@ -1,0 +1,166 @@
+"""A plain-TCP HTTP/1.1 client connection started, and most often ended, without a trio task.
+
+``serve.serve_h1_connection`` runs in a task of its own (the connection's *owner*), which
+queues the connection's coroutine on the run's dispatcher and parks until it ends
+(``dispatch.drive``). Most connections never need that task for anything else: their
+requests run on the dispatcher, and their end is a close. Here the one who accepted the
+connection (the worker, ``ConnectionHost``) hands it over, the coroutine is queued on the
+dispatcher with no owner (``readiness.Driven``'s keeper is this object), and a task is
+started only when the connection needs one (issue 18: a task, two cancel scopes and a park
+and wake were ~30 µs of a connection's ~60 warm, more when connections are rare):
+
+- its coroutine yields for trio (``TO_TRIO``: a dial, an error answer, a tunnel...), yields a
+  trio trap, or raises: the task takes it from that move (``dispatch.drive_from``);
+- its deadline lapses (``DeadlineWatch`` calls ``lapse``) or the host cuts it (drain: the
+  host's ``live_scopes`` holds it, ``cancel``): its life scope is cancelled, the dispatcher
+  gives it up (``Readiness.detach``) and the task throws trio's Cancelled into it, where it
+  waited, as ``drive`` does for an owner whose scope was cancelled;
+- it finished, and its end has something to wait for (a lapse to answer, held bytes that
+  need room, a linger: ``serve.quiet_end`` says): the task runs ``serve.finish_connection``.
+
+Otherwise its end runs on the dispatcher, after the batch's held writes went out: the close
+(``serve.close_now``) and the host's accounting (``ConnectionHost.connection_ended``).
+
+Interpreted on purpose (tools/build_native leaves it out): the task's coroutine awaits in
+``finally``. Owns: the connection's handover between dispatcher and task. Must never raise
+into the dispatcher or the watch (errors go to ``connection_failed``), and must call
+``connection_ended`` exactly once per connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableSet
+from typing import Any, Protocol
+
+import trio
+
+from workers.http1.connection import ClientConnection
+from workers.http1.context import H1Context
+from workers.http1.dispatch import drive_from
+from workers.http1.serve import close_now, finish_connection, quiet_end
+from workers.readiness import DETACHED, FINISHED, Driven, Readiness
+
+
+class ConnectionHost(Protocol):
+    """What the acceptor lends a connection it starts without a task (the worker's listener:
+    ``workers.worker.ListenerRuntime``)."""
+
+    @property
+    def live_scopes(self) -> MutableSet[Any]:
+        """Cut at the host's drain deadline (each entry's ``cancel``)."""
+
+    def connection_task(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Start ``fn(*args)`` as a task of the host's in-flight work (raises RuntimeError
+        once the host takes no more)."""
+
+    def connection_failed(self, token: Any, exc: BaseException) -> None:
+        """A bug in the connection's code: report it (never for peer behaviour)."""
+
+    def connection_ended(self, token: Any) -> None:
+        """The connection is closed: its accounting ends (``token``: what the host gave)."""
+
+
+def start_taskless(
+    stream: trio.SocketStream, ctx: H1Context, client: str, host: ConnectionHost, token: Any
+) -> None:
+    """Serve ``stream`` as a resident coroutine with no task (see the module's docstring)."""
+    conn = ClientConnection(stream, ctx, client)
+    readiness = conn.reader.readiness
+    assert readiness is not None  # a plain TCP stream is always watched
+    TasklessConnection(conn, readiness, host, token)
+
+
+class TasklessConnection:
+    __slots__ = ("adopted", "conn", "cut", "driven", "host", "readiness", "scope", "token")
+
+    def __init__(
+        self, conn: ClientConnection, readiness: Readiness, host: ConnectionHost, token: Any
+    ) -> None:
+        self.conn = conn
+        self.readiness = readiness
+        self.host = host
+        self.token = token
+        self.adopted = False  # a task was started for it
+        self.cut = False  # the host cut it (its task's whole run is cancelled)
+        self.scope: trio.CancelScope | None = None  # that task's, once it runs
+        self.driven = Driven(conn.serve(), None, self)
+        conn.deadline.on_lapse = self.lapse
+        host.live_scopes.add(self)
+        readiness.park_soon(self.driven)  # its first step runs in the dispatcher's next batch
+
+    def lapse(self) -> None:
+        """Its deadline lapsed (the DeadlineWatch): cancel its life, as for a task's."""
+        self.conn.life.cancel()
+        self._claim()
+
+    def cancel(self) -> None:
+        """The host's cut (drain deadline): cancel all of it, the end's waits included."""
+        self.cut = True
+        self.conn.life.cancel()
+        if self.scope is not None:
+            self.scope.cancel()
+        self._claim()
+
+    def _claim(self) -> None:
+        """Cancelled: a task takes the coroutine from the dispatcher, to deliver it."""
+        if self.adopted:
+            return  # its task has it (or will): the cancelled scope reaches it there
+        if self.readiness.detach(self.driven):
+            self._adopt(DETACHED)
+        # else the dispatcher is running it right now: its step ends as DETACHED, which
+        # comes back through on_move.
+
+    def on_move(self, move: object) -> None:
+        """The dispatcher's word while no task owns it: FINISHED (its held writes are out),
+        or a move for a task (``Readiness._step``)."""
+        if move is not FINISHED:
+            self._adopt(move)
+            return
+        try:
+            self.conn.deadline.retire()  # no lapse from here on: it has ended
+            quiet = quiet_end(self.conn)
+        except Exception as exc:
+            self.host.connection_failed(self.token, exc)
+            quiet = True
+        if quiet:
+            self._close()
+        else:
+            self._adopt(FINISHED)
+
+    def _adopt(self, move: object) -> None:
+        self.adopted = True
+        try:
+            self.host.connection_task(self._owned, move)
+        except RuntimeError:  # the host takes no more tasks (its run is ending): close now
+            try:
+                self.driven.coro.close()
+            except RuntimeError:  # it awaited in a finally: nothing more to run of it
+                pass
+            self._close()
+
+    async def _owned(self, move: object) -> None:
+        conn = self.conn
+        try:
+            with trio.CancelScope() as scope:
+                self.scope = scope
+                if self.cut:
+                    scope.cancel()
+                if move is not FINISHED:
+                    try:
+                        with conn.life:
+                            await drive_from(self.readiness, self.driven, move)
+                    finally:
+                        conn.deadline.retire()
+                await finish_connection(conn)
+        except Exception as exc:  # a bug in one connection must never take the worker down
+            self.host.connection_failed(self.token, exc)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        try:
+            self.conn.deadline.retire()
+            close_now(self.conn)
+        finally:
+            self.host.live_scopes.discard(self)
+            self.host.connection_ended(self.token)
