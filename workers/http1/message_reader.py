@@ -184,10 +184,6 @@ class _Callbacks:
             r.headers = []
         r.in_message = False
         r.events.append((END, None))
-        if not r.parser.should_keep_alive():
-            # The message asked for the close (Connection: close, HTTP/1.0 without
-            # keep-alive): llhttp refuses whatever follows it; this message stands.
-            r.closes = True
 
 
 def _http_version(
@@ -252,8 +248,7 @@ class MessageReader:
         self.headers: HeaderList = []
         self.bytes_read = 0
         self.upgraded = False
-        # The last complete message closes the connection; bytes after it were refused.
-        self.closes = False
+        # Bytes after a message that closes the connection were refused (never parsed).
         self.refused_input = False
         self.eof = False
         # The stream ended by an error (reset, TLS without close_notify), not a clean EOF: an
@@ -353,10 +348,12 @@ class MessageReader:
             cause = exc.__context__
             if isinstance(cause, HttpError):
                 raise cause
-            if self.closes:
-                # Bytes after a message that closes the connection (a request pipelined
-                # behind one that asked for the close): never parsed nor served (RFC 9112
-                # §9.6), and no error for the message before them; they are unread input.
+            if not self.in_message:
+                # Between messages llhttp fails only bytes after one that closes the
+                # connection (Connection: close, HTTP/1.0 without keep-alive; any other
+                # byte starts a message first): a request pipelined behind one that asked
+                # for the close is never served (RFC 9112 §9.6), and the message before it
+                # stands. The refused bytes are unread input (the close lingers over them).
                 self.refused_input = True
                 return
             raise self.error_type(f"malformed message: {exc}", kind="parse_error")

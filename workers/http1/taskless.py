@@ -159,8 +159,17 @@ class TasklessConnection:
 
     def _close(self) -> None:
         try:
-            self.conn.deadline.retire()
+            deadline = self.conn.deadline
+            deadline.retire()
+            # The watch's heap keeps a retired deadline until its entry comes due: it must
+            # not keep this connection (its reader, buffers, coroutine) alive that long.
+            deadline.on_lapse = _no_lapse
             close_now(self.conn)
         finally:
+            self.driven.keeper = None  # no cycle for the collector: freed as it ends
             self.host.live_scopes.discard(self)
             self.host.connection_ended(self.token)
+
+
+def _no_lapse() -> None:
+    return None

@@ -57,6 +57,11 @@ async def test_client_connections_leave_no_cycles(
     # objects in all per connection.
     assert kinds["MessageReader"] == 0, kinds.most_common(8)
     assert len(saved_garbage) < CONNECTIONS, kinds.most_common(8)
+    # ... and nothing keeps an ended connection alive: the deadline watch's heap holds each
+    # retired deadline until its entry comes due (a taskless connection's deadline held it
+    # whole, its reader and buffers included, for the keep-alive timeout).
+    alive = _kinds([o for o in gc.get_objects() if type(o).__qualname__ == "ClientConnection"])
+    assert alive["ClientConnection"] == 0
 
 
 async def _closing_handler(peer: BackendPeer, req: h11.Request) -> None:
