@@ -28,7 +28,7 @@ from workers.http.h2_front import PREFACE
 from workers.http.h3_dial import h3_dialer
 from workers.http.registry import BACKS, FRONTS, FrontKit
 from workers.http1.socket_io import stdlib_socket
-from workers.http1.taskless import start_taskless
+from workers.http1.taskless import HTTP1, NOT_YET, NOTHING, OTHER, start_taskless
 from workers.http1_listener import backend_connect, make_h1_context
 
 if TYPE_CHECKING:
@@ -165,6 +165,31 @@ async def sniff_preface(sock: trio.socket.SocketType, timeout_s: float) -> int:
     return SILENT
 
 
+class PriorKnowledge:
+    """The first bytes of a cleartext h1 listener's connection: HTTP/1.1, or HTTP/2 with prior
+    knowledge (``taskless.FirstBytes``)."""
+
+    __slots__ = ("h2_front",)
+
+    def __init__(self, h2_front: Callable[[ClientConn], Awaitable[None]]) -> None:
+        self.h2_front = h2_front
+
+    def first_bytes(self, sock: trio.socket.SocketType) -> int:
+        try:
+            data = _peek_now(sock, len(PREFACE))
+        except OSError:
+            return NOTHING
+        if data is None:
+            return NOT_YET
+        kind = _classify(data)
+        if kind is None:
+            return NOT_YET  # a partial preface: the rest decides
+        return HTTP1 if kind == H1 else OTHER if kind == H2 else NOTHING
+
+    async def serve_other(self, stream: trio.SocketStream, client: str) -> None:
+        await self.h2_front(ClientConn(stream, client))
+
+
 def make_h1_listener_handler(runtime: ListenerRuntime, worker: Worker) -> Handler:
     kit = make_front_kit(runtime, worker)
     h1_front = FRONTS["h1"](kit)
@@ -174,19 +199,19 @@ def make_h1_listener_handler(runtime: ListenerRuntime, worker: Worker) -> Handle
     prepared = runtime.raw is not None and prepare_listener(runtime.raw)
     h1 = kit.h1
     if prepared and h1.resident and h1.general is None:
+        preface = PriorKnowledge(h2_front) if sniff else None
 
         def start_now(sock: trio.socket.SocketType, addr: tuple[str, int]) -> bool:
-            """An HTTP/1.1 connection whose first bytes are here already starts without a
-            task (workers/http1/taskless.py); one that has sent nothing yet, or the HTTP/2
-            preface, gets a task running ``handle``."""
-            if sniff:
-                try:
-                    ready = _peek_now(sock, len(PREFACE))
-                except OSError:
+            """Start a connection without a task (workers/http1/taskless.py) unless its first
+            bytes are the HTTP/2 preface or its end: those get a task running ``handle``."""
+            first = None
+            if preface is not None:
+                kind = preface.first_bytes(sock)
+                if kind in (OTHER, NOTHING):
                     return False
-                if ready is None or _classify(ready) != H1:
-                    return False
-            start_taskless(accepted_stream(sock), h1, addr[0], runtime, addr)
+                if kind == NOT_YET:
+                    first = preface  # waited for on the dispatcher
+            start_taskless(accepted_stream(sock), h1, addr[0], runtime, addr, first)
             return True
 
         runtime.start_now = start_now

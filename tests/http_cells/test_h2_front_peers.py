@@ -4,9 +4,13 @@ role watching the frames of a drain."""
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import time
 
+import h2.config
+import h2.connection
+import h2.events
 import httpx
 import trio
 from cells import Cells
@@ -135,3 +139,49 @@ def test_a_lapse_ends_one_stream_not_the_connection(cells: Cells) -> None:
 
     trio.run(main)
     assert results == {"slow": 504, "fast": 200, "fast2": 200}
+
+
+def _h2_get(sock: socket.socket, path: str, preface_parts: list[bytes]) -> int:
+    """An HTTP/2 GET over ``sock`` with prior knowledge (the h2 library in the client role),
+    the connection preface sent in ``preface_parts`` (pieces of it, 0.1 s apart); its status."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    opening = conn.data_to_send()
+    assert opening.startswith(b"".join(preface_parts))
+    for part in preface_parts:
+        sock.sendall(part)
+        time.sleep(0.1)
+    authority = "gateway.test"
+    headers = [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", authority)]
+    conn.send_headers(1, headers, end_stream=True)
+    sock.sendall(opening[len(b"".join(preface_parts)) :] + conn.data_to_send())
+    status = 0
+    while True:
+        data = sock.recv(65536)
+        assert data, "closed before the response ended"
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                status = int(dict(event.headers)[b":status"])
+            if isinstance(event, h2.events.StreamEnded):
+                return status
+        sock.sendall(conn.data_to_send())
+
+
+def test_first_bytes_that_come_after_the_accept_are_told_apart(cells: Cells) -> None:
+    """A connection accepted before its first bytes came: the worker waits for them on its
+    dispatcher (workers/http1/taskless.py) and serves HTTP/1.1 there, or hands HTTP/2's
+    preface (whole or in pieces) to a task of the HTTP/2 front."""
+    url = httpx.URL(cells.url("h1", "/headers"))
+    address = (url.host, url.port)
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    for parts in ([preface], [preface[:5], preface[5:]]):
+        with socket.create_connection(address, timeout=10) as sock:
+            time.sleep(0.2)  # accepted with nothing to read yet
+            assert _h2_get(sock, "/headers", parts) == 200
+    with socket.create_connection(address, timeout=10) as sock:
+        time.sleep(0.2)
+        sock.sendall(b"GET /headers HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ")

@@ -8,7 +8,8 @@ import socket as stdsocket
 
 import trio
 
-from workers.http_listener import H1, H2, PREFACE, SILENT, _peek_now, sniff_preface
+from workers.http1.taskless import HTTP1, NOT_YET, NOTHING, OTHER
+from workers.http_listener import H1, H2, PREFACE, SILENT, PriorKnowledge, _peek_now, sniff_preface
 
 
 async def _sniffed(
@@ -68,3 +69,28 @@ def test_a_socket_without_its_stdlib_socket_is_peeked_through_its_fd() -> None:
         b.send(b"GET / ")
         assert _peek_now(Bare(), 8) == b"GET / "  # type: ignore[arg-type]
         assert a.recv(8) == b"GET / "  # left in place, and the fd is still the socket's
+
+
+def test_prior_knowledge_tells_first_bytes_apart_without_waiting() -> None:
+    """What start_now and a connection started without a task ask (``taskless.FirstBytes``):
+    never waits, leaves the bytes in place."""
+
+    async def main() -> list[int]:
+        seen = []
+        a, b = trio.socket.socketpair()
+        with a, b:
+            first = PriorKnowledge(h2_front=None)  # type: ignore[arg-type]
+            seen.append(first.first_bytes(a))  # nothing yet
+            await b.send(PREFACE[:4])
+            seen.append(first.first_bytes(a))  # the preface's start: not yet decided
+            await b.send(PREFACE[4:])
+            seen.append(first.first_bytes(a))
+            assert await a.recv(64) == PREFACE  # peeked, not taken
+            await b.send(b"GET / HTTP/1.1\r\n\r\n")
+            seen.append(first.first_bytes(a))
+            await a.recv(64)
+            b.shutdown(trio.socket.SHUT_WR)
+            seen.append(first.first_bytes(a))  # the client's end before a byte
+        return seen
+
+    assert trio.run(main) == [NOT_YET, NOT_YET, OTHER, HTTP1, NOTHING]

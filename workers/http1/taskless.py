@@ -29,16 +29,38 @@ into the dispatcher or the watch (errors go to ``connection_failed``), and must 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, MutableSet
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import trio
 
 from workers.http1.connection import ClientConnection
 from workers.http1.context import H1Context
-from workers.http1.dispatch import drive_from
+from workers.http1.dispatch import drive_from, trap
+from workers.http1.exchange_steps import KEEPALIVE_IDLE, UNWATCHED
 from workers.http1.serve import close_now, finish_connection, quiet_end
-from workers.readiness import DETACHED, FINISHED, Driven, Readiness
+from workers.readiness import DETACHED, DRIVING, FINISHED, RESIDENT, Driven, Readiness
+
+# What a connection's first bytes say (``FirstBytes.first_bytes``).
+NOT_YET: Final = 0  # none yet (or the start of the other protocol's preface)
+HTTP1: Final = 1
+OTHER: Final = 2  # the other protocol the listener takes (HTTP/2 with prior knowledge)
+NOTHING: Final = 3  # the client closed, or the socket failed, before a byte
+
+_SERVE_OTHER: Final = "serve other"  # a task's move: serve the other protocol
+
+
+class FirstBytes(Protocol):
+    """A listener that takes another protocol on the same port besides HTTP/1.1 (HTTP/2
+    with prior knowledge): what a connection's first bytes say, peeked (left in place), and
+    the server of the other protocol."""
+
+    def first_bytes(self, sock: trio.socket.SocketType) -> int:
+        """NOT_YET, HTTP1, OTHER or NOTHING; never waits, never raises."""
+
+    async def serve_other(self, stream: trio.SocketStream, client: str) -> None:
+        """Serve a connection whose first bytes said OTHER (run in its own task)."""
 
 
 class ConnectionHost(Protocol):
@@ -61,20 +83,44 @@ class ConnectionHost(Protocol):
 
 
 def start_taskless(
-    stream: trio.SocketStream, ctx: H1Context, client: str, host: ConnectionHost, token: Any
+    stream: trio.SocketStream,
+    ctx: H1Context,
+    client: str,
+    host: ConnectionHost,
+    token: Any,
+    first: FirstBytes | None = None,
 ) -> None:
-    """Serve ``stream`` as a resident coroutine with no task (see the module's docstring)."""
+    """Serve ``stream`` as a resident coroutine with no task (see the module's docstring).
+    ``first``: its first bytes have not come yet, and may say another protocol: they are
+    waited for on the dispatcher too (closed without a word when none come within the header
+    timeout, as an idle keep-alive)."""
     conn = ClientConnection(stream, ctx, client)
     readiness = conn.reader.readiness
     assert readiness is not None  # a plain TCP stream is always watched
-    TasklessConnection(conn, readiness, host, token)
+    TasklessConnection(conn, readiness, host, token, first)
 
 
 class TasklessConnection:
-    __slots__ = ("adopted", "conn", "cut", "driven", "host", "readiness", "scope", "token")
+    __slots__ = (
+        "adopted",
+        "conn",
+        "cut",
+        "driven",
+        "first",
+        "first_kind",
+        "host",
+        "readiness",
+        "scope",
+        "token",
+    )
 
     def __init__(
-        self, conn: ClientConnection, readiness: Readiness, host: ConnectionHost, token: Any
+        self,
+        conn: ClientConnection,
+        readiness: Readiness,
+        host: ConnectionHost,
+        token: Any,
+        first: FirstBytes | None = None,
     ) -> None:
         self.conn = conn
         self.readiness = readiness
@@ -83,7 +129,11 @@ class TasklessConnection:
         self.adopted = False  # a task was started for it
         self.cut = False  # the host cut it (its task's whole run is cancelled)
         self.scope: trio.CancelScope | None = None  # that task's, once it runs
-        self.driven = Driven(conn.serve(), None, self)
+        # While its first bytes are awaited: the listener's protocols, and what they said.
+        self.first = first
+        self.first_kind = NOT_YET
+        coro = conn.serve() if first is None else self._first_bytes(first)
+        self.driven = Driven(coro, None, self)
         conn.deadline.on_lapse = self.lapse
         host.live_scopes.add(self)
         readiness.park_soon(self.driven)  # its first step runs in the dispatcher's next batch
@@ -110,11 +160,41 @@ class TasklessConnection:
         # else the dispatcher is running it right now: its step ends as DETACHED, which
         # comes back through on_move.
 
+    async def _first_bytes(self, first: FirstBytes) -> None:
+        """Its coroutine until the first bytes say what they are (``first_kind``)."""
+        conn = self.conn
+        sock = conn.stream.socket
+        fd = conn.reader.fd
+        deadline = conn.deadline
+        deadline.set(conn.now() + conn.header_timeout_s, KEEPALIVE_IDLE)
+        while (kind := first.first_bytes(sock)) == NOT_YET:
+            # Edge-triggered: a partial preface stays in the socket, and the rest is an edge.
+            if DRIVING.mode == RESIDENT:
+                await trap(2 * fd)
+            else:
+                await self.readiness.wait_readable(fd)
+        deadline.set(math.inf, UNWATCHED)
+        self.first_kind = kind
+
+    def _after_first_bytes(self) -> None:
+        kind = self.first_kind
+        if kind == HTTP1:
+            self.first = None
+            self.driven.coro = self.conn.serve()
+            self.readiness.park_soon(self.driven)
+        elif kind == OTHER:
+            self._adopt(_SERVE_OTHER)
+        else:
+            self._close()
+
     def on_move(self, move: object) -> None:
         """The dispatcher's word while no task owns it: FINISHED (its held writes are out),
         or a move for a task (``Readiness._step``)."""
         if move is not FINISHED:
             self._adopt(move)
+            return
+        if self.first is not None:
+            self._after_first_bytes()
             return
         try:
             self.conn.deadline.retire()  # no lapse from here on: it has ended
@@ -145,6 +225,11 @@ class TasklessConnection:
                 self.scope = scope
                 if self.cut:
                     scope.cancel()
+                if move is _SERVE_OTHER:
+                    assert self.first is not None
+                    with conn.life:
+                        await self.first.serve_other(conn.stream, conn.client)
+                    return  # the other protocol's server ended it: only the close is left
                 if move is not FINISHED:
                     try:
                         with conn.life:

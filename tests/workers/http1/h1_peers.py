@@ -16,7 +16,7 @@ import trio_websocket
 from gateway.http.limits import HttpLimits
 from workers.accepted_stream import accepted_stream
 from workers.http1 import Backend, H1Context, RequestRecord, serve_h1_connection
-from workers.http1.taskless import start_taskless
+from workers.http1.taskless import FirstBytes, start_taskless
 
 
 class BackendPeer:
@@ -147,6 +147,9 @@ class TasklessHost:
         self.tasks = 0  # tasks the connections asked for
         self.failures: list[BaseException] = []
         self.raise_failures = True  # False: only record them (a test that makes a bug)
+        # Set: every connection's first bytes are awaited and told apart by it (as the
+        # worker does for those that have sent nothing when accepted).
+        self.first: FirstBytes | None = None
         TasklessHost.made.append(self)
 
     def connection_task(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
@@ -173,7 +176,7 @@ class TasklessHost:
             while True:
                 sock, addr = await listener.socket.accept()
                 self.started += 1
-                start_taskless(accepted_stream(sock), ctx, addr[0], self, addr)
+                start_taskless(accepted_stream(sock), ctx, addr[0], self, addr, self.first)
         finally:
             for connection in list(self.live_scopes):
                 connection.cancel()

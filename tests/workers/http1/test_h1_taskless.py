@@ -7,11 +7,22 @@ the whole proxy suite also runs this way (conftest's "taskless" path)."""
 
 from __future__ import annotations
 
+import socket
+
 import trio
-from h1_peers import H11Client, Proxy, gated_handler, start_backend, start_proxy
+from h1_peers import (
+    H11Backend,
+    H11Client,
+    Proxy,
+    TasklessHost,
+    gated_handler,
+    start_backend,
+    start_proxy,
+)
 
 from gateway.http.limits import HttpLimits
 from workers.http1 import RequestRecord
+from workers.http1.taskless import HTTP1, NOT_YET, NOTHING, OTHER
 from workers.readiness import existing_readiness
 
 
@@ -169,3 +180,103 @@ async def test_a_bug_in_a_connection_without_a_task_is_reported_and_ends_it_only
     await stream.aclose()
     await _all_ended(proxy)
     assert [r.path for r in proxy.records] == ["/warm", "/other", "/still"]
+
+
+class PingOrHttp:
+    """A listener's second protocol for these tests: a connection opening with ``PING`` is
+    answered ``PONG`` and closed (as the h1 listener serves HTTP/2 with prior knowledge)."""
+
+    def __init__(self) -> None:
+        self.served = 0
+
+    def first_bytes(self, sock: trio.socket.SocketType) -> int:
+        std = socket.socket(fileno=sock.fileno())
+        try:
+            data = std.recv(4, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return NOT_YET
+        finally:
+            std.detach()  # the fd stays the connection's
+        if not data:
+            return NOTHING
+        if b"PING".startswith(data):
+            return OTHER if data == b"PING" else NOT_YET
+        return HTTP1
+
+    async def serve_other(self, stream: trio.SocketStream, client: str) -> None:
+        self.served += 1
+        assert await stream.receive_some(4) == b"PING"
+        await stream.send_all(b"PONG")
+
+
+async def _late_first_bytes_proxy(
+    nursery: trio.Nursery, limits: HttpLimits | None = None
+) -> tuple[Proxy, TasklessHost, PingOrHttp, H11Backend]:
+    backend = await start_backend(nursery)
+    proxy = await start_proxy(nursery, [backend], limits)
+    await _warm(proxy)
+    host = proxy.taskless
+    assert host is not None
+    host.first = other = PingOrHttp()
+    return proxy, host, other, backend
+
+
+async def test_http11_bytes_that_come_late_are_awaited_on_the_dispatcher(
+    nursery: trio.Nursery,
+) -> None:
+    proxy, host, other, _ = await _late_first_bytes_proxy(nursery)
+    tasks = host.tasks
+    stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+    await trio.sleep(0.1)  # accepted with nothing to read yet
+    client = H11Client(stream)
+    for path in (b"/late", b"/next"):
+        response, _, _ = await client.request(b"GET", path)
+        assert response.status_code == 200
+    await stream.send_all(b"GE")  # a request in pieces is HTTP/1.1 too
+    await trio.sleep(0.05)
+    await stream.send_all(b"T /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    data, ending = await _read_to_end(stream)
+    assert data.startswith(b"HTTP/1.1 200 ") and ending == "fin"
+    await stream.aclose()
+    await _all_ended(proxy)
+    assert (host.tasks, other.served) == (tasks, 0)  # served without a task
+    assert [r.path for r in proxy.records[1:]] == ["/late", "/next", "/last"]
+
+
+async def test_the_other_protocols_first_bytes_get_a_task_that_serves_it(
+    nursery: trio.Nursery,
+) -> None:
+    proxy, host, other, _ = await _late_first_bytes_proxy(nursery)
+    tasks = host.tasks
+    for parts in ([b"PING"], [b"PI", b"NG"]):  # whole, or its start first
+        stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+        for part in parts:
+            await trio.sleep(0.05)
+            await stream.send_all(part)
+        data, ending = await _read_to_end(stream)
+        assert (data, ending) == (b"PONG", "fin")
+        await stream.aclose()
+    await _all_ended(proxy)
+    assert (host.tasks, other.served) == (tasks + 2, 2)
+    assert len(proxy.records) == 1  # the warm-up only: no HTTP/1.1 request was seen
+
+
+async def test_a_client_that_sends_nothing_is_closed_without_a_word(
+    nursery: trio.Nursery,
+) -> None:
+    proxy, host, other, _ = await _late_first_bytes_proxy(
+        nursery, HttpLimits(header_timeout_ms=200)
+    )
+    tasks = host.tasks
+    silent = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+    started = trio.current_time()
+    data, ending = await _read_to_end(silent)
+    assert (data, ending) == (b"", "fin")  # no 408: it never began a request
+    assert 0.15 <= trio.current_time() - started <= 3.0
+    await silent.aclose()
+    leaving = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+    await trio.sleep(0.05)
+    await leaving.aclose()  # gone before a byte: closed on the dispatcher
+    await _all_ended(proxy)
+    assert host.tasks == tasks + 1  # the lapse's (where the silent one's wait was cancelled)
+    assert (len(proxy.records), other.served) == (1, 0)
