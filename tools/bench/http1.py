@@ -11,7 +11,8 @@ every other round runs the list backwards, so a drift within a round cancels out
 pair's ratio over two rounds instead of always favouring whichever proxy runs first.
 requests/s comes from wrk and the CPU seconds of the proxy's process tree over the round
 from psutil. Prints requests/s, proxy CPU-µs per request and the ratios to nginx (median
-of the per-round ratios).
+of the per-round ratios). ``--close``: every request on a new connection (the client asks
+for the close), the cost of a connection's start and end.
 Owns: the run order, the proxies' HTTP configs, the measurement window and the table.
 Must never: run under pytest, or leave a process running (everything is stopped in a
 finally).
@@ -67,6 +68,10 @@ PROXY_NAMES = (
     EPOLL_FLOOR,
     HYBRID_FLOOR,
 )
+# --close: every request on a new connection (wrk sends "Connection: close"; every proxy
+# closes after its answer and wrk reconnects): the cost of a connection's start and end.
+# Only the proxies that honour the header (the reference floors keep connections open).
+CLOSE_PROXY_NAMES = ("expressgateway", DEFAULTS, "nginx", "haproxy")
 BASELINE = "expressgateway@baseline"
 # The access log is flushed once a second (workers/access_log.py): wait that long (and a
 # margin) after a round before counting the defaults row's access lines.
@@ -105,6 +110,12 @@ class Row:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration-s", type=float, default=8.0, help="per round (default 8)")
     add_run_arguments(parser, PROXY_NAMES, connections=32, harness="wrk and the backend")
+    parser.add_argument(
+        "--close",
+        action="store_true",
+        help="a new connection for every request (wrk sends Connection: close); without "
+        f"--proxies: {','.join(CLOSE_PROXY_NAMES)}",
+    )
     parser.add_argument(
         "--baseline-tree",
         type=Path,
@@ -343,6 +354,7 @@ def run_wrk(port: int, args: argparse.Namespace) -> tuple[int, float, float]:
         # that measured fine (seen: all 32 connections of an nginx round at once).
         f"--timeout={WRK_TIMEOUT_S:g}s",
         "--latency",
+        *(["-H", "Connection: close"] if args.close else []),
         f"-d{args.duration_s:g}s",
         f"http://127.0.0.1:{port}/",
     ]
@@ -507,8 +519,9 @@ def _ratio(value: float | None) -> str:
 
 
 def render(rows: list[Row], args: argparse.Namespace) -> str:
+    per = "a new connection per request, " if args.close else ""
     lines = [
-        f"HTTP/1.1 proxy: wrk -t1 -c{args.connections}, {args.duration_s:g} s per round, "
+        f"HTTP/1.1 proxy: wrk -t1 -c{args.connections}, {per}{args.duration_s:g} s per round, "
         f"{args.rounds} interleaved round(s) (median); proxy on CPU {args.proxy_cpus}, wrk+backend on "
         f"CPU {args.harness_cpus}; 1 worker/thread each; backend: nginx `return 200`",
         "",
@@ -540,6 +553,8 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.close and args.proxies == ",".join(PROXY_NAMES):  # the default list
+        args.proxies = ",".join(CLOSE_PROXY_NAMES)
     names = [n.strip() for n in args.proxies.split(",") if n.strip()]
     unknown = [n for n in names if n not in STARTERS]
     if unknown:
