@@ -8,7 +8,7 @@ import socket as stdsocket
 
 import trio
 
-from workers.http1.taskless import HTTP1, NOT_YET, NOTHING, OTHER
+from workers.http1.taskless import HTTP1, NOT_YET, OTHER
 from workers.http_listener import H1, H2, PREFACE, SILENT, PriorKnowledge, _peek_now, sniff_preface
 
 
@@ -71,26 +71,27 @@ def test_a_socket_without_its_stdlib_socket_is_peeked_through_its_fd() -> None:
         assert a.recv(8) == b"GET / "  # left in place, and the fd is still the socket's
 
 
-def test_prior_knowledge_tells_first_bytes_apart_without_waiting() -> None:
-    """What start_now and a connection started without a task ask (``taskless.FirstBytes``):
-    never waits, leaves the bytes in place."""
+def test_prior_knowledge_reads_and_tells_first_bytes_apart_without_waiting() -> None:
+    """What start_now and a connection started without a task use (``taskless.FirstBytes``):
+    a read that never waits, and what the bytes read so far say."""
+    first = PriorKnowledge(h2_front=None)  # type: ignore[arg-type]
 
-    async def main() -> list[int]:
-        seen = []
+    async def main() -> list[object]:
+        seen: list[object] = []
         a, b = trio.socket.socketpair()
         with a, b:
-            first = PriorKnowledge(h2_front=None)  # type: ignore[arg-type]
-            seen.append(first.first_bytes(a))  # nothing yet
+            seen.append(first.read_first(a))  # nothing yet
             await b.send(PREFACE[:4])
-            seen.append(first.first_bytes(a))  # the preface's start: not yet decided
-            await b.send(PREFACE[4:])
-            seen.append(first.first_bytes(a))
-            assert await a.recv(64) == PREFACE  # peeked, not taken
+            seen.append(first.read_first(a))
             await b.send(b"GET / HTTP/1.1\r\n\r\n")
-            seen.append(first.first_bytes(a))
-            await a.recv(64)
+            seen.append(first.read_first(a))
             b.shutdown(trio.socket.SHUT_WR)
-            seen.append(first.first_bytes(a))  # the client's end before a byte
+            seen.append(first.read_first(a))  # the client's end
         return seen
 
-    assert trio.run(main) == [NOT_YET, NOT_YET, OTHER, HTTP1, NOTHING]
+    assert trio.run(main) == [None, PREFACE[:4], b"GET / HTTP/1.1\r\n\r\n", b""]
+    assert first.classify(PREFACE[:4]) == NOT_YET  # the rest decides
+    assert first.classify(PREFACE) == OTHER
+    assert first.classify(PREFACE + b"\x00\x00\x00\x04\x00") == OTHER  # frames behind it
+    assert first.classify(PREFACE[:4] + b"X") == HTTP1
+    assert first.classify(b"GET / HTTP/1.1\r\n") == HTTP1

@@ -265,7 +265,13 @@ class MessageReader:
         # fail. The next fill then waits first instead of paying for a failing read and its
         # exception (a keep-alive client's next request is one round trip away: most fills).
         self.drained = False
+        self.pending = b""  # see take_first_bytes
         self.fd = socket_fd(stream)
+
+    def take_first_bytes(self, data: bytes) -> None:
+        """Bytes read from the stream before this reader existed (by the acceptor, telling
+        HTTP/1.1 from HTTP/2's preface): the next fill takes them instead of reading."""
+        self.pending = data
 
     def release(self) -> None:
         """Its stream is closed: break the reference cycle reader -> parser -> callbacks ->
@@ -311,6 +317,13 @@ class MessageReader:
         already waiting are taken without yielding (see ``socket_io.receive_some``)."""
         if self.eof:
             raise self.error_type("read after end of stream", kind="truncated")
+        pending = self.pending
+        if pending:  # what the acceptor read first (``take_first_bytes``): no read needed
+            self.pending = b""
+            self.drained = len(pending) < READ_MAX_BYTES
+            self.bytes_read += len(pending)
+            self.feed(pending)
+            return
         readiness = self.readiness
         try:
             if self.wait_first or (

@@ -42,8 +42,8 @@ from workers.http1.exchange_steps import KEEPALIVE_IDLE, UNWATCHED
 from workers.http1.serve import close_now, finish_connection, quiet_end
 from workers.readiness import DETACHED, DRIVING, FINISHED, RESIDENT, Driven, Readiness
 
-# What a connection's first bytes say (``FirstBytes.first_bytes``).
-NOT_YET: Final = 0  # none yet (or the start of the other protocol's preface)
+# What a connection's first bytes say (``FirstBytes.classify``).
+NOT_YET: Final = 0  # the start of the other protocol's preface: the rest decides
 HTTP1: Final = 1
 OTHER: Final = 2  # the other protocol the listener takes (HTTP/2 with prior knowledge)
 NOTHING: Final = 3  # the client closed, or the socket failed, before a byte
@@ -53,14 +53,20 @@ _SERVE_OTHER: Final = "serve other"  # a task's move: serve the other protocol
 
 class FirstBytes(Protocol):
     """A listener that takes another protocol on the same port besides HTTP/1.1 (HTTP/2
-    with prior knowledge): what a connection's first bytes say, peeked (left in place), and
-    the server of the other protocol."""
+    with prior knowledge): a connection's first bytes, read (one read for both: no peek),
+    what they say, and the server of the other protocol."""
 
-    def first_bytes(self, sock: trio.socket.SocketType) -> int:
-        """NOT_YET, HTTP1, OTHER or NOTHING; never waits, never raises."""
+    def read_first(self, sock: trio.socket.SocketType) -> bytes | None:
+        """What has come (taken from the socket); None: nothing yet, b"": its end or an
+        error. Never waits, never raises."""
 
-    async def serve_other(self, stream: trio.SocketStream, client: str) -> None:
-        """Serve a connection whose first bytes said OTHER (run in its own task)."""
+    def classify(self, data: bytes) -> int:
+        """HTTP1, OTHER or NOT_YET (the start of the other protocol's preface) for the
+        bytes read so far (not empty)."""
+
+    async def serve_other(self, stream: trio.SocketStream, client: str, first: bytes) -> None:
+        """Serve a connection whose first bytes (``first``, already read) said OTHER (run in
+        its own task)."""
 
 
 class ConnectionHost(Protocol):
@@ -89,15 +95,21 @@ def start_taskless(
     host: ConnectionHost,
     token: Any,
     first: FirstBytes | None = None,
+    read: bytes = b"",
 ) -> None:
     """Serve ``stream`` as a resident coroutine with no task (see the module's docstring).
-    ``first``: its first bytes have not come yet, and may say another protocol: they are
-    waited for on the dispatcher too (closed without a word when none come within the header
-    timeout, as an idle keep-alive)."""
+    ``first``: the listener also takes another protocol, told apart by the first bytes;
+    ``read``: those the acceptor read already (HTTP/1.1 is served from them at once; until
+    they decide, the rest is awaited on the dispatcher, and a client that sends nothing is
+    closed without a word at the header timeout, as an idle keep-alive)."""
     conn = ClientConnection(stream, ctx, client)
     readiness = conn.reader.readiness
     assert readiness is not None  # a plain TCP stream is always watched
-    TasklessConnection(conn, readiness, host, token, first)
+    if first is not None and read and first.classify(read) == HTTP1:
+        first = None
+    if first is None and read:
+        conn.reader.take_first_bytes(read)
+    TasklessConnection(conn, readiness, host, token, first, read)
 
 
 class TasklessConnection:
@@ -108,9 +120,11 @@ class TasklessConnection:
         "driven",
         "first",
         "first_kind",
+        "first_read",
         "host",
         "readiness",
         "scope",
+        "stream",
         "token",
     )
 
@@ -121,16 +135,22 @@ class TasklessConnection:
         host: ConnectionHost,
         token: Any,
         first: FirstBytes | None = None,
+        first_read: bytes = b"",
     ) -> None:
         self.conn = conn
+        stream = conn.stream
+        assert isinstance(stream, trio.SocketStream)  # plain TCP: watched by the dispatcher
+        self.stream = stream
         self.readiness = readiness
         self.host = host
         self.token = token
         self.adopted = False  # a task was started for it
         self.cut = False  # the host cut it (its task's whole run is cancelled)
         self.scope: trio.CancelScope | None = None  # that task's, once it runs
-        # While its first bytes are awaited: the listener's protocols, and what they said.
+        # While its first bytes are awaited: the listener's protocols, the bytes read so
+        # far, and what they said.
         self.first = first
+        self.first_read = first_read
         self.first_kind = NOT_YET
         coro = conn.serve() if first is None else self._first_bytes(first)
         self.driven = Driven(coro, None, self)
@@ -163,16 +183,26 @@ class TasklessConnection:
     async def _first_bytes(self, first: FirstBytes) -> None:
         """Its coroutine until the first bytes say what they are (``first_kind``)."""
         conn = self.conn
-        sock = conn.stream.socket
+        sock = self.stream.socket
         fd = conn.reader.fd
         deadline = conn.deadline
         deadline.set(conn.now() + conn.header_timeout_s, KEEPALIVE_IDLE)
-        while (kind := first.first_bytes(sock)) == NOT_YET:
-            # Edge-triggered: a partial preface stays in the socket, and the rest is an edge.
-            if DRIVING.mode == RESIDENT:
-                await trap(2 * fd)
+        while True:
+            if self.first_read:
+                kind = first.classify(self.first_read)
+                if kind != NOT_YET:
+                    break
+            more = first.read_first(sock)
+            if more is None:
+                if DRIVING.mode == RESIDENT:
+                    await trap(2 * fd)
+                else:
+                    await self.readiness.wait_readable(fd)
+            elif more:
+                self.first_read += more
             else:
-                await self.readiness.wait_readable(fd)
+                kind = NOTHING
+                break
         deadline.set(math.inf, UNWATCHED)
         self.first_kind = kind
 
@@ -180,6 +210,8 @@ class TasklessConnection:
         kind = self.first_kind
         if kind == HTTP1:
             self.first = None
+            self.conn.reader.take_first_bytes(self.first_read)
+            self.first_read = b""
             self.driven.coro = self.conn.serve()
             self.readiness.park_soon(self.driven)
         elif kind == OTHER:
@@ -228,7 +260,7 @@ class TasklessConnection:
                 if move is _SERVE_OTHER:
                     assert self.first is not None
                     with conn.life:
-                        await self.first.serve_other(conn.stream, conn.client)
+                        await self.first.serve_other(self.stream, conn.client, self.first_read)
                     return  # the other protocol's server ended it: only the close is left
                 if move is not FINISHED:
                     try:

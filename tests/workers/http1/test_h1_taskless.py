@@ -7,7 +7,7 @@ the whole proxy suite also runs this way (conftest's "taskless" path)."""
 
 from __future__ import annotations
 
-import socket
+import os
 
 import trio
 from h1_peers import (
@@ -22,7 +22,7 @@ from h1_peers import (
 
 from gateway.http.limits import HttpLimits
 from workers.http1 import RequestRecord
-from workers.http1.taskless import HTTP1, NOT_YET, NOTHING, OTHER
+from workers.http1.taskless import HTTP1, NOT_YET, OTHER
 from workers.readiness import existing_readiness
 
 
@@ -189,23 +189,22 @@ class PingOrHttp:
     def __init__(self) -> None:
         self.served = 0
 
-    def first_bytes(self, sock: trio.socket.SocketType) -> int:
-        std = socket.socket(fileno=sock.fileno())
+    def read_first(self, sock: trio.socket.SocketType) -> bytes | None:
         try:
-            data = std.recv(4, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            return os.read(sock.fileno(), 4096)
         except BlockingIOError:
-            return NOT_YET
-        finally:
-            std.detach()  # the fd stays the connection's
-        if not data:
-            return NOTHING
+            return None
+        except OSError:
+            return b""
+
+    def classify(self, data: bytes) -> int:
         if b"PING".startswith(data):
             return OTHER if data == b"PING" else NOT_YET
         return HTTP1
 
-    async def serve_other(self, stream: trio.SocketStream, client: str) -> None:
+    async def serve_other(self, stream: trio.SocketStream, client: str, first: bytes) -> None:
         self.served += 1
-        assert await stream.receive_some(4) == b"PING"
+        assert first == b"PING"  # read while the connection was told apart
         await stream.send_all(b"PONG")
 
 
