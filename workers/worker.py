@@ -74,7 +74,8 @@ class ListenerRuntime:
         # and its connections that run without one (workers/http1/taskless.py).
         self.live_scopes: set[Any] = set()
         # Starts an accepted connection without a task (True), or declines it (False: it
-        # then gets a task running ``handler``); set by listeners that can.
+        # then gets a task running ``handler``); set by listeners that can. It raises only
+        # before it took the connection (a bug: the worker then closes it).
         self.start_now: Callable[[trio.socket.SocketType, tuple[str, int]], bool] | None = None
         self.stats = ListenerStats(plan.name, worker.metrics)
         self.upstreams = UpstreamSet(plan)
@@ -204,8 +205,15 @@ class Worker:
             self.handled_connections += 1
             runtime.stats.connection_opened()
             start_now = runtime.start_now
-            if start_now is not None and start_now(sock, addr):
-                return  # it runs without a task; its end calls connection_ended
+            if start_now is not None:
+                try:
+                    if start_now(sock, addr):
+                        return  # it runs without a task; its end calls connection_ended
+                except Exception as exc:  # a bug: this connection is lost, never the accept loop
+                    self.connection_failed(runtime, addr, exc)
+                    sock.close()
+                    self.connection_ended(runtime, addr)
+                    return
             self._connections.start_soon(self._run_connection, runtime, sock, addr)
 
         return spawn

@@ -6,8 +6,8 @@ queues the connection's coroutine on the run's dispatcher and parks until it end
 requests run on the dispatcher, and their end is a close. Here the one who accepted the
 connection (the worker, ``ConnectionHost``) hands it over, the coroutine is queued on the
 dispatcher with no owner (``readiness.Driven``'s keeper is this object), and a task is
-started only when the connection needs one (issue 18: a task, two cancel scopes and a park
-and wake were ~30 µs of a connection's ~60 warm, more when connections are rare):
+started only when the connection needs one (issue 18: a task, two cancel scopes, a park and
+a wake per connection; a request on a connection of its own cost 96 CPU-µs, 63 this way):
 
 - its coroutine yields for trio (``TO_TRIO``: a dial, an error answer, a tunnel...), yields a
   trio trap, or raises: the task takes it from that move (``dispatch.drive_from``);
@@ -20,6 +20,12 @@ and wake were ~30 µs of a connection's ~60 warm, more when connections are rare
 
 Otherwise its end runs on the dispatcher, after the batch's held writes went out: the close
 (``serve.close_now``) and the host's accounting (``ConnectionHost.connection_ended``).
+
+On a listener that also takes HTTP/2 with prior knowledge (``FirstBytes``), the acceptor
+reads the first bytes (that read is the first request's too); until they tell HTTP/1.1 from
+the preface, the rest is awaited on the dispatcher as well, under the header timeout (a
+silent client is closed without a word, as an idle keep-alive); the preface gets a task
+running the HTTP/2 front with the bytes read.
 
 Interpreted on purpose (tools/build_native leaves it out): the task's coroutine awaits in
 ``finally``. Owns: the connection's handover between dispatcher and task. Must never raise
