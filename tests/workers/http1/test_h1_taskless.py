@@ -13,8 +13,10 @@ import trio
 from h1_peers import (
     H11Backend,
     H11Client,
+    Handler,
     Proxy,
     TasklessHost,
+    default_handler,
     gated_handler,
     start_backend,
     start_proxy,
@@ -34,6 +36,17 @@ async def _warm(proxy: Proxy) -> None:
     assert response.status_code == 200
     await client.aclose()
     await _all_ended(proxy)
+
+
+async def _warmed(
+    nursery: trio.Nursery, handler: Handler = default_handler, limits: HttpLimits | None = None
+) -> tuple[Proxy, TasklessHost, H11Backend]:
+    """A proxy starting connections without a task, its upstream connection pooled."""
+    backend = await start_backend(nursery, handler)
+    proxy = await start_proxy(nursery, [backend], limits)
+    assert proxy.taskless is not None
+    await _warm(proxy)
+    return proxy, proxy.taskless, backend
 
 
 async def _all_ended(proxy: Proxy) -> None:
@@ -61,11 +74,7 @@ async def _read_to_end(stream: trio.SocketStream) -> tuple[bytes, str]:
 async def test_a_connection_that_needs_no_trio_code_never_gets_a_task(
     nursery: trio.Nursery,
 ) -> None:
-    backend = await start_backend(nursery)
-    proxy = await start_proxy(nursery, [backend])
-    host = proxy.taskless
-    assert host is not None
-    await _warm(proxy)
+    proxy, host, backend = await _warmed(nursery)
     tasks = host.tasks
     # Keep-alive requests, the last one asking for the close: the proxy closes.
     stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
@@ -97,11 +106,7 @@ async def test_a_connection_that_needs_no_trio_code_never_gets_a_task(
 async def test_unread_input_after_the_last_response_lingers_in_a_task(
     nursery: trio.Nursery,
 ) -> None:
-    backend = await start_backend(nursery)
-    proxy = await start_proxy(nursery, [backend], HttpLimits(max_keepalive_requests=1))
-    host = proxy.taskless
-    assert host is not None
-    await _warm(proxy)
+    proxy, host, _ = await _warmed(nursery, limits=HttpLimits(max_keepalive_requests=1))
     tasks = host.tasks
     stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
     # The keep-alive cap closes after one request, and another is already behind it: closing
@@ -120,11 +125,7 @@ async def test_the_hosts_cut_ends_a_connection_parked_without_a_task(
     nursery: trio.Nursery,
 ) -> None:
     gate = trio.Event()
-    backend = await start_backend(nursery, gated_handler(gate))
-    proxy = await start_proxy(nursery, [backend])
-    host = proxy.taskless
-    assert host is not None
-    await _warm(proxy)
+    proxy, host, backend = await _warmed(nursery, gated_handler(gate))
     tasks = host.tasks
     stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
     await stream.send_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -150,12 +151,8 @@ async def test_the_hosts_cut_ends_a_connection_parked_without_a_task(
 async def test_a_bug_in_a_connection_without_a_task_is_reported_and_ends_it_only(
     nursery: trio.Nursery,
 ) -> None:
-    backend = await start_backend(nursery)
-    proxy = await start_proxy(nursery, [backend])
-    host = proxy.taskless
-    assert host is not None
+    proxy, host, _ = await _warmed(nursery)
     host.raise_failures = False
-    await _warm(proxy)
     other = await H11Client.open(proxy.port)
     response, _, _ = await other.request(b"GET", b"/other")
     assert response.status_code == 200
@@ -211,11 +208,7 @@ class PingOrHttp:
 async def _late_first_bytes_proxy(
     nursery: trio.Nursery, limits: HttpLimits | None = None
 ) -> tuple[Proxy, TasklessHost, PingOrHttp, H11Backend]:
-    backend = await start_backend(nursery)
-    proxy = await start_proxy(nursery, [backend], limits)
-    await _warm(proxy)
-    host = proxy.taskless
-    assert host is not None
+    proxy, host, backend = await _warmed(nursery, limits=limits)
     host.first = other = PingOrHttp()
     return proxy, host, other, backend
 
