@@ -2,7 +2,7 @@
 
 Reads the config's plan, starts `tools.demo_backends` serving each loopback backend
 address (tcp backends echo, h1 backends answer HTTP), runs the supervisor in the
-foreground and prints what to curl. Ctrl-C stops everything.
+foreground and prints what to curl. Ctrl-C (or SIGTERM to this process) stops everything.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  curl http://{plan.config.observability.metrics_bind}/metrics")
     print("Ctrl-C stops the gateway and the demo backends.\n", flush=True)
     gateway = subprocess.Popen([sys.executable, "-m", "supervisor.cli", args.config])
+    # SIGTERM (a `kill` of `make run`'s process) stops the gateway and the backends as
+    # Ctrl-C does, instead of leaving them running without it.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return gateway.wait()
     except KeyboardInterrupt:
