@@ -266,6 +266,7 @@ class MessageReader:
         # exception (a keep-alive client's next request is one round trip away: most fills).
         self.drained = False
         self.pending = b""  # see take_first_bytes
+        self.deferred_error: HttpError | None = None  # see feed
         self.fd = socket_fd(stream)
 
     def take_first_bytes(self, data: bytes) -> None:
@@ -315,6 +316,10 @@ class MessageReader:
     async def fill(self, checkpoint: bool = True) -> None:
         """One read, fed to the parser. EOF queues an EOF_EVENT. ``checkpoint`` False: bytes
         already waiting are taken without yielding (see ``socket_io.receive_some``)."""
+        deferred = self.deferred_error
+        if deferred is not None:  # see feed
+            self.deferred_error = None
+            raise deferred
         if self.eof:
             raise self.error_type("read after end of stream", kind="truncated")
         pending = self.pending
@@ -345,6 +350,18 @@ class MessageReader:
         self.feed(data)
 
     def feed(self, data: bytes | bytearray) -> None:
+        """Parse ``data`` into events. A request's error behind a complete request in the
+        same bytes (a malformed request pipelined after a good one) waits until the events
+        before it are taken: the next fill raises it, so the good request is answered first
+        (as nginx does) and the bad one gets the error answer."""
+        try:
+            self._parse(data)
+        except HttpError as exc:
+            if not self.is_request or not any(tag == END for tag, _ in self.events):
+                raise
+            self.deferred_error = exc
+
+    def _parse(self, data: bytes | bytearray) -> None:
         was_in_head = not self.head_done
         if not self.in_message and not self.is_request:
             # Between messages, the next one starts at data[0]: these bytes make it HTTP/1.1

@@ -138,6 +138,24 @@ async def test_request_pipelined_behind_a_close_is_not_served_and_spoils_nothing
     assert [(r.path, r.status) for r in proxy.records] == [("/a", 200)]
 
 
+async def test_malformed_request_pipelined_behind_a_good_one_is_answered_after_it(
+    nursery: trio.Nursery,
+) -> None:
+    """The good request is answered first, then the malformed one gets its 400 and the
+    close (it was a 400 for the good one: the parse error came in the same read)."""
+    backend = await start_backend(nursery)
+    proxy = await start_proxy(nursery, [backend])
+    data, closed = await raw_exchange(
+        proxy.port, b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHo st: a\r\n\r\n"
+    )
+    assert closed
+    first, _, rest = data.partition(b"echo:")
+    assert first.startswith(b"HTTP/1.1 200 ")
+    assert rest.startswith(b"HTTP/1.1 400 ")
+    assert [r.target for r in backend.requests] == [b"/a"]
+    assert [r.status for r in proxy.records] == [200, 400]
+
+
 async def test_keepalive_cap_closes_on_nth_response(nursery: trio.Nursery) -> None:
     backend = await start_backend(nursery)
     proxy = await start_proxy(nursery, [backend], HttpLimits(max_keepalive_requests=3))
