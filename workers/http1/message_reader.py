@@ -322,25 +322,22 @@ class MessageReader:
             raise deferred
         if self.eof:
             raise self.error_type("read after end of stream", kind="truncated")
-        pending = self.pending
-        if pending:  # what the acceptor read first (``take_first_bytes``): no read needed
+        data: bytes | bytearray = self.pending
+        if data:  # what the acceptor read first (``take_first_bytes``): no read needed
             self.pending = b""
-            self.drained = len(pending) < READ_MAX_BYTES
-            self.bytes_read += len(pending)
-            self.feed(pending)
-            return
-        readiness = self.readiness
-        try:
-            if self.wait_first or (
-                self.drained and readiness is not None and not readiness.flagged(self.fd)
-            ):
-                self.wait_first = False
-                data = await receive_when_ready(self.stream, READ_MAX_BYTES, readiness)
-            else:
-                data = await receive_some(self.stream, READ_MAX_BYTES, readiness, checkpoint)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            data = b""
-            self.eof_error = True
+        else:
+            readiness = self.readiness
+            try:
+                if self.wait_first or (
+                    self.drained and readiness is not None and not readiness.flagged(self.fd)
+                ):
+                    self.wait_first = False
+                    data = await receive_when_ready(self.stream, READ_MAX_BYTES, readiness)
+                else:
+                    data = await receive_some(self.stream, READ_MAX_BYTES, readiness, checkpoint)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+                self.eof_error = True
         self.drained = len(data) < READ_MAX_BYTES
         if not data:
             self.eof = True

@@ -82,7 +82,7 @@ def quiet_end(conn: ClientConnection) -> bool:
     if conn.abort:
         reset_on_close(conn.stream)
         return True
-    if DRIVING.stalls and not settled_now(conn.stream):
+    if not settled_now(conn.stream):
         return False
     return not conn.lingers()
 
